@@ -32,7 +32,9 @@ def project_options(function):
 
 
 def _options(project_dir: Path, profiles_dir: Path | None, target: str | None) -> ProjectOptions:
-    return ProjectOptions(project_dir=project_dir.resolve(), profiles_dir=profiles_dir, target=target)
+    return ProjectOptions(
+        project_dir=project_dir.resolve(), profiles_dir=profiles_dir, target=target
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

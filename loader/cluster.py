@@ -153,13 +153,20 @@ class EmbeddedCluster:
             self._process = subprocess.Popen(
                 [
                     str(binary_dir() / "postgres"),
-                    "-D", str(self.data_dir),
-                    "-k", str(self._socket_dir),
-                    "-p", str(PORT),
-                    "-c", "listen_addresses=",
-                    "-c", "fsync=off",  # throwaway/dev data: durability is not worth the time
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
+                    "-D",
+                    str(self.data_dir),
+                    "-k",
+                    str(self._socket_dir),
+                    "-p",
+                    str(PORT),
+                    "-c",
+                    "listen_addresses=",
+                    "-c",
+                    "fsync=off",  # throwaway/dev data: durability is not worth the time
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -195,8 +202,10 @@ class EmbeddedCluster:
         result = subprocess.run(
             [
                 str(binary_dir() / "initdb"),
-                "-D", str(self.data_dir),
-                "-U", SUPERUSER,
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--locale=C",
@@ -239,7 +248,9 @@ class EmbeddedCluster:
             except ProcessLookupError:
                 return
             time.sleep(0.1)
-        raise ClusterError(f"a server from an earlier run (pid {pid}) on {self.data_dir} did not stop")
+        raise ClusterError(
+            f"a server from an earlier run (pid {pid}) on {self.data_dir} did not stop"
+        )
 
     def _wait_ready(self, connection: ClusterConnection) -> None:
         import psycopg
@@ -301,16 +312,28 @@ def default_data_dir(project_dir: Path) -> Path:
     return (Path(home) if home else Path(project_dir) / ".mips") / "pgdata"
 
 
+_running: dict[Path, ClusterConnection] = {}
+
+
 @contextlib.contextmanager
 def running_cluster(data_dir: Path, *, throwaway: bool = False) -> Iterator[ClusterConnection]:
-    """Start the cluster, export its socket dir for dbt's `dev` target, stop it afterwards."""
+    """Start the cluster, export its socket dir for dbt's `dev` target, stop it afterwards.
+
+    Re-entrant: inside a block that already runs this cluster, the running server is reused.
+    """
+    data_dir = Path(data_dir).resolve()
+    if data_dir in _running:
+        yield _running[data_dir]
+        return
     cluster = EmbeddedCluster(data_dir, throwaway=throwaway)
     connection = cluster.start()
+    _running[data_dir] = connection
     previous = os.environ.get(SOCKET_ENV)
     os.environ[SOCKET_ENV] = str(connection.socket_dir)
     try:
         yield connection
     finally:
+        _running.pop(data_dir, None)
         if previous is None:
             os.environ.pop(SOCKET_ENV, None)
         else:

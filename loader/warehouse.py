@@ -97,7 +97,9 @@ def _read_raw_profile(options: ProjectOptions) -> dict[str, Any]:
         )
     raw = read_profile(str(profiles_dir))
     if PROFILE_NAME not in raw:
-        raise WarehouseConfigError(f"profile '{PROFILE_NAME}' not found in {profiles_dir}/profiles.yml")
+        raise WarehouseConfigError(
+            f"profile '{PROFILE_NAME}' not found in {profiles_dir}/profiles.yml"
+        )
     return raw[PROFILE_NAME]
 
 
