@@ -45,7 +45,8 @@ class ClusterConnection:
     dbname: str = DATABASE
 
     def conninfo(self, dbname: str | None = None) -> str:
-        return f"host={self.socket_dir} port={self.port} user={self.user} dbname={dbname or self.dbname}"
+        database = dbname or self.dbname
+        return f"host={self.socket_dir} port={self.port} user={self.user} dbname={database}"
 
 
 def _keep_runtime_files_local(data_dir: Path) -> None:
