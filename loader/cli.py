@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import click
 
+from loader.deliveries import DeliveriesError, today_for_run
+from loader.export import (
+    DEFAULT_MAX_SHRINK,
+    ExportConfigError,
+    ExportLocked,
+    ExportRequest,
+    plan_export,
+    run_export,
+)
+from loader.report import export_json, export_summary
 from loader.warehouse import ProjectOptions, WarehouseConfigError, open_warehouse
 
 
@@ -97,6 +109,266 @@ def generate_command(project_dir, profiles_dir, target, seed, scale, app_schema,
         raise click.UsageError(str(exc)) from None
     for table, rows in summary.items():
         click.echo(f"{table:<20} {rows:>12,}")
+
+
+def _selection_options(function):
+    function = click.option(
+        "--state",
+        "states",
+        multiple=True,
+        help="Only this state (postal code); repeatable. Default: every configured state.",
+    )(function)
+    function = click.option(
+        "--year",
+        "years",
+        multiple=True,
+        type=int,
+        help="Only this performance year; repeatable. Default: every configured year.",
+    )(function)
+    return function
+
+
+def _export_request(years, states, run_date, s3_url, sftp_url, **extra) -> ExportRequest:
+    return ExportRequest(
+        run_date=run_date.date() if run_date else today_for_run(),
+        s3_url=s3_url,
+        sftp_url=sftp_url,
+        years=tuple(years),
+        states=tuple(s.upper() for s in states),
+        **extra,
+    )
+
+
+def _progress(message: str) -> None:
+    # A terminal gets progress; a scheduler's log gets only the summary (no patient data either).
+    if sys.stderr.isatty():
+        click.echo(message, err=True)
+
+
+@cli.command("export")
+@_selection_options
+@click.option(
+    "--date",
+    "run_date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Run date (default: today in $MIPS_TIME_ZONE, America/Los_Angeles).",
+)
+@click.option(
+    "--s3-url",
+    envvar="MIPS_S3_URL",
+    default=None,
+    help="s3://bucket/prefix or file:///abs/dir. Env: MIPS_S3_URL.",
+)
+@click.option(
+    "--sftp-url",
+    envvar="MIPS_SFTP_URL",
+    default=None,
+    help="sftp://user@host[:port]/dir or file:///abs/dir. Env: MIPS_SFTP_URL.",
+)
+@click.option("--dry-run", is_flag=True, help="Unload and count every slice; write nothing.")
+@click.option(
+    "--allow-shrink",
+    is_flag=True,
+    help="Upload to SFTP even if a slice shrank past --max-shrink since its last delivery.",
+)
+@click.option(
+    "--max-shrink",
+    type=click.FloatRange(0, 1),
+    default=float(DEFAULT_MAX_SHRINK),
+    envvar="MIPS_MAX_SHRINK",
+    show_default=True,
+    help="Largest row-count drop (fraction) accepted for an SFTP upload.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@project_options
+def export_command(
+    project_dir,
+    profiles_dir,
+    target,
+    years,
+    states,
+    run_date,
+    s3_url,
+    sftp_url,
+    dry_run,
+    allow_shrink,
+    max_shrink,
+    as_json,
+):
+    """Deliver every configured year/state slice: S3 snapshot, then SFTP where enabled.
+
+    Exit status: 0 all deliveries succeeded, 1 any failed, 2 usage or configuration error.
+
+    Example: mips-loader export --year 2025 --s3-url s3://ops-bucket/business-operations/healthmonix
+    """
+    request = _export_request(
+        years,
+        states,
+        run_date,
+        s3_url,
+        sftp_url,
+        dry_run=dry_run,
+        allow_shrink=allow_shrink,
+        max_shrink=Decimal(str(max_shrink)),
+    )
+    report = _run(
+        lambda warehouse: run_export(warehouse, request, progress=_progress),
+        _options(project_dir, profiles_dir, target),
+    )
+    _print_report(report, as_json)
+    sys.exit(0 if report.succeeded else 1)
+
+
+@cli.command("plan")
+@_selection_options
+@click.option(
+    "--date",
+    "run_date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Run date (default: today in $MIPS_TIME_ZONE).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@project_options
+def plan_command(project_dir, profiles_dir, target, years, states, run_date, as_json):
+    """Show what `export` would deliver (keys, file names, row counts); writes nothing.
+
+    Example: mips-loader plan --year 2023
+    """
+    request = _export_request(years, states, run_date, None, None)
+    report = _run(
+        lambda warehouse: plan_export(warehouse, request),
+        _options(project_dir, profiles_dir, target),
+    )
+    _print_report(report, as_json)
+
+
+@cli.command("demo")
+@click.option(
+    "--scale",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Synthetic data size; 1 is about 10k care plans.",
+)
+@click.option("--seed", default=42, show_default=True, help="Synthetic data seed.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Where the S3 and SFTP stand-ins are written.",
+)
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The dbt project directory.",
+)
+def demo_command(scale, seed, out, project_dir):
+    """Run the whole job on a fresh machine: embedded PostgreSQL, synthetic data, dbt build,
+    export to local stand-ins for S3 and SFTP under --out.
+
+    Example: mips-loader demo --scale 0.2 --out /tmp/mips-demo
+    """
+    from loader.demo import run_demo
+
+    report = run_demo(project_dir.resolve(), out.resolve(), scale=scale, seed=seed, echo=click.echo)
+    sys.exit(0 if report.succeeded else 1)
+
+
+@cli.command("status")
+@_selection_options
+@click.option(
+    "--s3-url", envvar="MIPS_S3_URL", default=None, help="As for export. Env: MIPS_S3_URL."
+)
+@click.option(
+    "--sftp-url", envvar="MIPS_SFTP_URL", default=None, help="As for export. Env: MIPS_SFTP_URL."
+)
+@click.option(
+    "--max-age-days",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="A delivery older than this many days before today is stale.",
+)
+@click.option(
+    "--date",
+    "today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Judge as of this date (default: today in $MIPS_TIME_ZONE).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@project_options
+def status_command(
+    project_dir,
+    profiles_dir,
+    target,
+    years,
+    states,
+    s3_url,
+    sftp_url,
+    max_age_days,
+    today,
+    as_json,
+):
+    """For every configured year and state: the last S3 snapshot, the last SFTP delivery,
+    whether that file is on the server now, and a verdict (ok, stale, missing on server,
+    never delivered, disabled). Reads only.
+
+    Exit status: 0 every enabled delivery is ok, 1 any is not, 2 usage or configuration error.
+
+    Example: mips-loader status --year 2025 --json
+    """
+    from loader.destinations import open_destination
+    from loader.destinations.base import DeliveryError
+    from loader.report import table
+    from loader.status import STATUS_COLUMNS, collect_status, status_json, status_rows
+
+    if not s3_url:
+        raise click.UsageError("no S3 store: pass --s3-url or set MIPS_S3_URL")
+
+    def action(warehouse):
+        with contextlib.ExitStack() as stack:
+            try:
+                s3 = stack.enter_context(open_destination(s3_url))
+                sftp = stack.enter_context(open_destination(sftp_url)) if sftp_url else None
+            except DeliveryError as exc:
+                raise ExportConfigError(str(exc)) from None
+            return collect_status(
+                warehouse,
+                s3,
+                sftp,
+                today=today.date() if today else today_for_run(),
+                max_age_days=max_age_days,
+                years=tuple(years),
+                states=tuple(s.upper() for s in states),
+            )
+
+    statuses = _run(action, _options(project_dir, profiles_dir, target))
+    if as_json:
+        click.echo(status_json(statuses))
+    else:
+        click.echo(table(STATUS_COLUMNS, status_rows(statuses)))
+    sys.exit(1 if any(s.needs_attention for s in statuses) else 0)
+
+
+def _run(action, options: ProjectOptions):
+    """Open the warehouse, run the action, turn expected failures into one clear message."""
+    try:
+        with open_warehouse(options) as warehouse:
+            return action(warehouse)
+    except (WarehouseConfigError, ExportConfigError, DeliveriesError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except ExportLocked as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _print_report(report, as_json: bool) -> None:
+    click.echo(export_json(report) if as_json else export_summary(report))
 
 
 def main() -> None:

@@ -1,0 +1,281 @@
+"""The export run: for each delivery, unload the slice, put it in S3, upload it to SFTP, record.
+
+One failed delivery never stops the others. Nothing here decides a name, a key or whether a
+year goes to SFTP: the deliveries model does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from loader.deliveries import Delivery, read_deliveries
+from loader.destinations import open_destination
+from loader.destinations.base import DeliveryError, retrying
+from loader.records import (
+    SFTP_DELIVERED,
+    SFTP_DISABLED,
+    SFTP_FAILED,
+    SFTP_NOT_ATTEMPTED,
+    SFTP_REFUSED_SHRINK,
+    DeliveryRecord,
+    last_sftp_delivery,
+    manifest_name,
+)
+from loader.unload import (
+    UnloadedSlice,
+    count_postgres_slice,
+    private_work_dir,
+    unload_postgres_slice,
+)
+
+# Any constant works; it only has to be the same for every loader on the database.
+EXPORT_LOCK_KEY = 7_342_610_221
+DEFAULT_MAX_SHRINK = Decimal("0.2")
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+STATUS_DRY_RUN = "dry run"
+
+
+class ExportConfigError(Exception):
+    """The run cannot start: a destination is missing or unusable (exit code 2)."""
+
+
+class ExportLocked(Exception):
+    """Another export holds the lock on this database."""
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    run_date: dt.date
+    s3_url: str | None
+    sftp_url: str | None
+    years: tuple[int, ...] = ()
+    states: tuple[str, ...] = ()
+    dry_run: bool = False
+    allow_shrink: bool = False
+    max_shrink: Decimal = DEFAULT_MAX_SHRINK
+
+
+@dataclass
+class ExportReport:
+    run_id: str
+    run_date: dt.date
+    dbt_invocation_id: str | None
+    results: list[DeliveryRecord] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return all(r.status != STATUS_FAILED for r in self.results)
+
+
+Progress = Callable[[str], None]
+
+
+def shrink_refusal(previous_rows: int, rows: int, max_shrink: Decimal) -> str | None:
+    """Why a slice may not go to SFTP: it fell to zero or by more than `max_shrink`."""
+    if previous_rows <= 0:
+        return None
+    if rows == 0 or Decimal(previous_rows - rows) > max_shrink * previous_rows:
+        return (
+            f"rows fell from {previous_rows} at the last delivery to {rows} "
+            f"(more than {max_shrink:.0%}); pass --allow-shrink if this is expected"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def export_lock(conn) -> Iterator[None]:
+    """A session advisory lock: a second concurrent export against this database stops."""
+    locked = conn.execute("select pg_try_advisory_lock(%s)", (EXPORT_LOCK_KEY,)).fetchone()[0]
+    if not locked:
+        holder = conn.execute(
+            "select pid from pg_locks where locktype = 'advisory' and objid = %s and granted",
+            (EXPORT_LOCK_KEY & 0xFFFFFFFF,),
+        ).fetchone()
+        who = f" (held by backend pid {holder[0]})" if holder else ""
+        raise ExportLocked(f"another mips-loader export is running on this database{who}")
+    try:
+        yield
+    finally:
+        conn.execute("select pg_advisory_unlock(%s)", (EXPORT_LOCK_KEY,))
+
+
+def _open_destinations(request: ExportRequest, deliveries: list[Delivery]):
+    if request.dry_run:
+        return None, None
+    if not request.s3_url:
+        raise ExportConfigError("no S3 destination: pass --s3-url or set MIPS_S3_URL")
+    needs_sftp = any(d.sftp_enabled for d in deliveries)
+    if needs_sftp and not request.sftp_url:
+        enabled = ", ".join(d.label for d in deliveries if d.sftp_enabled)
+        raise ExportConfigError(
+            f"SFTP is enabled for {enabled} but no SFTP destination was given: "
+            "pass --sftp-url or set MIPS_SFTP_URL"
+        )
+    try:
+        s3 = open_destination(request.s3_url)
+        sftp = open_destination(request.sftp_url) if needs_sftp else None
+    except DeliveryError as exc:
+        raise ExportConfigError(str(exc)) from None
+    return s3, sftp
+
+
+def run_export(
+    warehouse,
+    request: ExportRequest,
+    *,
+    dbt_invocation_id: str | None = None,
+    progress: Progress = lambda message: None,
+) -> ExportReport:
+    report = ExportReport(
+        run_id=uuid.uuid4().hex[:12],
+        run_date=request.run_date,
+        dbt_invocation_id=dbt_invocation_id,
+    )
+    with warehouse.connect(autocommit=True) as conn, export_lock(conn):
+        deliveries = read_deliveries(
+            conn, warehouse.schema, years=request.years, states=request.states
+        )
+        s3, sftp = _open_destinations(request, deliveries)
+        with contextlib.ExitStack() as stack:
+            for destination in (s3, sftp):
+                if destination is not None:
+                    stack.enter_context(destination)
+            work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
+            for delivery in deliveries:
+                progress(f"{delivery.label}: unloading")
+                record = _deliver(conn, delivery, request, report, s3, sftp, work_dir, progress)
+                report.results.append(record)
+                progress(f"{delivery.label}: {record.status}")
+    return report
+
+
+def _deliver(conn, delivery, request, report, s3, sftp, work_dir, progress) -> DeliveryRecord:
+    run_date = request.run_date
+    record = DeliveryRecord(
+        performance_year=delivery.performance_year,
+        state_code=delivery.state_code,
+        run_id=report.run_id,
+        run_date=run_date.isoformat(),
+        dbt_invocation_id=report.dbt_invocation_id,
+        s3_key=delivery.s3_key(run_date),
+        rows=0,
+        bytes=0,
+        sha256="",
+        sftp_file_name=delivery.sftp_file_name(run_date),
+        sftp_outcome=SFTP_NOT_ATTEMPTED if delivery.sftp_enabled else SFTP_DISABLED,
+        status=STATUS_FAILED,
+    )
+    unloaded: UnloadedSlice | None = None
+    snapshot_written = False
+    try:
+        unloaded = unload_postgres_slice(
+            conn,
+            delivery.export_relation,
+            delivery.performance_year,
+            delivery.state_code,
+            work_dir=work_dir,
+        )
+        record.rows, record.bytes, record.sha256 = unloaded.rows, unloaded.bytes, unloaded.sha256
+        if request.dry_run:
+            record.status = STATUS_DRY_RUN
+            return record
+        progress(f"{delivery.label}: {record.rows} rows, {record.bytes} bytes to S3")
+        retrying(
+            lambda: s3.put_file(
+                unloaded.path, record.s3_key, size=unloaded.bytes, sha256=unloaded.sha256
+            )
+        )
+        snapshot_written = True
+        error = None
+        if delivery.sftp_enabled:
+            error = _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress)
+        record.status = STATUS_FAILED if error else STATUS_OK
+        record.error = error
+    except DeliveryError as exc:
+        record.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - one delivery's failure must not stop the others
+        record.error = f"{delivery.label}: {type(exc).__name__}: {exc}"
+    finally:
+        if unloaded is not None and unloaded.path is not None:
+            unloaded.path.unlink(missing_ok=True)
+    if not request.dry_run:
+        _record(s3, record, with_manifest=snapshot_written)
+    return record
+
+
+def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress) -> str | None:
+    """Upload the same bytes to SFTP unless the shrink guard refuses; returns the error."""
+    previous = last_sftp_delivery(s3, delivery.performance_year, delivery.state_code)
+    refusal = None
+    if previous is not None and not request.allow_shrink:
+        refusal = shrink_refusal(previous.rows, unloaded.rows, request.max_shrink)
+    if refusal:
+        record.sftp_outcome = SFTP_REFUSED_SHRINK
+        return f"{delivery.label}: SFTP upload refused: {refusal}"
+    progress(f"{delivery.label}: uploading {record.sftp_file_name} to SFTP")
+    try:
+        retrying(
+            lambda: sftp.put_file(
+                unloaded.path, record.sftp_file_name, size=unloaded.bytes, sha256=unloaded.sha256
+            )
+        )
+    except DeliveryError as exc:
+        record.sftp_outcome = SFTP_FAILED
+        return str(exc)
+    record.sftp_outcome = SFTP_DELIVERED
+    return None
+
+
+def _record(s3, record: DeliveryRecord, *, with_manifest: bool) -> None:
+    """Manifest beside the snapshot, then the run-log line; if either fails, the delivery fails."""
+    try:
+        if with_manifest:
+            body = (record.to_json() + "\n").encode()
+            snapshot_dir = record.s3_key.rsplit("/", 1)[0]
+            retrying(lambda: s3.put_bytes(manifest_name(snapshot_dir), body))
+        line = (record.to_json() + "\n").encode()
+        retrying(lambda: s3.put_bytes(record.run_log_name(), line))
+    except DeliveryError as exc:
+        record.status = STATUS_FAILED
+        record.error = f"{record.error + '; ' if record.error else ''}recording failed: {exc}"
+
+
+STATUS_PLANNED = "planned"
+
+
+def plan_export(warehouse, request: ExportRequest) -> ExportReport:
+    """What `run_export` would deliver, with row counts; writes nothing and takes no lock."""
+    report = ExportReport(run_id="plan", run_date=request.run_date, dbt_invocation_id=None)
+    with warehouse.connect(autocommit=True) as conn:
+        deliveries = read_deliveries(
+            conn, warehouse.schema, years=request.years, states=request.states
+        )
+        for delivery in deliveries:
+            rows = count_postgres_slice(
+                conn, delivery.export_relation, delivery.performance_year, delivery.state_code
+            )
+            report.results.append(
+                DeliveryRecord(
+                    performance_year=delivery.performance_year,
+                    state_code=delivery.state_code,
+                    run_id=report.run_id,
+                    run_date=request.run_date.isoformat(),
+                    dbt_invocation_id=None,
+                    s3_key=delivery.s3_key(request.run_date),
+                    rows=rows,
+                    bytes=0,
+                    sha256="",
+                    sftp_file_name=delivery.sftp_file_name(request.run_date),
+                    sftp_outcome=SFTP_NOT_ATTEMPTED if delivery.sftp_enabled else SFTP_DISABLED,
+                    status=STATUS_PLANNED,
+                )
+            )
+    return report

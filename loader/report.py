@@ -1,0 +1,75 @@
+"""The one place that formats what a command prints: summary tables and their JSON form."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from loader.records import DeliveryRecord
+
+EXPORT_COLUMNS = ("year", "state", "rows", "bytes", "S3 key", "SFTP name", "status")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(_is_number(r[i]) for r in rows) and rows for i in range(len(headers))]
+    lines = []
+    for index, row in enumerate(cells):
+        parts = [
+            value.rjust(width) if numeric[i] and index else value.ljust(width)
+            for i, (value, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(parts).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def delivery_rows(records: Sequence[DeliveryRecord]) -> list[list[Any]]:
+    return [
+        [
+            r.performance_year,
+            r.state_code,
+            r.rows,
+            r.bytes,
+            r.s3_key,
+            r.sftp_file_name or "-",
+            r.status if r.status != "ok" or not r.sftp_file_name else f"ok ({r.sftp_outcome})",
+        ]
+        for r in records
+    ]
+
+
+def export_summary(report) -> str:
+    lines = [
+        f"run {report.run_id} for {report.run_date.isoformat()}: {len(report.results)} deliveries",
+        "",
+        table(EXPORT_COLUMNS, delivery_rows(report.results)),
+    ]
+    errors = [r.error for r in report.results if r.error]
+    if errors:
+        lines += ["", "errors:"] + [f"- {e}" for e in errors]
+    if not report.results:
+        lines += ["", "nothing to deliver: no performance year is configured in settings"]
+    return "\n".join(lines)
+
+
+def export_json(report) -> str:
+    return json.dumps(
+        {
+            "run_id": report.run_id,
+            "run_date": report.run_date.isoformat(),
+            "dbt_invocation_id": report.dbt_invocation_id,
+            "succeeded": report.succeeded,
+            "deliveries": [asdict(r) for r in report.results],
+        },
+        indent=2,
+        sort_keys=True,
+    )

@@ -1,0 +1,118 @@
+"""Unloads one (year, state) slice of the export model to CSV, streaming.
+
+PostgreSQL writes the file layout itself (`COPY ... TO STDOUT (FORMAT csv, HEADER)`): comma,
+`\\n` line ends, quoting only where needed, NULL as an empty field. The model has already
+formatted every value as text, so nothing is formatted here. The bytes stream to a private
+temporary file while rows are counted and the SHA-256 computed; memory stays flat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+# Columns of the export model that select and order a slice; every other column is the file.
+SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
+
+
+@dataclass(frozen=True)
+class UnloadedSlice:
+    path: Path | None  # None for a dry run, which keeps no bytes
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class CsvRowCounter:
+    """Counts CSV records in a byte stream: newlines outside double quotes (RFC 4180)."""
+
+    def __init__(self) -> None:
+        self.newlines = 0
+        self._in_quotes = False
+
+    def feed(self, chunk: bytes) -> None:
+        # Splitting on quotes alternates outside/inside segments; "" inside a field toggles twice.
+        segments = chunk.split(b'"')
+        for index, segment in enumerate(segments):
+            if index:
+                self._in_quotes = not self._in_quotes
+            if not self._in_quotes:
+                self.newlines += segment.count(b"\n")
+
+
+def file_columns(conn, relation: str) -> list[str]:
+    """The export model's file columns, in table order."""
+    from psycopg import sql
+
+    cursor = conn.execute(sql.SQL("select * from {} where false").format(sql.SQL(relation)))
+    return [c.name for c in cursor.description if c.name not in SLICE_COLUMNS]
+
+
+def slice_query(conn, relation: str, year: int, state: str):
+    from psycopg import sql
+
+    columns = file_columns(conn, relation)
+    return sql.SQL(
+        "copy (select {columns} from {relation}"
+        " where performance_year = {year} and state_code = {state}"
+        " order by file_row_number) to stdout with (format csv, header, encoding 'UTF8')"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        relation=sql.SQL(relation),
+        year=sql.Literal(year),
+        state=sql.Literal(state),
+    )
+
+
+def _drain(chunks: Iterable[bytes], sink: BinaryIO | None) -> tuple[int, int, str]:
+    digest = hashlib.sha256()
+    counter = CsvRowCounter()
+    size = 0
+    for chunk in chunks:
+        data = bytes(chunk)
+        digest.update(data)
+        counter.feed(data)
+        size += len(data)
+        if sink is not None:
+            sink.write(data)
+    # The header is one record; every record ends with a newline.
+    return max(counter.newlines - 1, 0), size, digest.hexdigest()
+
+
+def unload_postgres_slice(
+    conn, relation: str, year: int, state: str, *, work_dir: Path | None
+) -> UnloadedSlice:
+    """COPY the slice into a 0600 file in `work_dir` (None: count and hash only, keep nothing)."""
+    query = slice_query(conn, relation, year, state)
+    with conn.cursor() as cursor, cursor.copy(query) as copy:
+        if work_dir is None:
+            rows, size, sha = _drain(copy, None)
+            return UnloadedSlice(path=None, rows=rows, bytes=size, sha256=sha)
+        fd, name = tempfile.mkstemp(prefix=f"{year}-{state}-", suffix=".csv", dir=work_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                rows, size, sha = _drain(copy, sink)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    return UnloadedSlice(path=path, rows=rows, bytes=size, sha256=sha)
+
+
+def private_work_dir() -> tempfile.TemporaryDirectory:
+    """A 0700 directory for slice files, removed with everything in it when closed."""
+    return tempfile.TemporaryDirectory(prefix="mips-export-")
+
+
+def count_postgres_slice(conn, relation: str, year: int, state: str) -> int:
+    from psycopg import sql
+
+    query = sql.SQL(
+        "select count(*) from {relation} where performance_year = {year} and state_code = {state}"
+    ).format(relation=sql.SQL(relation), year=sql.Literal(year), state=sql.Literal(state))
+    return int(conn.execute(query).fetchone()[0])
