@@ -1,0 +1,274 @@
+"""The loader's export, plan and status on hand-made model tables, through the command line.
+
+The tables imitate dbt's `mips_deliveries` and `mips_export_v1` so these tests pin the loader's
+own behaviour (transport, records, exit codes) independently of the models; the end-to-end
+tests in test_end_to_end.py run the real models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from loader.cli import cli
+from loader.export import EXPORT_LOCK_KEY
+
+SCHEMA = "export_t"
+RUN_DATE = "2026-01-15"
+
+
+@pytest.fixture
+def models(db, monkeypatch):
+    """Three deliveries: 2022/CA (fixed snapshot date, S3 only), 2023/CA and 2025/TX (SFTP)."""
+    db.execute(f"drop schema if exists {SCHEMA} cascade")
+    db.execute(f"create schema {SCHEMA}")
+    db.execute(
+        f"create table {SCHEMA}.mips_export_v1 (performance_year int, state_code text, "
+        'file_row_number bigint, "Patient ID" text, "Treatment" text, "Score" text)'
+    )
+    rows = [(2022, "CA", n, str(n), "MSK01", "3") for n in range(1, 4)]
+    rows += [(2023, "CA", n, str(n), "LOS", str(n)) for n in range(1, 6)]
+    rows += [(2025, "TX", n, str(n), "MSK06", None) for n in range(1, 11)]
+    with db.cursor() as cursor:
+        cursor.executemany(f"insert into {SCHEMA}.mips_export_v1 values (%s,%s,%s,%s,%s,%s)", rows)
+    db.execute(
+        f"""
+        create table {SCHEMA}.mips_deliveries as
+        select * from (values
+            (2022, 'CA', '2022/CA/2022-12-31/data.csv', date '2022-12-31', false,
+             null, null, null::text, true),
+            (2023, 'CA', '2023/CA/{{run_date}}/data.csv', null, true,
+             '17625', 'egAuLG7aVx', 'Quality_17625_egAuLG7aVx_{{run_date_compact}}.csv', false),
+            (2025, 'TX', '2025/TX/{{run_date}}/data.csv', null, true,
+             '21742', 'MlUGF8grFd', 'Quality_21742_MlUGF8grFd.csv', false)
+        ) as d (performance_year, state_code, s3_key_template, fixed_snapshot_date,
+                sftp_enabled, registration_id, integration_key, sftp_file_name_template,
+                strictly_contained)
+        """
+    )
+    db.execute(
+        f"alter table {SCHEMA}.mips_deliveries add column export_relation text "
+        f'default \'"{SCHEMA}"."mips_export_v1"\''
+    )
+    monkeypatch.setenv("MIPS_DEV_SCHEMA", SCHEMA)
+    for variable in ("MIPS_S3_URL", "MIPS_SFTP_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    return db
+
+
+@pytest.fixture
+def stores(tmp_path):
+    s3, sftp = tmp_path / "s3", tmp_path / "sftp"
+    s3.mkdir()
+    sftp.mkdir()
+    return s3, sftp
+
+
+def invoke(profiles_dir, *args):
+    runner = CliRunner()
+    return runner.invoke(
+        cli, [*args, "--profiles-dir", str(profiles_dir), "--target", "dev"], catch_exceptions=False
+    )
+
+
+def export(profiles_dir, stores, *extra, date=RUN_DATE):
+    s3, sftp = stores
+    return invoke(
+        profiles_dir, "export", "--date", date, "--s3-url", s3.as_uri(),
+        "--sftp-url", sftp.as_uri(), *extra,
+    )  # fmt: skip
+
+
+def files_under(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_export_writes_every_delivery_with_spec_names(models, profiles_dir, stores):
+    s3, sftp = stores
+    result = export(profiles_dir, stores)
+    assert result.exit_code == 0, result.output
+    assert files_under(sftp) == [
+        "Quality_17625_egAuLG7aVx_20260115.csv",
+        "Quality_21742_MlUGF8grFd.csv",
+    ]
+    data = [f for f in files_under(s3) if not f.startswith("run-log/")]
+    assert data == [
+        "2022/CA/2022-12-31/data.csv",
+        "2022/CA/2022-12-31/manifest.json",
+        "2023/CA/2026-01-15/data.csv",
+        "2023/CA/2026-01-15/manifest.json",
+        "2025/TX/2026-01-15/data.csv",
+        "2025/TX/2026-01-15/manifest.json",
+    ]
+    assert (s3 / "2025/TX/2026-01-15/data.csv").read_bytes() == (
+        sftp / "Quality_21742_MlUGF8grFd.csv"
+    ).read_bytes()
+    assert (s3 / "2022/CA/2022-12-31/data.csv").read_bytes() == (
+        b"Patient ID,Treatment,Score\n1,MSK01,3\n2,MSK01,3\n3,MSK01,3\n"
+    )
+    manifest = json.loads((s3 / "2023/CA/2026-01-15/manifest.json").read_text())
+    assert manifest["rows"] == 5
+    assert manifest["sftp_file_name"] == "Quality_17625_egAuLG7aVx_20260115.csv"
+    assert manifest["sftp_outcome"] == "delivered"
+    assert manifest["status"] == "ok"
+    assert len([f for f in files_under(s3) if f.startswith("run-log/")]) == 3
+    summary = {
+        line.split()[0] + line.split()[1]: line.split()
+        for line in result.output.splitlines()
+        if line[:2] == "20"
+    }
+    assert summary["2025TX"][2:7] == [
+        "10",
+        summary["2025TX"][3],
+        "2025/TX/2026-01-15/data.csv",
+        "Quality_21742_MlUGF8grFd.csv",
+        "ok",
+    ]
+    assert summary["2022CA"][4:7] == ["2022/CA/2022-12-31/data.csv", "-", "ok"]
+
+
+def test_export_json_shape(models, profiles_dir, stores):
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["succeeded"] is True
+    assert report["run_date"] == RUN_DATE
+    by_slice = {(d["performance_year"], d["state_code"]): d for d in report["deliveries"]}
+    assert set(by_slice) == {(2022, "CA"), (2023, "CA"), (2025, "TX")}
+    assert by_slice[(2022, "CA")]["sftp_outcome"] == "disabled"
+    assert by_slice[(2022, "CA")]["sftp_file_name"] is None
+    assert by_slice[(2025, "TX")]["rows"] == 10
+    assert set(by_slice[(2025, "TX")]) >= {"rows", "bytes", "sha256", "s3_key", "status", "error"}
+
+
+def test_selection_by_year_and_state(models, profiles_dir, stores):
+    result = export(profiles_dir, stores, "--year", "2025", "--state", "tx", "--json")
+    assert result.exit_code == 0, result.output
+    assert [
+        (d["performance_year"], d["state_code"]) for d in json.loads(result.output)["deliveries"]
+    ] == [(2025, "TX")]
+
+
+def test_plan_and_dry_run_write_nothing(models, profiles_dir, stores):
+    s3, sftp = stores
+    plan = invoke(profiles_dir, "plan", "--date", RUN_DATE)
+    assert plan.exit_code == 0, plan.output
+    assert "Quality_17625_egAuLG7aVx_20260115.csv" in plan.output
+    assert "2022/CA/2022-12-31/data.csv" in plan.output
+    dry = export(profiles_dir, stores, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert {d["status"] for d in json.loads(dry.output)["deliveries"]} == {"dry run"}
+    assert files_under(s3) == [] and files_under(sftp) == []
+
+
+def test_missing_destinations_are_usage_errors(models, profiles_dir, stores):
+    s3, _ = stores
+    no_s3 = invoke(profiles_dir, "export", "--date", RUN_DATE)
+    assert no_s3.exit_code == 2
+    assert "--s3-url" in no_s3.output
+    no_sftp = invoke(profiles_dir, "export", "--date", RUN_DATE, "--s3-url", s3.as_uri())
+    assert no_sftp.exit_code == 2
+    assert "2023/CA" in no_sftp.output and "--sftp-url" in no_sftp.output
+    bad = invoke(profiles_dir, "export", "--s3-url", "ftp://nope", "--sftp-url", "file:///tmp")
+    assert bad.exit_code == 2
+    assert files_under(s3) == []
+
+
+def test_one_failed_delivery_does_not_stop_the_others(models, profiles_dir, stores):
+    models.execute(
+        f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."gone"\' '
+        "where performance_year = 2023"
+    )
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 1
+    by_year = {d["performance_year"]: d for d in json.loads(result.output)["deliveries"]}
+    assert by_year[2023]["status"] == "failed"
+    assert "2023/CA" in by_year[2023]["error"]
+    assert by_year[2022]["status"] == by_year[2025]["status"] == "ok"
+
+
+def test_shrink_guard_refuses_sftp_but_writes_the_snapshot(models, profiles_dir, stores):
+    s3, sftp = stores
+    assert export(profiles_dir, stores).exit_code == 0
+    models.execute(
+        f"delete from {SCHEMA}.mips_export_v1 where performance_year = 2025 and file_row_number > 7"
+    )
+    shrunk = export(profiles_dir, stores, "--json", date="2026-01-16")
+    assert shrunk.exit_code == 1
+    tx = next(d for d in json.loads(shrunk.output)["deliveries"] if d["state_code"] == "TX")
+    assert tx["sftp_outcome"] == "refused: shrink"
+    assert "from 10" in tx["error"] and "to 7" in tx["error"]
+    assert (s3 / "2025/TX/2026-01-16/data.csv").exists()
+    assert (sftp / "Quality_21742_MlUGF8grFd.csv").read_bytes().count(b"\n") == 11
+    allowed = export(profiles_dir, stores, "--allow-shrink", date="2026-01-16")
+    assert allowed.exit_code == 0, allowed.output
+    assert (sftp / "Quality_21742_MlUGF8grFd.csv").read_bytes().count(b"\n") == 8
+
+
+def test_a_concurrent_export_is_refused(models, profiles_dir, stores, cluster):
+    s3, _ = stores
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as other:
+        other.execute("select pg_advisory_lock(%s)", (EXPORT_LOCK_KEY,))
+        result = export(profiles_dir, stores)
+    assert result.exit_code == 1
+    assert "another mips-loader export is running" in result.output
+    assert files_under(s3) == []
+
+
+def test_status_verdicts(models, profiles_dir, stores):
+    s3, sftp = stores
+    today = dt.date.fromisoformat(RUN_DATE)
+
+    def status(*extra, date=RUN_DATE):
+        return invoke(
+            profiles_dir, "status", "--date", date, "--s3-url", s3.as_uri(),
+            "--sftp-url", sftp.as_uri(), "--json", *extra,
+        )  # fmt: skip
+
+    def verdicts(result):
+        rows = json.loads(result.output)["deliveries"]
+        return {(r["performance_year"], r["state_code"]): r["verdict"] for r in rows}
+
+    never = status()
+    assert never.exit_code == 1
+    assert verdicts(never) == {
+        (2022, "CA"): "disabled",
+        (2023, "CA"): "never delivered",
+        (2025, "TX"): "never delivered",
+    }
+    assert export(profiles_dir, stores).exit_code == 0
+    fine = status()
+    assert fine.exit_code == 0, fine.output
+    assert verdicts(fine)[(2025, "TX")] == "ok"
+    stale = status(date=(today + dt.timedelta(days=3)).isoformat())
+    assert stale.exit_code == 1
+    assert verdicts(stale)[(2025, "TX")] == "stale"
+    (sftp / "Quality_21742_MlUGF8grFd.csv").unlink()
+    missing = status()
+    assert missing.exit_code == 1
+    assert verdicts(missing) == {
+        (2022, "CA"): "disabled",
+        (2023, "CA"): "ok",
+        (2025, "TX"): "missing on server",
+    }
+    models.execute(f"update {SCHEMA}.mips_deliveries set sftp_enabled = false")
+    disabled = status()
+    assert disabled.exit_code == 0
+    assert set(verdicts(disabled).values()) == {"disabled"}
+    table = invoke(profiles_dir, "status", "--date", RUN_DATE, "--s3-url", s3.as_uri())
+    assert table.exit_code == 0
+    assert table.output.splitlines()[0].split()[:4] == ["year", "state", "last", "snapshot"]
+    assert [line.split()[-1] for line in table.output.splitlines()[2:]] == ["disabled"] * 3
+
+
+def test_no_secret_or_row_in_output(models, profiles_dir, stores, monkeypatch):
+    monkeypatch.setenv("MIPS_SFTP_PASSWORD", "hunter2-secret")
+    result = export(profiles_dir, stores)
+    assert "hunter2-secret" not in result.output
+    assert "MSK06" not in result.output  # export rows never reach the output
+    assert os.environ["MIPS_DEV_SCHEMA"] == SCHEMA
