@@ -88,7 +88,16 @@ def dbt_command(project_dir, profiles_dir, target, dbt_args) -> None:
 )
 @click.option("--app-schema", default="app", show_default=True)
 @click.option("--forms-schema", default=None, help="Default: same as --app-schema.")
-def generate_command(project_dir, profiles_dir, target, seed, scale, app_schema, forms_schema):
+@click.option(
+    "--settings",
+    type=click.Choice(["production", "none"]),
+    default="production",
+    show_default=True,
+    help="The healthmonix_* settings rows: as in production, or none (like alpha).",
+)
+def generate_command(
+    project_dir, profiles_dir, target, seed, scale, app_schema, forms_schema, settings
+):
     """Fill the source schemas of a PostgreSQL target with deterministic synthetic data.
 
     Replaces whatever the source tables held. Example: mips-loader generate --scale 0.1
@@ -104,6 +113,7 @@ def generate_command(project_dir, profiles_dir, target, seed, scale, app_schema,
                 scale=scale,
                 app_schema=app_schema,
                 forms_schema=forms_schema or app_schema,
+                settings=settings,
             )
     except WarehouseConfigError as exc:
         raise click.UsageError(str(exc)) from None
