@@ -1,0 +1,453 @@
+"""Throwaway S3 and SFTP servers on 127.0.0.1 for tests, with ways to make them misbehave.
+
+Plain context managers, no pytest: fixtures in test modules wrap them.
+
+- `moto_s3_server()` yields the endpoint URL of an in-process moto server; `create_bucket`
+  makes a bucket there; `fake_aws_environment` is what to set (with monkeypatch) so boto3's
+  default credential chain finds fake credentials and nothing from the real machine.
+- `s3_fault_proxy(endpoint)` yields a `FaultInjectingProxy` in front of it that can answer
+  chosen requests with an S3 error or corrupt their body on the way.
+- `asyncssh_sftp_server(root, ...)` runs an asyncssh SFTP server chrooted to `root`, with
+  `SftpFaults` to drop the connection mid-write, deny writes or refuse posix-rename.
+- `openssh_sftp_server(root)` runs the system's sshd (internal-sftp); raises SshdUnavailable
+  when it cannot.
+- `make_ssh_key` and `write_known_hosts` prepare keys and known_hosts files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import asyncssh
+import boto3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from moto.server import ThreadedMotoServer
+
+LOCALHOST = "127.0.0.1"
+SSHD = Path("/usr/sbin/sshd")
+
+# --- keys and known_hosts ---------------------------------------------------------------------
+
+
+class SshKey(NamedTuple):
+    private_path: Path
+    public_key: str  # "ssh-ed25519 AAAA..."
+
+
+def make_ssh_key(path: Path, *, passphrase: str | None = None) -> SshKey:
+    """A new ed25519 key in OpenSSH format at `path` (mode 0600), public half at `path`.pub."""
+    key = Ed25519PrivateKey.generate()
+    encryption = BestAvailableEncryption(passphrase.encode()) if passphrase else NoEncryption()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, encryption))
+    path.chmod(0o600)
+    public_key = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    path.with_name(path.name + ".pub").write_text(public_key + "\n")
+    return SshKey(path, public_key)
+
+
+def write_known_hosts(path: Path, host: str, port: int, public_key: str) -> Path:
+    """A known_hosts file holding one `[host]:port keytype base64` line."""
+    key_type, key_base64 = public_key.split()[:2]
+    path.write_text(f"[{host}]:{port} {key_type} {key_base64}\n")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        return probe.getsockname()[1]
+
+
+# --- S3 -----------------------------------------------------------------------------------------
+
+FAKE_AWS_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+# Unset so a developer's real profile or session can never be picked up by a test.
+AWS_VARIABLES_TO_CLEAR = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def fake_aws_environment(endpoint_url: str, config_dir: Path) -> dict[str, str]:
+    """Variables that point boto3's default chain and MIPS_S3_ENDPOINT_URL at a test server."""
+    return {
+        **FAKE_AWS_CREDENTIALS,
+        "AWS_CONFIG_FILE": str(config_dir / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(config_dir / "aws-credentials"),
+        "MIPS_S3_ENDPOINT_URL": endpoint_url,
+    }
+
+
+@contextmanager
+def moto_s3_server() -> Iterator[str]:
+    """An in-process moto server; yields its endpoint URL."""
+    server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def s3_client(endpoint_url: str):
+    """A client with explicit fake credentials, independent of the environment."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=FAKE_AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=FAKE_AWS_CREDENTIALS["AWS_DEFAULT_REGION"],
+    )
+
+
+def create_bucket(endpoint_url: str, bucket: str) -> str:
+    s3_client(endpoint_url).create_bucket(Bucket=bucket)
+    return bucket
+
+
+@dataclass
+class InjectedFault:
+    method: str
+    query_contains: str
+    remaining: int
+    status: int | None  # None: forward the request with its body corrupted
+    code: str = ""
+
+
+class FaultInjectingProxy:
+    """Forwards HTTP to `upstream`, except for requests matching a fault."""
+
+    def __init__(self, upstream_url: str, url: str):
+        self.upstream = urlsplit(upstream_url)
+        self.url = url
+        self.requests: list[tuple[str, str]] = []
+        self._faults: list[InjectedFault] = []
+        self._lock = threading.Lock()
+
+    def fail(
+        self, method: str, *, status: int, code: str, times: int = 1, query_contains: str = ""
+    ) -> None:
+        """Answer the next `times` matching requests with an S3 error instead of forwarding."""
+        with self._lock:
+            self._faults.append(InjectedFault(method, query_contains, times, status, code))
+
+    def corrupt(self, method: str, *, times: int = 1, query_contains: str = "") -> None:
+        """Flip a byte in the body of the next `times` matching requests, then forward them."""
+        with self._lock:
+            self._faults.append(InjectedFault(method, query_contains, times, None))
+
+    def count(self, method: str, query_contains: str = "") -> int:
+        return sum(1 for seen, path in self.requests if seen == method and query_contains in path)
+
+    def take_fault(self, method: str, path: str) -> InjectedFault | None:
+        with self._lock:
+            self.requests.append((method, path))
+            for fault in self._faults:
+                if fault.remaining and fault.method == method and fault.query_contains in path:
+                    fault.remaining -= 1
+                    return fault
+        return None
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    proxy: FaultInjectingProxy  # set on a per-server subclass
+    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "expect", "date", "server"}
+
+    def handle_request(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        fault = self.proxy.take_fault(self.command, self.path)
+        if fault is not None and fault.status is not None:
+            self._send(fault.status, [("Content-Type", "application/xml")], _s3_error(fault.code))
+            return
+        if fault is not None and body:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        upstream = http.client.HTTPConnection(
+            self.proxy.upstream.hostname, self.proxy.upstream.port, timeout=60
+        )
+        try:
+            headers = {
+                name: value
+                for name, value in self.headers.items()
+                if name.lower() not in self.hop_by_hop
+            }
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+            kept = [
+                (name, value)
+                for name, value in response.getheaders()
+                if name.lower() not in self.hop_by_hop
+            ]
+            self._send(response.status, kept, payload)
+        finally:
+            upstream.close()
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        if self.command == "HEAD":
+            # A HEAD answer states the object's size but carries no body.
+            lengths = [value for name, value in headers if name.lower() == "content-length"]
+            self.send_header("Content-Length", lengths[0] if lengths else "0")
+        else:
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_request
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet in test output
+        return None
+
+
+def _s3_error(code: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+    ).encode()
+
+
+@contextmanager
+def s3_fault_proxy(upstream_url: str) -> Iterator[FaultInjectingProxy]:
+    handler = type("Handler", (_ProxyHandler,), {})
+    server = ThreadingHTTPServer((LOCALHOST, 0), handler)
+    server.daemon_threads = True
+    proxy = FaultInjectingProxy(upstream_url, f"http://{LOCALHOST}:{server.server_address[1]}")
+    handler.proxy = proxy
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+# --- SFTP with asyncssh -------------------------------------------------------------------------
+
+
+@dataclass
+class SftpFaults:
+    """Misbehaviour for `asyncssh_sftp_server`; change it while the server runs."""
+
+    # Drop the whole connection once, after this many bytes have been written to files.
+    drop_after_bytes: int | None = None
+    deny_writes: bool = False
+    # False: answer posix-rename@openssh.com with "operation unsupported", like a server
+    # without the extension.
+    posix_rename: bool = True
+    drops: int = 0
+    bytes_written: int = field(default=0, repr=False)
+
+
+class SftpServerAddress(NamedTuple):
+    host: str
+    port: int
+    host_public_key: str
+
+
+class FaultInjectingSFTPServer(asyncssh.SFTPServer):
+    def __init__(self, chan, *, chroot: Path, faults: SftpFaults):
+        super().__init__(chan, chroot=os.fsencode(chroot))
+        self._faults = faults
+
+    def open(self, path, pflags, attrs):
+        if self._faults.deny_writes and pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT):
+            raise asyncssh.SFTPPermissionDenied("writes are denied on this server")
+        return super().open(path, pflags, attrs)
+
+    def write(self, file_obj, offset, data):
+        faults = self._faults
+        result = super().write(file_obj, offset, data)
+        if faults.drop_after_bytes is not None:
+            faults.bytes_written += len(data)
+            if faults.bytes_written >= faults.drop_after_bytes:
+                faults.drop_after_bytes = None
+                faults.drops += 1
+                self.channel.get_connection().abort()
+        return result
+
+    def posix_rename(self, oldpath, newpath):
+        if not self._faults.posix_rename:
+            raise asyncssh.SFTPOpUnsupported("posix-rename@openssh.com not supported")
+        return super().posix_rename(oldpath, newpath)
+
+
+class _PasswordServer(asyncssh.SSHServer):
+    def __init__(self, password: str | None):
+        self._password = password
+
+    def password_auth_supported(self) -> bool:
+        return self._password is not None
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return password == self._password
+
+
+@contextmanager
+def asyncssh_sftp_server(
+    root: Path,
+    *,
+    authorized_client_key: str,
+    host_key: Path,
+    faults: SftpFaults | None = None,
+    password: str | None = None,
+) -> Iterator[SftpServerAddress]:
+    """An SFTP server chrooted to `root`, accepting `authorized_client_key` (and `password`)."""
+    faults = faults if faults is not None else SftpFaults()
+    root.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start():
+        return await asyncssh.listen(
+            LOCALHOST,
+            0,
+            server_host_keys=[str(host_key)],
+            authorized_client_keys=asyncssh.import_authorized_keys(authorized_client_key + "\n"),
+            server_factory=lambda: _PasswordServer(password),
+            sftp_factory=lambda chan: FaultInjectingSFTPServer(chan, chroot=root, faults=faults),
+            allow_scp=False,
+        )
+
+    async def stop(server):
+        server.close()
+        await server.wait_closed()
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=30)
+    port = server.sockets[0].getsockname()[1]
+    host_public_key = asyncssh.read_private_key(str(host_key)).export_public_key().decode()
+    try:
+        yield SftpServerAddress(LOCALHOST, port, " ".join(host_public_key.split()[:2]))
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(server), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+# --- SFTP with OpenSSH --------------------------------------------------------------------------
+
+
+class SshdUnavailable(RuntimeError):
+    """The system sshd cannot be used here; the message says why."""
+
+
+class OpenSshServer(NamedTuple):
+    host: str
+    port: int
+    host_public_key: str
+    user: str
+    client_key_path: Path
+
+
+SSHD_CONFIG = """\
+ListenAddress {host}
+Port {port}
+HostKey {host_key}
+PidFile {pid_file}
+AuthorizedKeysFile {authorized_keys}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+Subsystem sftp internal-sftp
+"""
+
+
+@contextmanager
+def openssh_sftp_server(root: Path) -> Iterator[OpenSshServer]:
+    """The system sshd on a free port with its own host key; log in as root with the yielded key.
+
+    Files land under `root` (an absolute path on this machine; there is no chroot).
+    """
+    if not SSHD.exists():
+        raise SshdUnavailable(f"{SSHD} is not installed (apt-get install openssh-server)")
+    if os.geteuid() != 0:
+        raise SshdUnavailable("sshd needs to run as root to log users in")
+    root.mkdir(parents=True, exist_ok=True)
+    # sshd refuses to start without its privilege-separation directory.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mips-sshd-") as workdir:
+        work = Path(workdir)
+        host_key = make_ssh_key(work / "ssh_host_ed25519_key")
+        client_key = make_ssh_key(work / "client_key")
+        authorized_keys = work / "authorized_keys"
+        authorized_keys.write_text(client_key.public_key + "\n")
+        port = free_port()
+        config = work / "sshd_config"
+        config.write_text(
+            SSHD_CONFIG.format(
+                host=LOCALHOST,
+                port=port,
+                host_key=host_key.private_path,
+                pid_file=work / "sshd.pid",
+                authorized_keys=authorized_keys,
+            )
+        )
+        log_path = work / "sshd.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [str(SSHD), "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_listener(port, process, log_path)
+            yield OpenSshServer(
+                LOCALHOST, port, host_key.public_key, "root", client_key.private_path
+            )
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def _wait_for_listener(port: int, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sshd exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            with socket.create_connection((LOCALHOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sshd did not listen on port {port}:\n{log_path.read_text()}")
