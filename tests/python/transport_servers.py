@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,6 +108,10 @@ def moto_s3_server() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    # moto keeps its state per process, not per server: start every server empty.
+    urllib.request.urlopen(  # noqa: S310 - our own loopback server
+        urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")
+    ).close()
     try:
         yield f"http://{host}:{port}"
     finally:
