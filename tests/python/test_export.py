@@ -14,51 +14,12 @@ import os
 import psycopg
 import pytest
 from click.testing import CliRunner
+from conftest import HANDMADE_SCHEMA as SCHEMA
 
 from loader.cli import cli
 from loader.export import EXPORT_LOCK_KEY
 
-SCHEMA = "export_t"
 RUN_DATE = "2026-01-15"
-
-
-@pytest.fixture
-def models(db, monkeypatch):
-    """Three deliveries: 2022/CA (fixed snapshot date, S3 only), 2023/CA and 2025/TX (SFTP)."""
-    db.execute(f"drop schema if exists {SCHEMA} cascade")
-    db.execute(f"create schema {SCHEMA}")
-    db.execute(
-        f"create table {SCHEMA}.mips_export_v1 (performance_year int, state_code text, "
-        'file_row_number bigint, "Patient ID" text, "Treatment" text, "Score" text)'
-    )
-    rows = [(2022, "CA", n, str(n), "MSK01", "3") for n in range(1, 4)]
-    rows += [(2023, "CA", n, str(n), "LOS", str(n)) for n in range(1, 6)]
-    rows += [(2025, "TX", n, str(n), "MSK06", None) for n in range(1, 11)]
-    with db.cursor() as cursor:
-        cursor.executemany(f"insert into {SCHEMA}.mips_export_v1 values (%s,%s,%s,%s,%s,%s)", rows)
-    db.execute(
-        f"""
-        create table {SCHEMA}.mips_deliveries as
-        select * from (values
-            (2022, 'CA', '2022/CA/2022-12-31/data.csv', date '2022-12-31', false,
-             null, null, null::text, true),
-            (2023, 'CA', '2023/CA/{{run_date}}/data.csv', null, true,
-             '17625', 'egAuLG7aVx', 'Quality_17625_egAuLG7aVx_{{run_date_compact}}.csv', false),
-            (2025, 'TX', '2025/TX/{{run_date}}/data.csv', null, true,
-             '21742', 'MlUGF8grFd', 'Quality_21742_MlUGF8grFd.csv', false)
-        ) as d (performance_year, state_code, s3_key_template, fixed_snapshot_date,
-                sftp_enabled, registration_id, integration_key, sftp_file_name_template,
-                strictly_contained)
-        """
-    )
-    db.execute(
-        f"alter table {SCHEMA}.mips_deliveries add column export_relation text "
-        f'default \'"{SCHEMA}"."mips_export_v1"\''
-    )
-    monkeypatch.setenv("MIPS_DEV_SCHEMA", SCHEMA)
-    for variable in ("MIPS_S3_URL", "MIPS_SFTP_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    return db
 
 
 @pytest.fixture
