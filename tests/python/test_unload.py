@@ -20,7 +20,7 @@ HOSTILE = [
     "two\nlines",
     "crlf\r\nline",
     "ñandú – 東京 – emoji 🙂",
-    "=HYPERLINK(\"http://x\")",
+    '=HYPERLINK("http://x")',
     " leading and trailing spaces ",
     None,
 ]
@@ -32,7 +32,7 @@ def export_like(db):
     db.execute("drop schema if exists unload_t cascade")
     db.execute("create schema unload_t")
     db.execute(
-        'create table unload_t.export (performance_year int, state_code text, '
+        "create table unload_t.export (performance_year int, state_code text, "
         'file_row_number bigint, "Patient ID" text, "Treatment" text, "Score" text)'
     )
     with db.cursor() as cursor:
