@@ -1,0 +1,698 @@
+"""The Athena path against moto: polling, errors, streaming, re-encoding, and the S3 run lock.
+
+moto does not run SQL. Its Athena answers SUCCEEDED and writes, at the query's output
+location, whatever result was queued through `/moto-api/static/athena/query-results`; the
+state machine (QUEUED, RUNNING, FAILED, CANCELLED, timeouts) is driven by moto's state manager
+or by `ScriptedAthena`, a stand-in for the Athena client only (S3 stays moto).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import random
+import stat
+import urllib.request
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from botocore.response import StreamingBody
+from moto.server import ThreadedMotoServer
+from psycopg import sql
+
+from loader.athena import (
+    AthenaClient,
+    AthenaCsvReencoder,
+    AthenaQueryError,
+    AthenaResultError,
+    athena_slice_query,
+    count_athena_slice,
+    iter_csv_records,
+    unload_athena_slice,
+)
+from loader.csv_layout import encode_record
+from loader.export import ExportLocked
+from loader.s3_lock import S3LockError, s3_run_lock
+from loader.unload import unload_postgres_slice
+
+REGION = "us-east-1"
+CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": REGION,
+}
+RESULTS_BUCKET = "athena-results"
+SETTINGS = {
+    "type": "athena",
+    "s3_staging_dir": f"s3://{RESULTS_BUCKET}/staging/",
+    "region_name": REGION,
+    "database": "awsdatacatalog",
+    "schema": "mips",
+    "work_group": "mips",
+}
+FILE_COLUMNS = ["Patient ID", "Treatment", "Instrument", "Score"]
+EXPORT_COLUMNS = ["performance_year", "state_code", "file_row_number", *FILE_COLUMNS]
+HOSTILE = [
+    "plain",
+    "comma, inside",
+    'a "quoted" word',
+    '"',
+    "two\nlines",
+    "crlf\r\nline",
+    "carriage\rreturn",
+    "ñandú – 東京 – emoji 🙂",
+    '=HYPERLINK("http://x")',
+    " leading and trailing spaces ",
+    "\\.",
+    "",
+    None,
+]
+
+
+# --- moto ----------------------------------------------------------------------------------
+
+
+def _post(endpoint: str, path: str, payload: dict | None = None) -> None:
+    request = urllib.request.Request(  # noqa: S310 - a local moto server
+        endpoint + path,
+        data=json.dumps(payload or {}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        response.read()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class Aws:
+    endpoint: str
+    s3: object
+    athena: object
+
+    def client(self, **options) -> AthenaClient:
+        options.setdefault("sleep", lambda seconds: None)
+        return AthenaClient(SETTINGS, client=self.athena, s3=self.s3, **options)
+
+    def queue_result(self, header: list[str], rows: list[list[str | None]]) -> None:
+        """What the next started query "returns"; moto writes it as Athena's CSV."""
+
+        def cell(value):
+            # moto wraps the value in quotes without doubling the ones inside: do it here.
+            return {} if value is None else {"VarCharValue": value.replace('"', '""')}
+
+        result = {
+            "rows": [{"Data": [cell(v) for v in row]} for row in [header, *rows]],
+            "column_info": [{"Name": name, "Type": "varchar"} for name in header],
+        }
+        _post(self.endpoint, "/moto-api/static/athena/query-results", {"results": [result]})
+
+
+@pytest.fixture
+def aws(moto_endpoint):
+    _post(moto_endpoint, "/moto-api/reset")
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, **CREDENTIALS)
+    athena = boto3.client("athena", endpoint_url=moto_endpoint, **CREDENTIALS)
+    s3.create_bucket(Bucket=RESULTS_BUCKET)
+    athena.create_work_group(Name="mips", Configuration={})
+    return Aws(moto_endpoint, s3, athena)
+
+
+class RecordingAthena:
+    """The moto Athena client, remembering each query text it was asked to start."""
+
+    def __init__(self, client):
+        self._client = client
+        self.queries: list[str] = []
+
+    def start_query_execution(self, **request):
+        self.queries.append(request["QueryString"])
+        return self._client.start_query_execution(**request)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+class ScriptedAthena:
+    """Stands in for the Athena client only: each poll answers the next scripted state."""
+
+    def __init__(self, states, *, reason=None, retryable=None, output_location=None):
+        self.states = list(states)
+        self.reason = reason
+        self.retryable = retryable
+        self.output_location = output_location or f"s3://{RESULTS_BUCKET}/staging/q-1.csv"
+        self.requests: list[dict] = []
+        self.polls = 0
+        self.stopped: list[str] = []
+
+    def start_query_execution(self, **request):
+        self.requests.append(request)
+        return {"QueryExecutionId": "q-1"}
+
+    def get_query_execution(self, QueryExecutionId):
+        self.polls += 1
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        status = {"State": state}
+        if self.reason:
+            status["StateChangeReason"] = self.reason
+        if self.retryable is not None:
+            status["AthenaError"] = {"ErrorCategory": 2, "Retryable": self.retryable}
+        return {
+            "QueryExecution": {
+                "QueryExecutionId": QueryExecutionId,
+                "Status": status,
+                "ResultConfiguration": {"OutputLocation": self.output_location},
+            }
+        }
+
+    def stop_query_execution(self, QueryExecutionId):
+        self.stopped.append(QueryExecutionId)
+        return {}
+
+
+def athena_csv(header: list[str], rows: list[list[str | None]]) -> bytes:
+    """A result file as Athena writes it: every value quoted, NULL an empty unquoted field."""
+
+    def field(value):
+        return "" if value is None else '"' + value.replace('"', '""') + '"'
+
+    return "".join(",".join(field(v) for v in row) + "\n" for row in [header, *rows]).encode()
+
+
+def chunked(data: bytes, size: int):
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+# --- running queries -------------------------------------------------------------------------
+
+
+def test_run_query_uses_the_targets_work_group_catalog_schema_and_staging_dir(aws):
+    result = aws.client().run_query("select 1")
+    execution = aws.athena.get_query_execution(QueryExecutionId=result.query_execution_id)
+    execution = execution["QueryExecution"]
+    assert execution["WorkGroup"] == "mips"
+    assert execution["QueryExecutionContext"] == {"Catalog": "awsdatacatalog", "Database": "mips"}
+    assert result.output_location == (
+        f"s3://{RESULTS_BUCKET}/staging/{result.query_execution_id}.csv"
+    )
+
+
+def test_polls_queued_running_succeeded_with_capped_backoff(aws):
+    # moto's state manager: each state holds for two polls, then moves on.
+    _post(
+        aws.endpoint,
+        "/moto-api/state-manager/set-transition",
+        {"model_name": "athena::execution", "transition": {"progression": "manual", "times": 2}},
+    )
+    try:
+        sleeps: list[float] = []
+        client = aws.client(sleep=sleeps.append, poll_initial=0.2, poll_max=0.5)
+        client.run_query("select 1")
+    finally:
+        _post(
+            aws.endpoint,
+            "/moto-api/state-manager/unset-transition",
+            {"model_name": "athena::execution"},
+        )
+    # Polls see QUEUED, RUNNING, RUNNING, SUCCEEDED: three waits, doubling up to the cap.
+    assert sleeps == [0.2, 0.4, 0.5]
+
+
+def test_failed_query_names_its_id_and_reason(aws):
+    scripted = ScriptedAthena(
+        ["QUEUED", "RUNNING", "FAILED"],
+        reason="COLUMN_NOT_FOUND: line 1:8: Column 'x' cannot be resolved",
+        retryable=False,
+    )
+    with pytest.raises(AthenaQueryError) as caught:
+        AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None).run_query("x")
+    assert str(caught.value) == (
+        "Athena query q-1 failed: COLUMN_NOT_FOUND: line 1:8: Column 'x' cannot be resolved"
+    )
+    assert caught.value.query_execution_id == "q-1"
+    assert caught.value.retryable is False
+    assert scripted.polls == 3
+    assert scripted.stopped == []
+
+
+def test_failed_query_passes_on_athenas_retryable_verdict(aws):
+    scripted = ScriptedAthena(["FAILED"], reason="Query exhausted resources", retryable=True)
+    with pytest.raises(AthenaQueryError) as caught:
+        AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None).run_query("x")
+    assert caught.value.retryable is True
+
+
+def test_cancelled_query(aws):
+    scripted = ScriptedAthena(["RUNNING", "CANCELLED"])
+    with pytest.raises(AthenaQueryError, match=r"^Athena query q-1 was cancelled$"):
+        AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None).run_query("x")
+
+
+def test_timeout_stops_the_query(aws):
+    scripted = ScriptedAthena(["RUNNING"])
+    sleeps: list[float] = []
+    client = AthenaClient(
+        SETTINGS,
+        client=scripted,
+        s3=aws.s3,
+        poll_initial=0.2,
+        poll_max=0.4,
+        timeout_s=1,
+        sleep=sleeps.append,
+    )
+    with pytest.raises(AthenaQueryError) as caught:
+        client.run_query("select slowly")
+    assert str(caught.value) == (
+        "Athena query q-1 did not finish within 1 s (last state RUNNING); it was stopped"
+    )
+    assert scripted.stopped == ["q-1"]
+    assert sleeps == pytest.approx([0.2, 0.4, 0.4])
+    assert sum(sleeps) == pytest.approx(1.0)
+
+
+def test_interrupt_while_waiting_stops_the_query(aws):
+    scripted = ScriptedAthena(["RUNNING"])
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    client = AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        client.run_query("select 1")
+    assert scripted.stopped == ["q-1"]
+
+
+def test_a_query_that_cannot_start_says_why(aws):
+    class Refusing(ScriptedAthena):
+        def start_query_execution(self, **request):
+            raise ClientError(
+                {"Error": {"Code": "InvalidRequestException", "Message": "bad work group"}},
+                "StartQueryExecution",
+            )
+
+    client = AthenaClient(SETTINGS, client=Refusing(["RUNNING"]), s3=aws.s3)
+    with pytest.raises(AthenaQueryError, match="could not start: InvalidRequestException"):
+        client.run_query("select 1")
+
+
+def test_default_clients_come_from_the_profile_settings(aws, monkeypatch, tmp_path):
+    # boto3 honours AWS_ENDPOINT_URL; the profile's explicit keys take part in the session.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    settings = {**SETTINGS, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = AthenaClient(settings, sleep=lambda s: None)
+    aws.queue_result(["answer"], [["42"]])
+    result = client.run_query("select 42 as answer")
+    assert b"".join(client.stream_result_csv(result.output_location)) == b'"answer"\n"42"\n'
+    assert "testing" not in repr(client)
+
+
+# --- streaming the result --------------------------------------------------------------------
+
+
+def test_result_streams_in_chunks(aws):
+    body = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    aws.s3.put_object(Bucket=RESULTS_BUCKET, Key="staging/big.csv", Body=body)
+    chunks = list(
+        aws.client().stream_result_csv(
+            f"s3://{RESULTS_BUCKET}/staging/big.csv", chunk_size=256 * 1024
+        )
+    )
+    assert len(chunks) >= 12
+    assert max(len(c) for c in chunks) <= 256 * 1024
+    assert b"".join(chunks) == body
+
+
+def test_missing_result_is_a_result_error(aws):
+    stream = aws.client().stream_result_csv(f"s3://{RESULTS_BUCKET}/staging/none.csv")
+    with pytest.raises(AthenaResultError, match="none.csv could not be read: NoSuchKey"):
+        next(stream)
+
+
+def test_a_result_cut_short_is_a_result_error(aws):
+    class Truncating:
+        def get_object(self, **request):
+            response = aws.s3.get_object(**request)
+            data = response["Body"].read()
+            response["Body"] = StreamingBody(io.BytesIO(data[: len(data) // 2]), len(data))
+            return response
+
+    aws.s3.put_object(Bucket=RESULTS_BUCKET, Key="staging/cut.csv", Body=b"x" * 1000)
+    client = AthenaClient(SETTINGS, client=aws.athena, s3=Truncating())
+    with pytest.raises(AthenaResultError, match="broke off: IncompleteReadError") as caught:
+        b"".join(client.stream_result_csv(f"s3://{RESULTS_BUCKET}/staging/cut.csv"))
+    assert caught.value.retryable is True
+
+
+# --- the tokenizer ---------------------------------------------------------------------------
+
+TRICKY_RECORDS = [
+    ["id", "text", "more"],
+    ["1", "", None],
+    ["2", None, ""],
+    ["3", "two\nlines", 'a "quoted"\r\nword'],
+    ["4", '"', '""'],
+    ["5", "ñandú 東京 🙂", "comma, here"],
+    [None, None, None],
+    ["7", "\n\n", "end"],
+]
+
+
+def test_tokenizer_keeps_null_apart_from_empty_wherever_the_chunks_split():
+    data = athena_csv(TRICKY_RECORDS[0], TRICKY_RECORDS[1:])
+    for size in (1, 2, 3, 5, 7, 11, 64, len(data)):
+        assert list(iter_csv_records(chunked(data, size))) == TRICKY_RECORDS, size
+
+
+def test_tokenizer_reads_a_last_record_without_newline_and_crlf_records():
+    assert list(iter_csv_records([b'"a",,"b"\r\n"c","",'])) == [["a", None, "b"], ["c", "", None]]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'"a","b\n', "ends inside a quoted value"),
+        (b'"a"x,"b"\n', r"unexpected byte b'x' at byte 3"),
+        (b'"a",b"c"\n', "unexpected byte"),
+        (b'"\xff"\n', "not valid UTF-8 near byte 1"),
+    ],
+)
+def test_tokenizer_rejects_what_athena_does_not_write(data, message):
+    with pytest.raises(AthenaResultError, match=message):
+        list(iter_csv_records(chunked(data, 2)))
+
+
+def test_reencoder_checks_the_header_and_the_width():
+    data = athena_csv(["patient id", "treatment"], [["1", "LOS"]])
+    # Glue lower-cases column names: the header written is the one asked for.
+    out = b"".join(AthenaCsvReencoder(["Patient ID", "Treatment"]).reencode(chunked(data, 5)))
+    assert out == b"Patient ID,Treatment\n1,LOS\n"
+    with pytest.raises(AthenaResultError, match="not the ones selected"):
+        b"".join(AthenaCsvReencoder(["Patient ID", "Score"]).reencode([data]))
+    with pytest.raises(AthenaResultError, match="has 3 fields, the header 2"):
+        b"".join(AthenaCsvReencoder().reencode([data + b'"1","2","3"\n']))
+
+
+def test_reencoder_of_an_empty_result_writes_the_header():
+    header = ["Patient ID", "Score"]
+    assert b"".join(AthenaCsvReencoder(header).reencode([athena_csv(header, [])])) == (
+        b"Patient ID,Score\n"
+    )
+    assert b"".join(AthenaCsvReencoder(header).reencode([b""])) == b"Patient ID,Score\n"
+    with pytest.raises(AthenaResultError, match="not even a header"):
+        b"".join(AthenaCsvReencoder().reencode([b""]))
+
+
+# --- the slice: Athena's bytes become PostgreSQL's -------------------------------------------
+
+
+@pytest.fixture
+def export_table(db):
+    """An export-shaped table in the embedded PostgreSQL; returns (relation, loader)."""
+    db.execute("drop schema if exists athena_t cascade")
+    db.execute("create schema athena_t")
+    db.execute(
+        sql.SQL(
+            "create table athena_t.export (performance_year int, state_code text,"
+            " file_row_number bigint, {})"
+        ).format(
+            sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in FILE_COLUMNS)
+        )
+    )
+
+    def load(rows: list[list[str | None]], year: int = 2025, state: str = "CA") -> None:
+        with db.cursor() as cursor:
+            cursor.executemany(
+                "insert into athena_t.export values (%s, %s, %s, %s, %s, %s, %s)",
+                [(year, state, n, *row) for n, row in enumerate(rows, start=1)],
+            )
+
+    yield '"athena_t"."export"', load
+    db.execute("drop schema athena_t cascade")
+
+
+def hostile_rows() -> list[list[str | None]]:
+    rows = []
+    for n, text in enumerate(HOSTILE, start=1):
+        rows.append([str(1000 + n), text, "LEFS" if n % 3 else None, "42.5" if n % 2 else ""])
+        rows.append([str(2000 + n), "MSK05", text, None])
+    return rows
+
+
+def test_unloaded_athena_slice_is_byte_identical_to_postgres(db, export_table, aws, tmp_path):
+    relation, load = export_table
+    rows = hostile_rows()
+    load(rows)
+    load([["9", "other state", None, None]], state="TX")
+    postgres = unload_postgres_slice(db, relation, 2025, "CA", work_dir=tmp_path)
+
+    aws.queue_result(EXPORT_COLUMNS, [])  # `select * ... limit 0`: the column discovery
+    aws.queue_result(FILE_COLUMNS, rows)  # the slice, as Athena would answer it
+    recording = RecordingAthena(aws.athena)
+    client = AthenaClient(SETTINGS, client=recording, s3=aws.s3, sleep=lambda s: None)
+    athena = unload_athena_slice(client, relation, 2025, "CA", work_dir=tmp_path)
+
+    assert athena.path.read_bytes() == postgres.path.read_bytes()
+    assert (athena.rows, athena.bytes, athena.sha256) == (
+        postgres.rows,
+        postgres.bytes,
+        postgres.sha256,
+    )
+    assert athena.rows == len(rows)
+    assert stat.S_IMODE(athena.path.stat().st_mode) == 0o600
+    assert recording.queries == [
+        f"select * from {relation} limit 0",
+        'select "Patient ID", "Treatment", "Instrument", "Score" from "athena_t"."export"'
+        " where performance_year = 2025 and state_code = 'CA' order by file_row_number",
+    ]
+
+
+def test_hash_only_unload_keeps_nothing(db, export_table, aws, tmp_path):
+    relation, load = export_table
+    rows = hostile_rows()
+    load(rows)
+    postgres = unload_postgres_slice(db, relation, 2025, "CA", work_dir=None)
+    aws.queue_result(FILE_COLUMNS, rows)
+    athena = unload_athena_slice(
+        aws.client(), relation, 2025, "CA", work_dir=None, columns=FILE_COLUMNS
+    )
+    assert athena == postgres  # path None, same rows, bytes and hash
+
+
+def test_empty_slice_is_the_header_alone(db, export_table, aws, tmp_path):
+    relation, _ = export_table
+    postgres = unload_postgres_slice(db, relation, 2024, "NY", work_dir=tmp_path)
+    aws.queue_result(FILE_COLUMNS, [])
+    athena = unload_athena_slice(
+        aws.client(), relation, 2024, "NY", work_dir=tmp_path, columns=FILE_COLUMNS
+    )
+    assert (
+        athena.path.read_bytes()
+        == postgres.path.read_bytes()
+        == (b"Patient ID,Treatment,Instrument,Score\n")
+    )
+    assert athena.rows == postgres.rows == 0
+
+
+def test_random_rows_reencode_to_postgres_bytes_in_any_chunking(db, export_table):
+    relation, load = export_table
+    generator = random.Random(7)
+    alphabet = [",", '"', "\n", "\r", " ", "a", "é", "\\", ".", "=", "🙂", "\x01"]
+
+    def value():
+        if generator.random() < 0.15:
+            return None
+        if generator.random() < 0.5:
+            return str(generator.randint(0, 10**6))
+        return "".join(generator.choice(alphabet) for _ in range(generator.randint(0, 6)))
+
+    rows = [[value() for _ in FILE_COLUMNS] for _ in range(3000)]
+    load(rows)
+    postgres = unload_postgres_slice(db, relation, 2025, "CA", work_dir=None)
+    with (
+        db.cursor() as cursor,
+        cursor.copy(
+            sql.SQL(
+                "copy (select {} from {} where performance_year = 2025 and state_code = 'CA'"
+                " order by file_row_number) to stdout (format csv, header)"
+            ).format(sql.SQL(", ").join(sql.Identifier(c) for c in FILE_COLUMNS), sql.SQL(relation))
+        ) as copy,
+    ):
+        expected = b"".join(bytes(block) for block in copy)
+    assert hashlib.sha256(expected).hexdigest() == postgres.sha256
+
+    data = athena_csv(FILE_COLUMNS, rows)
+    for size in (1, 13, 4096, 1 << 20):
+        reencoder = AthenaCsvReencoder(FILE_COLUMNS)
+        assert b"".join(reencoder.reencode(chunked(data, size))) == expected, size
+        assert reencoder.rows == len(rows)
+
+
+def test_bulk_path_output_equals_the_field_by_field_encoding():
+    rows = [
+        ["1", "", None, "x y"],
+        [None, None, None, None],
+        ["", "", "", ""],
+        ["a", "b", "c", "d"],
+    ]
+    expected = encode_record(FILE_COLUMNS) + b"".join(encode_record(r) for r in rows)
+    assert b"".join(
+        AthenaCsvReencoder(FILE_COLUMNS).reencode([athena_csv(FILE_COLUMNS, rows)])
+    ) == (expected)
+
+
+def test_failed_slice_query_names_the_slice_and_the_query(aws, tmp_path):
+    scripted = ScriptedAthena(["FAILED"], reason="HIVE_METASTORE_ERROR: table not found")
+    client = AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None)
+    with pytest.raises(AthenaQueryError) as caught:
+        unload_athena_slice(client, '"x"', 2025, "CA", work_dir=tmp_path, columns=FILE_COLUMNS)
+    assert str(caught.value) == (
+        "2025/CA: Athena query q-1 failed: HIVE_METASTORE_ERROR: table not found"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_slice_result_names_the_slice_and_the_query(aws, tmp_path):
+    aws.s3.put_object(
+        Bucket=RESULTS_BUCKET,
+        Key="staging/q-1.csv",
+        Body=athena_csv(FILE_COLUMNS, [["1", "x", None, None]]) + b'"2","unterminated',
+    )
+    client = AthenaClient(SETTINGS, client=ScriptedAthena(["SUCCEEDED"]), s3=aws.s3)
+    with pytest.raises(AthenaResultError) as caught:
+        unload_athena_slice(client, '"x"', 2025, "CA", work_dir=tmp_path, columns=FILE_COLUMNS)
+    assert str(caught.value).startswith("2025/CA: Athena query q-1: result is not valid CSV")
+    assert list(tmp_path.iterdir()) == [], "no partial file is left behind"
+
+
+def test_count_athena_slice(aws):
+    aws.queue_result(["rows"], [["3"]])
+    recording = RecordingAthena(aws.athena)
+    client = AthenaClient(SETTINGS, client=recording, s3=aws.s3, sleep=lambda s: None)
+    assert count_athena_slice(client, '"mips"."export"', 2025, "CA") == 3
+    assert recording.queries == [
+        'select count(*) as "rows" from "mips"."export"'
+        " where performance_year = 2025 and state_code = 'CA'"
+    ]
+
+
+def test_slice_query_quotes_identifiers_and_literals():
+    assert athena_slice_query("r", 2025, "C'A", ['a "b"']) == (
+        'select "a ""b""" from r where performance_year = 2025 and state_code = \'C\'\'A\''
+        " order by file_row_number"
+    )
+
+
+# --- the S3 run lock -------------------------------------------------------------------------
+
+LOCK_BUCKET = "mips-exports"
+LOCK_KEY = "business-operations/healthmonix/_run.lock"
+
+
+@pytest.fixture
+def lock_s3(aws):
+    aws.s3.create_bucket(Bucket=LOCK_BUCKET)
+    return aws.s3
+
+
+def lock_body(s3) -> dict:
+    return json.loads(s3.get_object(Bucket=LOCK_BUCKET, Key=LOCK_KEY)["Body"].read())
+
+
+def lock_exists(s3) -> bool:
+    return "Contents" in s3.list_objects_v2(Bucket=LOCK_BUCKET, Prefix=LOCK_KEY)
+
+
+def test_second_run_is_refused_with_who_holds_the_lock(lock_s3):
+    with s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="export 2025-01-15") as lock:
+        body = lock_body(lock_s3)
+        assert body["owner"] == "export 2025-01-15"
+        assert {"host", "pid", "acquired_at", "expires_at", "token"} <= set(body)
+        assert dt.datetime.fromisoformat(body["expires_at"]) == lock.expires_at
+        with (
+            pytest.raises(ExportLocked) as caught,
+            s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="another run"),
+        ):
+            pass
+        message = str(caught.value)
+        assert f"s3://{LOCK_BUCKET}/{LOCK_KEY}" in message
+        assert "held by export 2025-01-15 on " in message
+        assert f"until {lock.expires_at.isoformat()}" in message
+        assert lock_exists(lock_s3), "the refused run left the lock alone"
+    assert not lock_exists(lock_s3), "released at exit"
+    with s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="next day"):
+        assert lock_body(lock_s3)["owner"] == "next day"
+
+
+def test_lock_is_released_when_the_run_fails(lock_s3):
+    with pytest.raises(RuntimeError), s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="r"):
+        raise RuntimeError("delivery blew up")
+    assert not lock_exists(lock_s3)
+
+
+def test_expired_lock_is_taken_over_and_its_old_holder_releases_only_its_own(lock_s3):
+    crashed = s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="crashed run", ttl_seconds=0)
+    crashed.__enter__()
+    with s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="new run") as lock:
+        assert lock_body(lock_s3)["owner"] == "new run"
+        crashed.__exit__(None, None, None)  # the old holder wakes up and "releases"
+        assert lock_body(lock_s3)["owner"] == "new run", "not its lock any more"
+        head = lock_s3.head_object(Bucket=LOCK_BUCKET, Key=LOCK_KEY)
+        assert head["ETag"] == lock.etag
+    assert not lock_exists(lock_s3)
+
+
+def test_a_lock_this_code_did_not_write_expires_a_ttl_after_it_was_written(lock_s3):
+    lock_s3.put_object(Bucket=LOCK_BUCKET, Key=LOCK_KEY, Body=b"not json")
+    with (
+        pytest.raises(ExportLocked, match="held by an unknown owner"),
+        s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="r"),
+    ):
+        pass
+    with s3_run_lock(lock_s3, LOCK_BUCKET, LOCK_KEY, owner="r", ttl_seconds=0):
+        assert lock_body(lock_s3)["owner"] == "r"
+
+
+def test_release_falls_back_when_the_store_ignores_conditional_deletes(lock_s3):
+    class NoConditionalDelete:
+        def __init__(self, s3):
+            self._s3 = s3
+
+        def delete_object(self, **request):
+            if "IfMatch" in request:
+                raise ClientError(
+                    {"Error": {"Code": "NotImplemented", "Message": "no"}}, "DeleteObject"
+                )
+            return self._s3.delete_object(**request)
+
+        def __getattr__(self, name):
+            return getattr(self._s3, name)
+
+    s3 = NoConditionalDelete(lock_s3)
+    crashed = s3_run_lock(s3, LOCK_BUCKET, LOCK_KEY, owner="crashed", ttl_seconds=0)
+    crashed.__enter__()
+    with s3_run_lock(s3, LOCK_BUCKET, LOCK_KEY, owner="new"):
+        crashed.__exit__(None, None, None)
+        assert lock_body(lock_s3)["owner"] == "new"
+    assert not lock_exists(lock_s3)
+
+
+def test_missing_bucket_is_a_lock_error_not_a_held_lock(aws):
+    with (
+        pytest.raises(S3LockError, match="cannot take the run lock s3://nope/k: NoSuchBucket"),
+        s3_run_lock(aws.s3, "nope", "k", owner="r"),
+    ):
+        pass

@@ -1,0 +1,284 @@
+"""`sync_forms`: incremental, idempotent, and all-or-nothing, from moto's Athena into PostgreSQL.
+
+moto does not run the query: each test queues the rows Athena "returns" and checks the query
+text separately. The PostgreSQL side is the session's embedded cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import urllib.request
+
+import boto3
+import psycopg
+import pytest
+from botocore.response import StreamingBody
+from moto.server import ThreadedMotoServer
+
+from loader.athena import AthenaClient
+from loader.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
+
+REGION = "us-east-1"
+CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": REGION,
+}
+RESULTS_BUCKET = "athena-results"
+SETTINGS = {
+    "s3_staging_dir": f"s3://{RESULTS_BUCKET}/staging/",
+    "region_name": REGION,
+    "database": "awsdatacatalog",
+    "schema": "app",
+    "work_group": "primary",
+}
+SCHEMA = "sync_forms_t"
+SOURCE = '"awsdatacatalog"."app"."patient_forms_mips"'
+UTC = dt.timezone.utc
+
+# As Athena writes them: timestamps without a zone (UTC), decimals plain, NULL unquoted.
+FORMS = [
+    ["1", "101", "11", "21", "LEFS", "42.5", "3", "2025-03-01 10:00:00.000"],
+    ["2", None, "11", "21", "NDI", None, None, "2025-03-02 11:30:00.250"],
+    ["3", "103", "12", "22", "KOS", "61", "0", "2025-03-05 23:59:59.999"],
+    ["4", "104", "13", "23", "QUICKDASH", "12.25", "10", "2025-03-10 08:00:00.000"],
+]
+
+
+def _post(endpoint: str, path: str, payload: dict) -> None:
+    request = urllib.request.Request(  # noqa: S310 - a local moto server
+        endpoint + path,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        response.read()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class RecordingAthena:
+    def __init__(self, client):
+        self._client = client
+        self.queries: list[str] = []
+
+    def start_query_execution(self, **request):
+        self.queries.append(request["QueryString"])
+        return self._client.start_query_execution(**request)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+class Moto:
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.s3 = boto3.client("s3", endpoint_url=endpoint, **CREDENTIALS)
+        self.athena = RecordingAthena(boto3.client("athena", endpoint_url=endpoint, **CREDENTIALS))
+
+    def client(self, s3=None) -> AthenaClient:
+        return AthenaClient(
+            SETTINGS, client=self.athena, s3=s3 or self.s3, sleep=lambda seconds: None
+        )
+
+    def answer(self, rows: list[list[str | None]]) -> None:
+        """The rows the next query returns (moto quotes values without doubling quotes)."""
+
+        def cell(value):
+            return {} if value is None else {"VarCharValue": value.replace('"', '""')}
+
+        result = {
+            "rows": [{"Data": [cell(v) for v in row]} for row in [list(FORMS_COLUMNS), *rows]],
+            "column_info": [{"Name": c, "Type": "varchar"} for c in FORMS_COLUMNS],
+        }
+        _post(self.endpoint, "/moto-api/static/athena/query-results", {"results": [result]})
+
+
+@pytest.fixture
+def moto(moto_endpoint):
+    _post(moto_endpoint, "/moto-api/reset", {})
+    state = Moto(moto_endpoint)
+    state.s3.create_bucket(Bucket=RESULTS_BUCKET)
+    return state
+
+
+@pytest.fixture
+def forms_db(db):
+    db.execute(f"drop schema if exists {SCHEMA} cascade")
+    yield db
+    db.execute(f"drop schema if exists {SCHEMA} cascade")
+
+
+def table_rows(db) -> list[tuple]:
+    return db.execute(f"select * from {SCHEMA}.patient_forms_mips order by id").fetchall()
+
+
+def sync(moto, db, **options):
+    return sync_forms(
+        moto.client(options.pop("s3", None)),
+        db,
+        forms_schema=SCHEMA,
+        source_relation=SOURCE,
+        **options,
+    )
+
+
+def test_first_sync_creates_the_table_and_copies_everything(moto, forms_db):
+    moto.answer(FORMS)
+    report = sync(moto, forms_db)
+    assert (report.rows_read, report.rows_written) == (4, 4)
+    assert report.watermark_before is None
+    assert report.watermark_after == dt.datetime(2025, 3, 10, 8, 0, tzinfo=UTC)
+    assert moto.athena.queries == [
+        'select "id", "appointment_id", "care_plan_id", "patient_id", "instrument",'
+        ' "functional_score", "nprs_score", "completed_at"'
+        ' from "awsdatacatalog"."app"."patient_forms_mips"'
+    ]
+    rows = table_rows(forms_db)
+    assert [r[0] for r in rows] == [1, 2, 3, 4]
+    assert rows[1][1] is None and rows[1][5] is None and rows[1][6] is None, "NULLs stay NULL"
+    assert str(rows[0][5]) == "42.5"
+    assert rows[1][7] == dt.datetime(2025, 3, 2, 11, 30, 0, 250000, tzinfo=UTC)
+    # The table is the source contract's, key and all (loader/sql/source_schema.sql).
+    key = forms_db.execute(
+        "select pg_get_constraintdef(oid) from pg_constraint"
+        " where conrelid = %s::regclass and contype = 'p'",
+        (f"{SCHEMA}.patient_forms_mips",),
+    ).fetchone()
+    assert key == ("PRIMARY KEY (id)",)
+
+
+def test_second_sync_writes_nothing_and_asks_only_for_the_overlap_window(moto, forms_db):
+    moto.answer(FORMS)
+    sync(moto, forms_db)
+    before = table_rows(forms_db)
+    moto.answer(FORMS[2:])  # what Athena has since the watermark minus three days
+    report = sync(moto, forms_db)
+    assert (report.rows_read, report.rows_written) == (2, 0)
+    assert report.watermark_before == report.watermark_after
+    assert moto.athena.queries[-1].endswith(
+        """ where "completed_at" >= timestamp '2025-03-07 08:00:00.000'"""
+    )
+    assert table_rows(forms_db) == before
+
+
+def test_a_changed_score_and_a_new_form_are_written(moto, forms_db):
+    moto.answer(FORMS)
+    sync(moto, forms_db)
+    changed = [list(r) for r in FORMS[2:]]
+    changed[1][5] = "13"  # form 4's functional score corrected
+    changed.append(["5", "105", "13", "23", "LEFS", "50", "2", "2025-03-11 09:00:00.000"])
+    moto.answer(changed)
+    report = sync(moto, forms_db, overlap=dt.timedelta(days=7))
+    assert (report.rows_read, report.rows_written) == (3, 2)
+    assert report.watermark_after == dt.datetime(2025, 3, 11, 9, tzinfo=UTC)
+    assert moto.athena.queries[-1].endswith("timestamp '2025-03-03 08:00:00.000'")
+    rows = {r[0]: r for r in table_rows(forms_db)}
+    assert str(rows[4][5]) == "13" and 5 in rows
+
+
+def test_a_form_listed_twice_keeps_its_latest_version(moto, forms_db):
+    moto.answer([*FORMS, ["1", "101", "11", "21", "LEFS", "44", "3", "2025-03-01 10:05:00.000"]])
+    report = sync(moto, forms_db)
+    assert (report.rows_read, report.rows_written) == (5, 4)
+    assert str(table_rows(forms_db)[0][5]) == "44"
+
+
+def test_a_value_postgres_rejects_leaves_the_forms_as_they_were(moto, forms_db):
+    moto.answer(FORMS)
+    sync(moto, forms_db)
+    before = table_rows(forms_db)
+    bad = [list(r) for r in FORMS]
+    bad[0][5] = "forty"
+    bad.append(["6", "106", "14", "24", "LEFS", "1", "1", "2025-03-12 00:00:00.000"])
+    moto.answer(bad)
+    with pytest.raises(FormsSyncError) as caught:
+        sync(moto, forms_db)
+    message = str(caught.value)
+    assert "invalid input syntax for type numeric" in message
+    assert "functional_score" in message
+    assert message.endswith(f"{SCHEMA}.patient_forms_mips unchanged")
+    assert table_rows(forms_db) == before
+
+
+def test_a_check_violation_in_the_upsert_leaves_the_forms_as_they_were(moto, forms_db):
+    moto.answer(FORMS)
+    sync(moto, forms_db)
+    before = table_rows(forms_db)
+    moto.answer([["7", "107", "15", "25", "LEFS", "1", "11", "2025-03-12 00:00:00.000"]])
+    with pytest.raises(FormsSyncError, match="patient_forms_mips_nprs_score_check"):
+        sync(moto, forms_db)
+    assert table_rows(forms_db) == before
+
+
+def test_a_broken_stream_leaves_the_forms_as_they_were(moto, forms_db):
+    moto.answer(FORMS)
+    sync(moto, forms_db)
+    before = table_rows(forms_db)
+
+    class DroppingConnection:
+        """S3 whose result download stops halfway (botocore notices the short body)."""
+
+        def get_object(self, **request):
+            response = moto.s3.get_object(**request)
+            data = response["Body"].read()
+            response["Body"] = StreamingBody(io.BytesIO(data[: len(data) // 2]), len(data))
+            return response
+
+    changed = [list(r) for r in FORMS]
+    changed[0][5] = "99"
+    moto.answer(changed)
+    with pytest.raises(FormsSyncError, match="broke off: IncompleteReadError") as caught:
+        sync(moto, forms_db, s3=DroppingConnection())
+    assert "unchanged" in str(caught.value)
+    assert table_rows(forms_db) == before
+
+
+def test_a_failed_first_sync_creates_nothing(moto, forms_db):
+    moto.answer([["1", "101", "11", "21", "LEFS", "x", "3", "2025-03-01 10:00:00.000"]])
+    with pytest.raises(FormsSyncError):
+        sync(moto, forms_db)
+    assert forms_db.execute(
+        "select to_regclass(%s)", (f"{SCHEMA}.patient_forms_mips",)
+    ).fetchone() == (None,)
+
+
+def test_a_failed_query_is_reported_with_its_id(moto, forms_db):
+    class Failing:
+        def start_query_execution(self, **request):
+            return {"QueryExecutionId": "q-9"}
+
+        def get_query_execution(self, QueryExecutionId):
+            return {
+                "QueryExecution": {
+                    "Status": {"State": "FAILED", "StateChangeReason": "TABLE_NOT_FOUND"}
+                }
+            }
+
+    client = AthenaClient(SETTINGS, client=Failing(), s3=moto.s3)
+    with pytest.raises(FormsSyncError, match="Athena query q-9 failed: TABLE_NOT_FOUND"):
+        sync_forms(client, forms_db, forms_schema=SCHEMA, source_relation=SOURCE)
+
+
+def test_refuses_a_connection_inside_a_transaction(moto, cluster):
+    with psycopg.connect(cluster.conninfo()) as conn:
+        conn.execute("select 1")
+        with pytest.raises(FormsSyncError, match="not inside a transaction"):
+            sync_forms(moto.client(), conn, forms_schema=SCHEMA, source_relation=SOURCE)
+
+
+def test_query_literal_is_utc_and_floored_to_the_millisecond():
+    since = dt.datetime(2025, 3, 7, 1, 2, 3, 456789, tzinfo=dt.timezone(dt.timedelta(hours=-8)))
+    assert forms_query("t", since).endswith(
+        """ from t where "completed_at" >= timestamp '2025-03-07 09:02:03.456'"""
+    )
