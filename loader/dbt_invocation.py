@@ -6,12 +6,17 @@ from dataclasses import dataclass
 
 from loader.warehouse import ProjectOptions
 
+# Node statuses that make a dbt command fail (a test with severity warn reports "warn").
+_FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+
 
 @dataclass(frozen=True)
 class DbtOutcome:
     success: bool
     invocation_id: str | None
     error: str | None
+    # What each failed node said (e.g. "MIPS configuration is invalid ..."), in run order.
+    failures: tuple[str, ...] = ()
 
 
 def run_dbt(options: ProjectOptions, args: list[str], *, quiet: bool = False) -> DbtOutcome:
@@ -30,4 +35,19 @@ def run_dbt(options: ProjectOptions, args: list[str], *, quiet: bool = False) ->
     except ImportError:  # pragma: no cover - older dbt-common
         pass
     error = None if result.exception is None else str(result.exception)
-    return DbtOutcome(success=bool(result.success), invocation_id=invocation_id, error=error)
+    return DbtOutcome(
+        success=bool(result.success),
+        invocation_id=invocation_id,
+        error=error,
+        failures=_failure_messages(result.result),
+    )
+
+
+def _failure_messages(execution_result: object) -> tuple[str, ...]:
+    """The messages of failed nodes in a run/build/test result; nothing for other commands."""
+    messages = []
+    for node_result in getattr(execution_result, "results", None) or ():
+        status = str(getattr(node_result, "status", "")).lower()
+        if status in _FAILED_STATUSES and getattr(node_result, "message", None):
+            messages.append(str(node_result.message))
+    return tuple(messages)

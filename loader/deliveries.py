@@ -16,7 +16,7 @@ DELIVERIES_MODEL = "mips_deliveries"
 RUN_TIME_ZONE_ENV = "MIPS_TIME_ZONE"
 DEFAULT_RUN_TIME_ZONE = "America/Los_Angeles"
 
-_COLUMNS = (
+DELIVERIES_COLUMNS = (
     "performance_year",
     "state_code",
     "export_relation",
@@ -27,6 +27,8 @@ _COLUMNS = (
     "integration_key",
     "sftp_file_name_template",
     "strictly_contained",
+    "file_header",
+    "dbt_invocation_id",
 )
 
 
@@ -46,6 +48,8 @@ class Delivery:
     integration_key: str | None
     sftp_file_name_template: str | None
     strictly_contained: bool
+    file_header: str
+    dbt_invocation_id: str | None
 
     @property
     def label(self) -> str:
@@ -54,9 +58,9 @@ class Delivery:
     def s3_key(self, run_date: dt.date) -> str:
         return _fill(self.s3_key_template, run_date)
 
-    def snapshot_dir(self, run_date: dt.date) -> str:
-        """The S3 folder of this snapshot (where data.csv and manifest.json live)."""
-        return self.s3_key(run_date).rsplit("/", 1)[0]
+    def file_header_fields(self) -> list[str]:
+        """The CSV header's column names (the model guarantees none holds a comma or quote)."""
+        return self.file_header.split(",")
 
     def sftp_file_name(self, run_date: dt.date) -> str | None:
         if not self.sftp_enabled:
@@ -97,7 +101,7 @@ def read_deliveries(
     from psycopg import sql
 
     query = sql.SQL("select {columns} from {relation} order by 1, 2").format(
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in DELIVERIES_COLUMNS),
         relation=deliveries_relation(schema),
     )
     try:

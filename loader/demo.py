@@ -52,7 +52,7 @@ def run_demo(project_dir: Path, out: Path, *, scale: float, seed: int, echo: Cal
             s3_url=s3_dir.as_uri(),
             sftp_url=sftp_dir.as_uri(),
         )
-        report = run_export(warehouse, request, dbt_invocation_id=outcome.invocation_id)
+        report = run_export(warehouse, request)
     echo("")
     echo(export_summary(report))
     echo("")

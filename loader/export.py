@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from loader.deliveries import Delivery, read_deliveries
+from loader.deliveries import Delivery
 from loader.destinations import open_destination
 from loader.destinations.base import DeliveryError, retrying
 from loader.records import (
@@ -27,12 +27,8 @@ from loader.records import (
     last_sftp_delivery,
     manifest_name,
 )
-from loader.unload import (
-    UnloadedSlice,
-    count_postgres_slice,
-    private_work_dir,
-    unload_postgres_slice,
-)
+from loader.slices import open_slice_source
+from loader.unload import UnloadedSlice, private_work_dir
 
 # Any constant works; it only has to be the same for every loader on the database.
 EXPORT_LOCK_KEY = 7_342_610_221
@@ -41,6 +37,7 @@ DEFAULT_MAX_SHRINK = Decimal("0.2")
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_DRY_RUN = "dry run"
+STATUS_PLANNED = "planned"
 
 
 class ExportConfigError(Exception):
@@ -67,7 +64,6 @@ class ExportRequest:
 class ExportReport:
     run_id: str
     run_date: dt.date
-    dbt_invocation_id: str | None
     results: list[DeliveryRecord] = field(default_factory=list)
 
     @property
@@ -131,18 +127,11 @@ def run_export(
     warehouse,
     request: ExportRequest,
     *,
-    dbt_invocation_id: str | None = None,
     progress: Progress = lambda message: None,
 ) -> ExportReport:
-    report = ExportReport(
-        run_id=uuid.uuid4().hex[:12],
-        run_date=request.run_date,
-        dbt_invocation_id=dbt_invocation_id,
-    )
-    with warehouse.connect(autocommit=True) as conn, export_lock(conn):
-        deliveries = read_deliveries(
-            conn, warehouse.schema, years=request.years, states=request.states
-        )
+    report = ExportReport(run_id=uuid.uuid4().hex[:12], run_date=request.run_date)
+    with open_slice_source(warehouse) as source, source.run_lock():
+        deliveries = source.deliveries(years=request.years, states=request.states)
         s3, sftp = _open_destinations(request, deliveries)
         with contextlib.ExitStack() as stack:
             for destination in (s3, sftp):
@@ -151,38 +140,36 @@ def run_export(
             work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
             for delivery in deliveries:
                 progress(f"{delivery.label}: unloading")
-                record = _deliver(conn, delivery, request, report, s3, sftp, work_dir, progress)
+                record = _deliver(source, delivery, request, report, s3, sftp, work_dir, progress)
                 report.results.append(record)
                 progress(f"{delivery.label}: {record.status}")
     return report
 
 
-def _deliver(conn, delivery, request, report, s3, sftp, work_dir, progress) -> DeliveryRecord:
-    run_date = request.run_date
-    record = DeliveryRecord(
+def _new_record(delivery: Delivery, report: ExportReport, status: str) -> DeliveryRecord:
+    run_date = report.run_date
+    return DeliveryRecord(
         performance_year=delivery.performance_year,
         state_code=delivery.state_code,
         run_id=report.run_id,
         run_date=run_date.isoformat(),
-        dbt_invocation_id=report.dbt_invocation_id,
+        dbt_invocation_id=delivery.dbt_invocation_id,
         s3_key=delivery.s3_key(run_date),
         rows=0,
         bytes=0,
         sha256="",
         sftp_file_name=delivery.sftp_file_name(run_date),
         sftp_outcome=SFTP_NOT_ATTEMPTED if delivery.sftp_enabled else SFTP_DISABLED,
-        status=STATUS_FAILED,
+        status=status,
     )
+
+
+def _deliver(source, delivery, request, report, s3, sftp, work_dir, progress) -> DeliveryRecord:
+    record = _new_record(delivery, report, STATUS_FAILED)
     unloaded: UnloadedSlice | None = None
     snapshot_written = False
     try:
-        unloaded = unload_postgres_slice(
-            conn,
-            delivery.export_relation,
-            delivery.performance_year,
-            delivery.state_code,
-            work_dir=work_dir,
-        )
+        unloaded = source.unload(delivery, work_dir)
         record.rows, record.bytes, record.sha256 = unloaded.rows, unloaded.bytes, unloaded.sha256
         if request.dry_run:
             record.status = STATUS_DRY_RUN
@@ -202,7 +189,9 @@ def _deliver(conn, delivery, request, report, s3, sftp, work_dir, progress) -> D
     except DeliveryError as exc:
         record.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one delivery's failure must not stop the others
-        record.error = f"{delivery.label}: {type(exc).__name__}: {exc}"
+        message = str(exc)
+        prefix = "" if message.startswith(delivery.label) else f"{delivery.label}: "
+        record.error = f"{prefix}{type(exc).__name__}: {message}"
     finally:
         if unloaded is not None and unloaded.path is not None:
             unloaded.path.unlink(missing_ok=True)
@@ -248,34 +237,12 @@ def _record(s3, record: DeliveryRecord, *, with_manifest: bool) -> None:
         record.error = f"{record.error + '; ' if record.error else ''}recording failed: {exc}"
 
 
-STATUS_PLANNED = "planned"
-
-
 def plan_export(warehouse, request: ExportRequest) -> ExportReport:
     """What `run_export` would deliver, with row counts; writes nothing and takes no lock."""
-    report = ExportReport(run_id="plan", run_date=request.run_date, dbt_invocation_id=None)
-    with warehouse.connect(autocommit=True) as conn:
-        deliveries = read_deliveries(
-            conn, warehouse.schema, years=request.years, states=request.states
-        )
-        for delivery in deliveries:
-            rows = count_postgres_slice(
-                conn, delivery.export_relation, delivery.performance_year, delivery.state_code
-            )
-            report.results.append(
-                DeliveryRecord(
-                    performance_year=delivery.performance_year,
-                    state_code=delivery.state_code,
-                    run_id=report.run_id,
-                    run_date=request.run_date.isoformat(),
-                    dbt_invocation_id=None,
-                    s3_key=delivery.s3_key(request.run_date),
-                    rows=rows,
-                    bytes=0,
-                    sha256="",
-                    sftp_file_name=delivery.sftp_file_name(request.run_date),
-                    sftp_outcome=SFTP_NOT_ATTEMPTED if delivery.sftp_enabled else SFTP_DISABLED,
-                    status=STATUS_PLANNED,
-                )
-            )
+    report = ExportReport(run_id="plan", run_date=request.run_date)
+    with open_slice_source(warehouse) as source:
+        for delivery in source.deliveries(years=request.years, states=request.states):
+            record = _new_record(delivery, report, STATUS_PLANNED)
+            record.rows = source.count(delivery)
+            report.results.append(record)
     return report

@@ -66,7 +66,6 @@ def export_json(report) -> str:
         {
             "run_id": report.run_id,
             "run_date": report.run_date.isoformat(),
-            "dbt_invocation_id": report.dbt_invocation_id,
             "succeeded": report.succeeded,
             "deliveries": [asdict(r) for r in report.results],
         },

@@ -10,9 +10,10 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass
 
-from loader.deliveries import Delivery, read_deliveries
+from loader.deliveries import Delivery
 from loader.export import ExportConfigError
 from loader.records import DeliveryRecord, last_sftp_delivery
+from loader.slices import open_slice_source
 
 OK = "ok"
 STALE = "stale"
@@ -74,8 +75,8 @@ def verdict_for(
 def collect_status(
     warehouse, s3, sftp, *, today: dt.date, max_age_days: int, years=(), states=()
 ) -> list[DeliveryStatus]:
-    with warehouse.connect(autocommit=True) as conn:
-        deliveries = read_deliveries(conn, warehouse.schema, years=years, states=states)
+    with open_slice_source(warehouse) as source:
+        deliveries = source.deliveries(years=years, states=states)
     if sftp is None and any(d.sftp_enabled for d in deliveries):
         raise ExportConfigError("SFTP is enabled for some years: pass --sftp-url or MIPS_SFTP_URL")
     on_server_sizes = {o.name: o.size for o in sftp.list("")} if sftp is not None else {}

@@ -95,8 +95,10 @@ def models(db, monkeypatch):
         """
     )
     db.execute(
-        f"alter table {HANDMADE_SCHEMA}.mips_deliveries add column export_relation text "
-        f'default \'"{HANDMADE_SCHEMA}"."mips_export_v1"\''
+        f"alter table {HANDMADE_SCHEMA}.mips_deliveries "
+        f'add column export_relation text default \'"{HANDMADE_SCHEMA}"."mips_export_v1"\', '
+        "add column file_header text default 'Patient ID,Treatment,Score', "
+        "add column dbt_invocation_id text default 'handmade-invocation'"
     )
     monkeypatch.setenv("MIPS_DEV_SCHEMA", HANDMADE_SCHEMA)
     for variable in ("MIPS_S3_URL", "MIPS_SFTP_URL"):

@@ -188,7 +188,8 @@ def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir
         "true as sftp_enabled, '21742'::text as registration_id, "
         "'MlUGF8grFd'::text as integration_key, "
         "'Quality_21742_MlUGF8grFd.csv'::text as sftp_file_name_template, "
-        "false as strictly_contained"
+        "false as strictly_contained, 'Patient ID,Instrument'::text as file_header, "
+        "null::text as dbt_invocation_id"
     )
     monkeypatch.setenv("MIPS_DEV_SCHEMA", "hostile_t")
     result = invoke(

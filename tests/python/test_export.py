@@ -77,6 +77,7 @@ def test_export_writes_every_delivery_with_spec_names(models, profiles_dir, stor
     assert manifest["sftp_file_name"] == "Quality_17625_egAuLG7aVx_20260115.csv"
     assert manifest["sftp_outcome"] == "delivered"
     assert manifest["status"] == "ok"
+    assert manifest["dbt_invocation_id"] == "handmade-invocation"
     assert len([f for f in files_under(s3) if f.startswith("run-log/")]) == 3
     summary = {
         line.split()[0] + line.split()[1]: line.split()

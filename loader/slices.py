@@ -1,0 +1,157 @@
+"""Where slices come from: the warehouse engine behind a dbt target, behind one small interface.
+
+`open_slice_source(warehouse)` gives a `SliceSource` for the target's engine:
+- PostgreSQL: `COPY … TO STDOUT` on one connection; the run lock is an advisory lock.
+- Athena: a query per slice whose result CSV is re-encoded to the same bytes; the run lock is
+  an object next to the query results, written with a conditional put.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from loader.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, Delivery, read_deliveries
+from loader.unload import UnloadedSlice, count_postgres_slice, unload_postgres_slice
+
+ATHENA_LOCK_NAME = "mips-loader/export.lock"
+
+
+class SliceSource:
+    """The deliveries, one slice at a time, and the lock that keeps runs apart."""
+
+    def deliveries(self, years=(), states=()) -> list[Delivery]:
+        raise NotImplementedError
+
+    def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
+        raise NotImplementedError
+
+    def count(self, delivery: Delivery) -> int:
+        raise NotImplementedError
+
+    def run_lock(self) -> contextlib.AbstractContextManager:
+        raise NotImplementedError
+
+
+class PostgresSliceSource(SliceSource):
+    def __init__(self, conn, schema: str):
+        self.conn = conn
+        self.schema = schema
+
+    def deliveries(self, years=(), states=()) -> list[Delivery]:
+        return read_deliveries(self.conn, self.schema, years=years, states=states)
+
+    def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
+        return unload_postgres_slice(
+            self.conn,
+            delivery.export_relation,
+            delivery.performance_year,
+            delivery.state_code,
+            work_dir=work_dir,
+        )
+
+    def count(self, delivery: Delivery) -> int:
+        return count_postgres_slice(
+            self.conn, delivery.export_relation, delivery.performance_year, delivery.state_code
+        )
+
+    def run_lock(self):
+        from loader.export import export_lock
+
+        return export_lock(self.conn)
+
+
+class AthenaSliceSource(SliceSource):
+    def __init__(self, client, settings: dict):
+        self.client = client
+        self.settings = settings
+        self._columns: dict[str, list[str]] = {}
+
+    def deliveries(self, years=(), states=()) -> list[Delivery]:
+        from loader.athena import iter_csv_records, quote_identifier
+
+        relation = f"{quote_identifier(self.client.schema)}.{quote_identifier(DELIVERIES_MODEL)}"
+        selected = ", ".join(DELIVERIES_COLUMNS)
+        result = self.client.run_query(f"select {selected} from {relation} order by 1, 2")
+        records = iter_csv_records(self.client.stream_result_csv(result.output_location))
+        next(records, None)  # the header
+        wanted = {s.upper() for s in states}
+        deliveries = [_delivery_from_text(record) for record in records]
+        return [
+            d
+            for d in deliveries
+            if (not years or d.performance_year in years) and (not wanted or d.state_code in wanted)
+        ]
+
+    def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
+        from loader.athena import athena_file_columns, unload_athena_slice
+
+        relation = delivery.export_relation
+        if relation not in self._columns:
+            self._columns[relation] = athena_file_columns(self.client, relation)
+        return unload_athena_slice(
+            self.client,
+            relation,
+            delivery.performance_year,
+            delivery.state_code,
+            work_dir=work_dir,
+            columns=self._columns[relation],
+            header=delivery.file_header_fields(),
+        )
+
+    def count(self, delivery: Delivery) -> int:
+        from loader.athena import count_athena_slice
+
+        return count_athena_slice(
+            self.client, delivery.export_relation, delivery.performance_year, delivery.state_code
+        )
+
+    def run_lock(self):
+        from loader.athena import split_s3_url
+        from loader.s3_lock import s3_run_lock
+
+        staging = str(self.settings["s3_staging_dir"]).rstrip("/")
+        bucket, prefix = split_s3_url(staging + "/")
+        owner = f"{getpass.getuser()}@{socket.gethostname()}"
+        return s3_run_lock(self.client._s3, bucket, f"{prefix}{ATHENA_LOCK_NAME}", owner=owner)
+
+
+def _delivery_from_text(record: list[str | None]) -> Delivery:
+    """A deliveries row from Athena's CSV result (every value arrives as text)."""
+    values = dict(zip(DELIVERIES_COLUMNS, record, strict=True))
+
+    def boolean(name: str) -> bool:
+        return (values[name] or "").lower() == "true"
+
+    fixed = values["fixed_snapshot_date"]
+    return Delivery(
+        **{
+            **values,
+            "performance_year": int(values["performance_year"]),
+            "fixed_snapshot_date": dt.date.fromisoformat(fixed) if fixed else None,
+            "sftp_enabled": boolean("sftp_enabled"),
+            "strictly_contained": boolean("strictly_contained"),
+        }
+    )
+
+
+@contextlib.contextmanager
+def open_slice_source(warehouse) -> Iterator[SliceSource]:
+    if warehouse.adapter_type == "postgres":
+        with warehouse.connect(autocommit=True) as conn:
+            yield PostgresSliceSource(conn, warehouse.schema)
+    elif warehouse.adapter_type == "athena":
+        from loader.athena import AthenaClient
+
+        yield AthenaSliceSource(AthenaClient(warehouse.settings), warehouse.settings)
+    else:
+        from loader.warehouse import WarehouseConfigError
+
+        raise WarehouseConfigError(
+            f"target '{warehouse.target_name}' is {warehouse.adapter_type}: "
+            "the loader reads PostgreSQL or Athena"
+        )
