@@ -366,6 +366,92 @@ def status_command(
     sys.exit(1 if any(s.needs_attention for s in statuses) else 0)
 
 
+@cli.command("sync-forms")
+@project_options
+@click.option(
+    "--athena-target",
+    default="athena",
+    show_default=True,
+    help="The dbt target (same profile) whose Athena holds the forms.",
+)
+@click.option(
+    "--source-relation",
+    default='"mips_forms"."patient_forms_mips"',
+    show_default=True,
+    envvar="MIPS_ATHENA_FORMS_RELATION",
+    help="The forms table in Athena. Env: MIPS_ATHENA_FORMS_RELATION.",
+)
+@click.option(
+    "--forms-schema",
+    default="app",
+    show_default=True,
+    help="The PostgreSQL schema that receives patient_forms_mips (dbt var forms_schema).",
+)
+@click.option(
+    "--overlap-days",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Re-read forms completed this many days before the newest one already copied.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def sync_forms_command(
+    project_dir,
+    profiles_dir,
+    target,
+    athena_target,
+    source_relation,
+    forms_schema,
+    overlap_days,
+    as_json,
+):
+    """Copy patient_forms_mips from Athena into the PostgreSQL target (incremental by
+    completed_at, idempotent; a failed sync leaves the previous forms intact).
+
+    Example: mips-loader sync-forms --target postgres --forms-schema app
+    """
+    import datetime as dt
+    import json
+
+    from loader.athena import AthenaClient, AthenaQueryError
+    from loader.sync_forms import FormsSyncError, sync_forms
+    from loader.warehouse import render_target
+
+    athena_options = _options(project_dir, profiles_dir, athena_target)
+    try:
+        athena = render_target(athena_options)
+    except WarehouseConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    if athena.adapter_type != "athena":
+        raise click.UsageError(f"--athena-target '{athena_target}' is not an Athena target")
+
+    def action(warehouse):
+        with warehouse.connect(autocommit=True) as conn:
+            return sync_forms(
+                AthenaClient(athena.settings),
+                conn,
+                forms_schema=forms_schema,
+                source_relation=source_relation,
+                overlap=dt.timedelta(days=overlap_days),
+            )
+
+    try:
+        report = _run(action, _options(project_dir, profiles_dir, target))
+    except (FormsSyncError, AthenaQueryError) as exc:
+        raise click.ClickException(str(exc)) from None
+    fields = {
+        "rows_read": report.rows_read,
+        "rows_written": report.rows_written,
+        "watermark_before": str(report.watermark_before) if report.watermark_before else None,
+        "watermark_after": str(report.watermark_after) if report.watermark_after else None,
+    }
+    if as_json:
+        click.echo(json.dumps(fields, indent=2))
+    else:
+        for name, value in fields.items():
+            click.echo(f"{name.replace('_', ' '):<17} {value}")
+
+
 def _run(action, options: ProjectOptions):
     """Open the warehouse, run the action, turn expected failures into one clear message."""
     try:

@@ -1,0 +1,127 @@
+"""The export run on an Athena target, against moto: deliveries read through Athena, slices
+re-encoded to the file layout, the S3 run lock taken and released.
+
+moto runs no SQL: each query's result is queued in advance, in the order the loader asks.
+What this proves is the loader's side of the Athena path (queries in order, parsing of the
+deliveries, header from the deliveries model, same bytes as PostgreSQL would write, lock),
+not Athena's own behaviour (see docs/athena.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from test_athena import CREDENTIALS, RESULTS_BUCKET, SETTINGS, _post, moto_endpoint  # noqa: F401
+
+from loader.export import ExportLocked, ExportRequest, plan_export, run_export
+from loader.warehouse import Warehouse
+
+DELIVERY_COLUMNS = [
+    "performance_year", "state_code", "export_relation", "s3_key_template",
+    "fixed_snapshot_date", "sftp_enabled", "registration_id", "integration_key",
+    "sftp_file_name_template", "strictly_contained", "file_header", "dbt_invocation_id",
+]  # fmt: skip
+RELATION = '"awsdatacatalog"."mips"."mips_export_v1"'
+DELIVERY_ROWS = [
+    ["2022", "CA", RELATION, "2022/CA/2022-12-31/data.csv", "2022-12-31", "false", None, None,
+     None, "true", "Patient ID,Date Of Service,Score", "inv-1"],
+    ["2025", "TX", RELATION, "2025/TX/{run_date}/data.csv", None, "true", "21742", "MlUGF8grFd",
+     "Quality_21742_MlUGF8grFd.csv", "false", "Patient ID,Date Of Service,Score", "inv-1"],
+]  # fmt: skip
+# Glue keeps lower-case names; the header comes from the deliveries model instead.
+ATHENA_COLUMNS = ["patient_id", "date_of_service", "score"]
+
+
+@pytest.fixture
+def athena_target(moto_endpoint, monkeypatch):  # noqa: F811
+    import boto3
+
+    _post(moto_endpoint, "/moto-api/reset")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": CREDENTIALS["region_name"],
+    }.items():
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, **CREDENTIALS)
+    s3.create_bucket(Bucket=RESULTS_BUCKET)
+    boto3.client("athena", endpoint_url=moto_endpoint, **CREDENTIALS).create_work_group(
+        Name="mips", Configuration={}
+    )
+
+    def queue(*results):
+        payload = []
+        for header, rows in results:
+            payload.append(
+                {
+                    "rows": [
+                        {"Data": [{} if v is None else {"VarCharValue": v.replace('"', '""')}
+                                  for v in row]}
+                        for row in [header, *rows]
+                    ],
+                    "column_info": [{"Name": name, "Type": "varchar"} for name in header],
+                }
+            )  # fmt: skip
+        _post(moto_endpoint, "/moto-api/static/athena/query-results", {"results": payload})
+
+    warehouse = Warehouse(target_name="athena", adapter_type="athena", settings=dict(SETTINGS))
+    return warehouse, queue, s3
+
+
+def test_export_on_athena_writes_the_postgres_layout(athena_target, tmp_path):
+    warehouse, queue, s3 = athena_target
+    queue(
+        (DELIVERY_COLUMNS, DELIVERY_ROWS),
+        (["performance_year", "state_code", "file_row_number", *ATHENA_COLUMNS], []),
+        (ATHENA_COLUMNS, [["1", "2022-03-01", "42.5"], ["1", "2022-03-01", None]]),
+        (ATHENA_COLUMNS, [["7", "2025-02-02", 'say "hi", ok'], ["8", "2025-02-03", ""]]),
+    )
+    s3_dir, sftp_dir = tmp_path / "s3", tmp_path / "sftp"
+    request = ExportRequest(
+        run_date=dt.date(2026, 1, 15),
+        s3_url=s3_dir.as_uri(),
+        sftp_url=sftp_dir.as_uri(),
+    )
+    report = run_export(warehouse, request)
+    assert report.succeeded, [r.error for r in report.results]
+    assert (s3_dir / "2022/CA/2022-12-31/data.csv").read_bytes() == (
+        b"Patient ID,Date Of Service,Score\n1,2022-03-01,42.5\n1,2022-03-01,\n"
+    )
+    body = (sftp_dir / "Quality_21742_MlUGF8grFd.csv").read_bytes()
+    assert body == (
+        b'Patient ID,Date Of Service,Score\n7,2025-02-02,"say ""hi"", ok"\n8,2025-02-03,""\n'
+    )
+    assert body == (s3_dir / "2025/TX/2026-01-15/data.csv").read_bytes()
+    manifest = json.loads((s3_dir / "2025/TX/2026-01-15/manifest.json").read_text())
+    assert manifest["rows"] == 2 and manifest["dbt_invocation_id"] == "inv-1"
+    lock_keys = s3.list_objects_v2(Bucket=RESULTS_BUCKET, Prefix="staging/mips-loader/")
+    assert lock_keys.get("KeyCount", 0) == 0, "the run lock is released"
+
+
+def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
+    warehouse, queue, s3 = athena_target
+    from loader.slices import open_slice_source
+
+    with open_slice_source(warehouse) as source, source.run_lock():
+        request = ExportRequest(
+            run_date=dt.date(2026, 1, 15),
+            s3_url=(tmp_path / "s3").as_uri(),
+            sftp_url=(tmp_path / "sftp").as_uri(),
+        )
+        with pytest.raises(ExportLocked, match="held by|holds|locked|running"):
+            run_export(warehouse, request)
+    assert not (tmp_path / "s3").exists()
+
+
+def test_plan_on_athena_counts_rows(athena_target):
+    warehouse, queue, _ = athena_target
+    queue((DELIVERY_COLUMNS, DELIVERY_ROWS[1:]), (["rows"], [["12"]]))
+    request = ExportRequest(run_date=dt.date(2026, 1, 15), s3_url=None, sftp_url=None)
+    report = plan_export(warehouse, request)
+    assert [(r.performance_year, r.state_code, r.rows) for r in report.results] == [
+        (2025, "TX", 12)
+    ]
+    assert report.results[0].sftp_file_name == "Quality_21742_MlUGF8grFd.csv"
