@@ -1,0 +1,19 @@
+{#-
+    The CSV columns of an export layout version, in file order (SPEC §6 for version 1): the
+    export model's column names and the file header, from this one list. None holds a comma
+    or a quote, so the header needs no CSV quoting.
+-#}
+{% macro export_file_columns(layout_version) %}
+    {%- set layouts = {
+        1: [
+            'Practice TIN', 'Provider NPI', 'Patient ID', 'Patient Date Of Birth', 'Patient Sex',
+            'Payer', 'Episode ID', 'Episode Start Date', 'Episode End Date', 'Surgical',
+            'Symptom Onset Date', 'Body Part', 'Visit ID', 'Date Of Service', 'Visit Type',
+            'Treatment', 'Instrument', 'Score',
+        ],
+    } -%}
+    {%- if layout_version not in layouts -%}
+        {{ exceptions.raise_compiler_error("no export layout version " ~ layout_version) }}
+    {%- endif -%}
+    {{ return(layouts[layout_version]) }}
+{% endmacro %}

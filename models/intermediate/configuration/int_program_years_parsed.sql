@@ -1,0 +1,69 @@
+{#- The three per-year keys of SPEC §4: healthmonix_{year}_{setting_name}. -#}
+{%- set key_pattern = '^healthmonix_[0-9]{4}_(states|integration_enabled|strictly_contained)$' -%}
+
+with
+
+settings as (
+
+    select * from {{ ref('stg_app__settings') }}
+
+),
+
+program_year_settings as (
+
+    select
+        -- 'healthmonix_' is 12 characters: the year is at 13..16, the name from 18
+        cast(substr(setting_key, 13, 4) as {{ dbt.type_int() }}) as performance_year,
+        substr(setting_key, 18) as setting_name,
+        setting_key,
+        setting_value
+    from settings
+    where {{ matches_regex('setting_key', key_pattern) }}
+
+),
+
+program_years as (
+
+    select
+        performance_year,
+        max(case when setting_name = 'states' then setting_key end) as states_setting_key,
+        max(case when setting_name = 'states' then setting_value end) as states_setting_value,
+        max(case when setting_name = 'integration_enabled' then setting_key end)
+            as integration_enabled_setting_key,
+        max(case when setting_name = 'integration_enabled' then setting_value end)
+            as integration_enabled_setting_value,
+        max(case when setting_name = 'strictly_contained' then setting_key end)
+            as strictly_contained_setting_key,
+        max(case when setting_name = 'strictly_contained' then setting_value end)
+            as strictly_contained_setting_value
+    from program_year_settings
+    group by performance_year
+
+),
+
+parsed as (
+
+    select
+        performance_year,
+        states_setting_key,
+        states_setting_value,
+        integration_enabled_setting_key,
+        integration_enabled_setting_value,
+        strictly_contained_setting_key,
+        strictly_contained_setting_value,
+        -- a year takes part when its states list exists (SPEC §4: missing -> no deliveries)
+        states_setting_key is not null as is_configured,
+        -- missing means false; present but malformed stays null and is reported as an error
+        case
+            when integration_enabled_setting_key is null then false
+            else {{ parse_setting_boolean('integration_enabled_setting_value') }}
+        end as is_integration_enabled,
+        case
+            when strictly_contained_setting_key is null then false
+            else {{ parse_setting_boolean('strictly_contained_setting_value') }}
+        end as is_strictly_contained
+    from program_years
+
+)
+
+select * from parsed

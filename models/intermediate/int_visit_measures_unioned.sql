@@ -1,0 +1,138 @@
+with
+
+care_plans_eligible as (
+
+    select * from {{ ref('int_care_plans_eligible') }}
+
+),
+
+visits_dated as (
+
+    select * from {{ ref('int_visits_dated') }}
+
+),
+
+visit_forms_selected as (
+
+    select * from {{ ref('int_visit_forms_selected') }}
+
+),
+
+clinicians as (
+
+    select * from {{ ref('stg_app__clinicians') }}
+
+),
+
+-- the three rows of every visit, in file order (SPEC §5)
+measure_kinds as (
+
+    select
+        1 as measure_order,
+        'function' as measure_kind
+    union all
+    select
+        2 as measure_order,
+        'pain' as measure_kind
+    union all
+    select
+        3 as measure_order,
+        'length_of_stay' as measure_kind
+
+),
+
+eligible_visits as (
+
+    select
+        care_plans_eligible.performance_year,
+        care_plans_eligible.state_code,
+        care_plans_eligible.care_plan_id,
+        care_plans_eligible.patient_id,
+        care_plans_eligible.date_of_birth,
+        care_plans_eligible.sex,
+        care_plans_eligible.payer_type,
+        care_plans_eligible.start_date,
+        care_plans_eligible.end_date,
+        care_plans_eligible.is_surgical,
+        care_plans_eligible.onset_date,
+        care_plans_eligible.body_part_type,
+        care_plans_eligible.function_measure_code,
+        care_plans_eligible.pain_measure_code,
+        visits_dated.visit_id,
+        visits_dated.visit_date,
+        visits_dated.visit_type,
+        clinicians.tin,
+        clinicians.npi,
+        visit_forms_selected.instrument,
+        visit_forms_selected.functional_score,
+        visit_forms_selected.nprs_score,
+        -- the visit's place in its (year, state) file; sorting visits, not 3x as many rows
+        row_number() over (
+            partition by care_plans_eligible.performance_year, care_plans_eligible.state_code
+            order by
+                care_plans_eligible.care_plan_id,
+                visits_dated.visit_date,
+                visits_dated.visit_id
+        ) as visit_sequence
+    from care_plans_eligible
+    -- only the visits whose local date falls in the year (a plan without any yields nothing)
+    inner join visits_dated
+        on
+            care_plans_eligible.care_plan_id = visits_dated.care_plan_id
+            and care_plans_eligible.performance_year = visits_dated.performance_year
+    left join clinicians
+        on visits_dated.clinician_id = clinicians.clinician_id
+    left join visit_forms_selected
+        on visits_dated.visit_id = visit_forms_selected.visit_id
+
+),
+
+visit_measures as (
+
+    select
+        eligible_visits.performance_year,
+        eligible_visits.state_code,
+        (eligible_visits.visit_sequence - 1) * 3 + measure_kinds.measure_order as file_row_number,
+        eligible_visits.care_plan_id,
+        eligible_visits.patient_id,
+        eligible_visits.date_of_birth,
+        eligible_visits.sex,
+        eligible_visits.payer_type,
+        eligible_visits.start_date,
+        eligible_visits.end_date,
+        eligible_visits.is_surgical,
+        eligible_visits.onset_date,
+        eligible_visits.body_part_type,
+        eligible_visits.visit_id,
+        eligible_visits.visit_date,
+        eligible_visits.visit_type,
+        eligible_visits.tin,
+        eligible_visits.npi,
+        measure_kinds.measure_order,
+        measure_kinds.measure_kind,
+        case measure_kinds.measure_kind
+            when 'function' then eligible_visits.function_measure_code
+            when 'pain' then eligible_visits.pain_measure_code
+            else 'LOS'
+        end as measure_code,
+        -- no score, no instrument: both fields stay empty (SPEC §5)
+        case
+            when measure_kinds.measure_kind = 'function' and eligible_visits.functional_score is not null
+                then eligible_visits.instrument
+            when measure_kinds.measure_kind = 'pain' and eligible_visits.nprs_score is not null
+                then 'NPRS'
+        end as instrument,
+        cast(
+            case measure_kinds.measure_kind
+                when 'function' then eligible_visits.functional_score
+                when 'pain' then eligible_visits.nprs_score
+                else {{ dbt.datediff('eligible_visits.start_date', 'eligible_visits.visit_date', 'day') }}
+            end
+            as {{ dbt.type_numeric() }}
+        ) as score
+    from eligible_visits
+    cross join measure_kinds
+
+)
+
+select * from visit_measures

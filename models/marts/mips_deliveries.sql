@@ -1,0 +1,104 @@
+-- a broken configuration must stop this model from being rebuilt, though it reads nothing of it
+-- depends_on: {{ ref('int_configuration_errors') }}
+
+with
+
+program_year_states as (
+
+    select * from {{ ref('int_program_year_states_split') }}
+    where state_id is not null
+
+),
+
+program_year_rules as (
+
+    select * from {{ ref('mips_program_years') }}
+
+),
+
+registrations as (
+
+    select * from {{ ref('mips_registrations') }}
+
+),
+
+delivery_parts as (
+
+    select
+        program_year_states.performance_year,
+        program_year_states.state_code,
+        program_year_rules.export_layout_version,
+        program_year_rules.fixed_snapshot_date,
+        program_year_rules.sftp_file_name_has_date_suffix,
+        coalesce(program_year_states.is_integration_enabled, false) as sftp_enabled,
+        program_year_states.is_strictly_contained as strictly_contained,
+        registrations.registration_id,
+        registrations.integration_key
+    from program_year_states
+    inner join program_year_rules
+        on program_year_states.performance_year = program_year_rules.performance_year
+    left join registrations
+        on
+            program_year_states.performance_year = registrations.performance_year
+            and program_year_states.state_code = upper(trim(registrations.state_code))
+
+),
+
+deliveries as (
+
+    select
+        cast(performance_year as {{ dbt.type_int() }}) as performance_year,
+        cast(state_code as {{ dbt.type_string() }}) as state_code,
+        -- the relation the loader unloads: the export version of the year's layout
+        cast(
+            case export_layout_version
+                when 1 then '{{ ref("mips_export", v=1) }}'
+            end
+            as {{ dbt.type_string() }}
+        ) as export_relation,
+        -- S3 key below the prefix; {run_date} is the loader's run date, YYYY-MM-DD (SPEC §6)
+        cast(
+            {{ dbt.concat([
+                "cast(performance_year as " ~ dbt.type_string() ~ ")",
+                "'/'",
+                "state_code",
+                "'/'",
+                "coalesce(" ~ format_date_iso('fixed_snapshot_date') ~ ", '{run_date}')",
+                "'/data.csv'",
+            ]) }}
+            as {{ dbt.type_string() }}
+        ) as s3_key_template,
+        cast(fixed_snapshot_date as date) as fixed_snapshot_date,
+        cast(sftp_enabled as boolean) as sftp_enabled,
+        cast(registration_id as {{ dbt.type_string() }}) as registration_id,
+        cast(integration_key as {{ dbt.type_string() }}) as integration_key,
+        -- {run_date_compact} is the run date as YYYYMMDD, for years that want it (2023)
+        cast(
+            case
+                when sftp_enabled and registration_id is not null and integration_key is not null
+                    then {{ dbt.concat([
+                        "'Quality_'",
+                        "registration_id",
+                        "'_'",
+                        "integration_key",
+                        "case when sftp_file_name_has_date_suffix then '_{run_date_compact}' else '' end",
+                        "'.csv'",
+                    ]) }}
+            end
+            as {{ dbt.type_string() }}
+        ) as sftp_file_name_template,
+        cast(strictly_contained as boolean) as strictly_contained,
+        -- the CSV header of the year's layout: the loader writes it even for an empty slice
+        cast(
+            case export_layout_version
+                when 1 then '{{ export_file_columns(1) | join(",") }}'
+            end
+            as {{ dbt.type_string() }}
+        ) as file_header,
+        -- which dbt run produced this row, for the loader's delivery records
+        cast('{{ invocation_id }}' as {{ dbt.type_string() }}) as dbt_invocation_id
+    from delivery_parts
+
+)
+
+select * from deliveries

@@ -1,0 +1,62 @@
+{%- set slice_columns = ['performance_year', 'state_code', 'file_row_number'] -%}
+{%- set file_columns = [] -%}
+{%- for column in export_file_columns(1) -%}
+    {%- do file_columns.append('"' ~ column ~ '"') -%}
+{%- endfor -%}
+
+-- a broken configuration must stop this model from being rebuilt, though it reads nothing of it
+-- depends_on: {{ ref('int_configuration_errors') }}
+
+with
+
+visit_measures as (
+
+    select * from {{ ref('int_visit_measures_unioned') }}
+
+),
+
+-- every field already as the CSV writes it (SPEC §6): the loader only quotes and joins
+export_rows as (
+
+    select
+        -- the slice and the row's place in it
+        cast(performance_year as {{ dbt.type_int() }}) as performance_year,
+        cast(state_code as {{ dbt.type_string() }}) as state_code,
+        cast(file_row_number as {{ dbt.type_bigint() }}) as file_row_number,
+
+        -- file columns, in file order
+        cast(tin as {{ dbt.type_string() }}) as "Practice TIN",
+        cast(npi as {{ dbt.type_string() }}) as "Provider NPI",
+        cast(patient_id as {{ dbt.type_string() }}) as "Patient ID",
+        {{ format_date_iso('date_of_birth') }} as "Patient Date Of Birth",
+        case sex when 'female' then 'F' when 'male' then 'M' else 'U' end as "Patient Sex",
+        case payer_type
+            when 'medicare' then 'Medicare'
+            when 'medicare_advantage' then 'Medicare Advantage'
+            when 'medicaid' then 'Medicaid'
+            when 'commercial' then 'Commercial'
+            when 'workers_comp' then 'Workers Comp'
+            when 'self_pay' then 'Self Pay'
+            when 'other' then 'Other'
+        end as "Payer",
+        cast(care_plan_id as {{ dbt.type_string() }}) as "Episode ID",
+        {{ format_date_iso('start_date') }} as "Episode Start Date",
+        {{ format_date_iso('end_date') }} as "Episode End Date",
+        case when is_surgical then 'Y' else 'N' end as "Surgical",
+        {{ format_date_iso('onset_date') }} as "Symptom Onset Date",
+        upper(body_part_type) as "Body Part",
+        cast(visit_id as {{ dbt.type_string() }}) as "Visit ID",
+        {{ format_date_iso('visit_date') }} as "Date Of Service",
+        upper(visit_type) as "Visit Type",
+        cast(measure_code as {{ dbt.type_string() }}) as "Treatment",
+        cast(instrument as {{ dbt.type_string() }}) as "Instrument",
+        {{ format_decimal_plain('score') }} as "Score"
+
+    from visit_measures
+
+)
+
+select
+    {{ select_columns_for_layout(slice_columns + file_columns) }}
+from export_rows
+{{ order_rows_for_layout(slice_columns) }}

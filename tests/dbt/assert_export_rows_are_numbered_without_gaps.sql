@@ -1,0 +1,55 @@
+{#-
+    Each (year, state) file's rows are numbered 1..n with no gap, and every visit has exactly
+    its three rows (function, pain, LOS) next to each other: the loader's ORDER BY
+    file_row_number is then exactly the SPEC §6 row order.
+-#}
+
+with
+
+export_rows as (
+
+    select * from {{ ref('mips_export', v=1) }}
+
+),
+
+slices as (
+
+    select
+        performance_year,
+        state_code,
+        count(*) as row_count,
+        min(file_row_number) as first_row_number,
+        max(file_row_number) as last_row_number
+    from export_rows
+    group by performance_year, state_code
+
+),
+
+visits as (
+
+    select
+        performance_year,
+        state_code,
+        "Visit ID" as visit_id,
+        count(*) as row_count,
+        max(file_row_number) - min(file_row_number) as row_number_span
+    from export_rows
+    group by performance_year, state_code, "Visit ID"
+
+)
+
+select
+    performance_year,
+    state_code,
+    'slice not numbered 1..n' as problem
+from slices
+where first_row_number <> 1 or last_row_number <> row_count
+
+union all
+
+select
+    performance_year,
+    state_code,
+    'visit ' || visit_id || ' does not have three adjacent rows' as problem
+from visits
+where row_count <> 3 or row_number_span <> 2

@@ -1,0 +1,50 @@
+"""Helpers for tests that run the dbt project on a scenario of their own.
+
+A scenario is a pair of schemas in the session's cluster: the source schema dbt reads
+(`--vars app_schema/forms_schema`) and the schema dbt builds into (`MIPS_DEV_SCHEMA`, which the
+example profile's `dev` target reads), so scenarios never see each other's tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from loader.dbt_invocation import DbtOutcome, run_dbt
+from loader.warehouse import ProjectOptions
+
+
+@dataclass(frozen=True)
+class Scenario:
+    app_schema: str
+    forms_schema: str
+    models_schema: str
+
+    def dbt_vars(self) -> str:
+        return json.dumps({"app_schema": self.app_schema, "forms_schema": self.forms_schema})
+
+    def run(self, options: ProjectOptions, *args: str) -> DbtOutcome:
+        """`dbt <args> --vars ...` building into this scenario's schema."""
+        with _environment(MIPS_DEV_SCHEMA=self.models_schema):
+            return run_dbt(options, [*args, "--vars", self.dbt_vars()], quiet=True)
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def fetch_all(db, query: str, params: object = None) -> list[tuple]:
+    return db.execute(query, params).fetchall()

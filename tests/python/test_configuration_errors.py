@@ -1,0 +1,159 @@
+"""Every configuration error of SPEC §4/§6 fails `dbt build`, naming the key or the year+state.
+
+Settings errors are made in the scenario's `settings` table; seed errors in a copy of the
+project (the checkout's seeds are never touched). Each build must fail, say what is wrong, and
+leave the marts unbuilt, so a loader run afterwards finds nothing new to deliver.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+from model_scenarios import Scenario, fetch_all
+
+from loader.synthetic import generate
+from loader.warehouse import ProjectOptions
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+SCENARIO = Scenario(app_schema="config_app", forms_schema="config_app", models_schema="config")
+
+
+@pytest.fixture(scope="module")
+def source_data(cluster):
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        generate(
+            conn,
+            seed=3,
+            scale=0.02,
+            app_schema=SCENARIO.app_schema,
+            forms_schema=SCENARIO.forms_schema,
+            settings="production",
+        )
+        production_settings = conn.execute(
+            f"select id, key, value, setting_type from {SCENARIO.app_schema}.settings"
+        ).fetchall()
+    return production_settings
+
+
+@pytest.fixture
+def settings(db, source_data):
+    """The production settings, restored before each test; returns a function to change one."""
+    table = f"{SCENARIO.app_schema}.settings"
+    db.execute(f"delete from {table}")
+    with db.cursor() as cur:
+        cur.executemany(f"insert into {table} values (%s, %s, %s, %s)", source_data)
+
+    def set_value(key: str, value: str | None) -> None:
+        updated = db.execute(f"update {table} set value = %s where key = %s", (value, key))
+        if updated.rowcount == 0:
+            db.execute(
+                f"insert into {table} select max(id) + 1, %s, %s, 'string' from {table}",
+                (key, value),
+            )
+
+    return set_value
+
+
+@pytest.fixture
+def project_copy(tmp_path, monkeypatch, project_options):
+    """A copy of the dbt project whose seeds a test may edit; its own target dir."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in ("dbt_project.yml", "models", "macros", "seeds", "tests"):
+        source = PROJECT_DIR / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("python"))
+        else:
+            shutil.copy(source, copy / name)
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    return ProjectOptions(project_dir=copy, profiles_dir=project_options.profiles_dir, target="dev")
+
+
+def edit_seed(project: ProjectOptions, seed: str, edit) -> None:
+    path = project.project_dir / "seeds" / f"{seed}.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fieldnames = list(rows[0])
+    rows = edit(rows)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def assert_build_fails_naming(outcome, db, *expected: str) -> None:
+    assert not outcome.success
+    reported = "\n".join([*outcome.failures, outcome.error or ""])
+    assert "MIPS configuration is invalid" in reported, reported
+    for text in expected:
+        assert text in reported, reported
+    # the marts were skipped: nothing built from a broken configuration
+    assert fetch_all(
+        db, "select to_regclass(%s)", (f"{SCENARIO.models_schema}.mips_deliveries",)
+    ) == [(None,)]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("healthmonix_2024_integration_enabled", "yes"),
+        ("healthmonix_2022_strictly_contained", " "),
+    ],
+)
+def test_malformed_boolean_names_the_key(settings, db, project_options, key, value):
+    settings(key, value)
+    outcome = SCENARIO.run(project_options, "build")
+    assert_build_fails_naming(outcome, db, f"setting {key}: '{value}' is not a boolean")
+
+
+def test_unknown_state_code_names_the_key(settings, db, project_options):
+    settings("healthmonix_2025_states", "AZ, CA,zz")
+    outcome = SCENARIO.run(project_options, "build")
+    assert_build_fails_naming(
+        outcome, db, "setting healthmonix_2025_states: 'ZZ' is not a postal_abbreviation"
+    )
+
+
+def test_enabled_state_without_registration_names_year_and_state(settings, db, project_options):
+    # Nevada exists in the states table; the shipped registrations know nothing of it.
+    settings("healthmonix_2025_states", "AZ,CA,FL,IL,TX,WA,GA,NY,CO,NV")
+    outcome = SCENARIO.run(project_options, "build")
+    assert_build_fails_naming(
+        outcome, db, "performance year 2025, state NV: SFTP integration is enabled"
+    )
+
+
+def test_malformed_registration_names_year_and_state(settings, db, project_copy):
+    def break_key(rows):
+        for row in rows:
+            if (row["performance_year"], row["state_code"]) == ("2024", "TX"):
+                row["integration_key"] = "short-key"
+        return rows
+
+    edit_seed(project_copy, "mips_registrations", break_key)
+    outcome = SCENARIO.run(project_copy, "build")
+    assert_build_fails_naming(
+        outcome,
+        db,
+        "performance year 2024, state TX: seed mips_registrations has integration_key "
+        "'short-key', which is not 10 letters and digits",
+    )
+
+
+def test_configured_year_without_measure_codes_names_the_key(settings, db, project_copy):
+    def add_2026(rows):
+        return [*rows, {**rows[-1], "performance_year": "2026", "notes": "test year"}]
+
+    edit_seed(project_copy, "mips_program_years", add_2026)
+    settings("healthmonix_2026_states", "CA")
+    outcome = SCENARIO.run(project_copy, "build")
+    assert_build_fails_naming(
+        outcome,
+        db,
+        "setting healthmonix_2026_states: performance year 2026 has no rows in seed "
+        "mips_measure_map",
+    )

@@ -1,0 +1,183 @@
+"""`dbt build` on generated data: it passes, and the export agrees with an independent oracle.
+
+The oracle is one plain query over the source tables, written differently from the models
+(PostgreSQL's age(), make_date(), DISTINCT ON; the SPEC's body-part list typed out here), so a
+rule broken in the models does not break the oracle the same way.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from model_scenarios import Scenario, fetch_all
+
+from loader.synthetic import generate
+
+PRODUCTION = Scenario(app_schema="build_app", forms_schema="build_forms", models_schema="build")
+ALPHA = Scenario(app_schema="alpha_app", forms_schema="alpha_app", models_schema="alpha")
+
+# SPEC §5's measure-map table, typed out independently of the seed.
+MAPPED_BODY_PARTS = {
+    "neck": ("MSK01", "MSK11", "MSK06"),
+    "shoulder_arm": ("MSK02", "MSK12", "MSK07"),
+    "lower_back": ("MSK03", "MSK13", "MSK08"),
+    "hip": ("MSK04", "MSK14", "MSK09"),
+    "hip_joint_replacement": ("MSK04", "MSK14", "MSK09"),
+    "foot_and_ankle": ("MSK04", "MSK14", "MSK09"),
+    "knee": ("MSK05", "MSK15", "MSK10"),
+    "knee_joint_replacement": ("MSK05", "MSK15", "MSK10"),
+}
+# SPEC §4's production settings.
+PRODUCTION_STATES = {
+    2022: ["CA"],
+    2023: ["AZ", "CA", "FL", "IL", "TX", "WA"],
+    2024: ["AZ", "CA", "FL", "IL", "TX", "WA", "GA", "NY", "CO"],
+    2025: ["AZ", "CA", "FL", "IL", "TX", "WA", "GA", "NY", "CO"],
+}
+STRICT_YEARS = {2022}
+
+ORACLE = """
+with latest_form as (
+    select distinct on (appointment_id) appointment_id, functional_score, nprs_score
+    from {forms}.patient_forms_mips
+    where appointment_id is not null
+    order by appointment_id, completed_at desc, id desc
+)
+select
+    count(*) as visits,
+    count(f.functional_score) as function_scores,
+    count(f.nprs_score) as pain_scores
+from {app}.appointments as a
+join {app}.care_plans as cp on cp.id = a.care_plan_id
+join {app}.regions as r on r.id = cp.region_id
+join {app}.states as s on s.id = r.state_id
+join {app}.patients as p on p.id = cp.patient_id
+join {app}.injuries as i on i.id = cp.injury_id
+left join latest_form as f on f.appointment_id = a.id
+where s.postal_abbreviation = %(state)s
+  and a.status = 'completed'
+  and date_part('year', a.starts_at at time zone 'America/Los_Angeles') = %(year)s
+  and cp.status != 'cancelled'
+  and age(cp.start_date, p.date_of_birth) >= interval '18 years'
+  and i.body_part_type = any(%(mapped)s)
+  and case when %(strict)s
+      then cp.start_date >= make_date(%(year)s, 1, 1)
+           and cp.end_date <= make_date(%(year)s, 12, 31)
+      else cp.start_date <= make_date(%(year)s, 12, 31)
+           and (cp.end_date is null or cp.end_date >= make_date(%(year)s, 1, 1))
+      end
+"""
+
+
+@pytest.fixture(scope="module")
+def production_build(cluster, project_options):
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        generate(
+            conn,
+            seed=11,
+            scale=0.1,
+            app_schema=PRODUCTION.app_schema,
+            forms_schema=PRODUCTION.forms_schema,
+            settings="production",
+        )
+    return PRODUCTION.run(project_options, "build")
+
+
+def test_build_passes_on_production_like_data(production_build):
+    assert production_build.success, (production_build.error, production_build.failures)
+
+
+def test_deliveries_are_the_configured_years_and_states(production_build, db):
+    assert production_build.success
+    rows = fetch_all(
+        db,
+        "select performance_year, state_code, s3_key_template, sftp_enabled,"
+        " sftp_file_name_template, strictly_contained, export_relation"
+        f" from {PRODUCTION.models_schema}.mips_deliveries order by 1, 2",
+    )
+    expected = {(year, state) for year, states in PRODUCTION_STATES.items() for state in states}
+    assert {(row[0], row[1]) for row in rows} == expected
+    by_key = {(row[0], row[1]): row for row in rows}
+    assert by_key[(2022, "CA")][2:6] == ("2022/CA/2022-12-31/data.csv", False, None, True)
+    assert by_key[(2023, "TX")][4].endswith("_{run_date_compact}.csv")
+    assert by_key[(2025, "CO")][2] == "2025/CO/{run_date}/data.csv"
+    assert by_key[(2025, "CO")][4].startswith("Quality_")
+    assert "{run_date_compact}" not in by_key[(2025, "CO")][4]
+    assert {row[6] for row in rows} == {f'"mips"."{PRODUCTION.models_schema}"."mips_export_v1"'}
+
+
+@pytest.mark.parametrize(
+    ("year", "state"), [(2022, "CA"), (2023, "TX"), (2024, "CO"), (2025, "CA")]
+)
+def test_export_slice_matches_the_oracle(production_build, db, year, state):
+    assert production_build.success
+    visits, function_scores, pain_scores = db.execute(
+        ORACLE.format(app=PRODUCTION.app_schema, forms=PRODUCTION.forms_schema),
+        {
+            "state": state,
+            "year": year,
+            "mapped": list(MAPPED_BODY_PARTS),
+            "strict": year in STRICT_YEARS,
+        },
+    ).fetchone()
+    assert visits > 0, "the generated data should give every checked slice some visits"
+    rows, scored_functions, scored_pains = db.execute(
+        f"""
+        select
+            count(*),
+            count(*) filter (where file_row_number %% 3 = 1 and "Score" is not null),
+            count(*) filter (where file_row_number %% 3 = 2 and "Score" is not null)
+        from {PRODUCTION.models_schema}.mips_export_v1
+        where performance_year = %s and state_code = %s
+        """,
+        (year, state),
+    ).fetchone()
+    assert rows == 3 * visits
+    assert scored_functions == function_scores
+    assert scored_pains == pain_scores
+
+
+@pytest.mark.parametrize(("year", "state"), [(2023, "CA"), (2025, "IL")])
+def test_export_slice_honours_the_file_order(production_build, db, year, state):
+    assert production_build.success
+    rows = fetch_all(
+        db,
+        f"""
+        select file_row_number, "Episode ID", "Date Of Service", "Visit ID", "Treatment",
+               "Body Part", "Instrument", "Score", "Episode Start Date"
+        from {PRODUCTION.models_schema}.mips_export_v1
+        where performance_year = %s and state_code = %s
+        order by file_row_number
+        """,
+        (year, state),
+    )
+    assert [row[0] for row in rows] == list(range(1, len(rows) + 1))
+    visit_keys = [(int(row[1]), row[2], int(row[3])) for row in rows[::3]]
+    assert visit_keys == sorted(visit_keys)
+    assert len(set(visit_keys)) == len(visit_keys)
+    pain_column = 1 if year < 2025 else 2
+    for function_row, pain_row, los_row in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
+        assert function_row[3] == pain_row[3] == los_row[3]
+        codes = MAPPED_BODY_PARTS[function_row[5].lower()]
+        assert (function_row[4], pain_row[4], los_row[4]) == (codes[0], codes[pain_column], "LOS")
+        assert los_row[6] is None
+        assert pain_row[6] in ("NPRS", None)
+        assert int(los_row[7]) >= 0 or los_row[2] < los_row[8]
+        assert function_row[2].startswith(str(year))
+
+
+def test_alpha_environment_without_settings_delivers_nothing(db, project_options):
+    generate(
+        db,
+        seed=5,
+        scale=0.02,
+        app_schema=ALPHA.app_schema,
+        forms_schema=ALPHA.forms_schema,
+        settings="none",
+    )
+    outcome = ALPHA.run(project_options, "build")
+    assert outcome.success, (outcome.error, outcome.failures)
+    deliveries = fetch_all(db, f"select count(*) from {ALPHA.models_schema}.mips_deliveries")
+    export_rows = fetch_all(db, f"select count(*) from {ALPHA.models_schema}.mips_export_v1")
+    assert deliveries == [(0,)]
+    assert export_rows == [(0,)]

@@ -1,0 +1,160 @@
+"""Project hygiene from dbt's manifest (dbt-project-evaluator's rules we hold ourselves to).
+
+Every model is described and has a primary-key test; every column of the public models is
+described; public models enforce contracts; the exposure depends on public models only; seeds
+declare a type for every column; the export's columns are the loader's interface.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from dbt.cli.main import dbtRunner
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+PACKAGE = "healthmonix_mips"
+FILE_COLUMNS = [
+    "Practice TIN",
+    "Provider NPI",
+    "Patient ID",
+    "Patient Date Of Birth",
+    "Patient Sex",
+    "Payer",
+    "Episode ID",
+    "Episode Start Date",
+    "Episode End Date",
+    "Surgical",
+    "Symptom Onset Date",
+    "Body Part",
+    "Visit ID",
+    "Date Of Service",
+    "Visit Type",
+    "Treatment",
+    "Instrument",
+    "Score",
+]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> dict:
+    scratch = tmp_path_factory.mktemp("manifest")
+    shutil.copy(PROJECT_DIR / "profiles.example.yml", scratch / "profiles.yml")
+    result = dbtRunner().invoke(
+        [
+            "--quiet",
+            "parse",
+            "--project-dir",
+            str(PROJECT_DIR),
+            "--profiles-dir",
+            str(scratch),
+            "--target-path",
+            str(scratch / "target"),
+            "--log-path",
+            str(scratch / "logs"),
+        ]
+    )
+    assert result.success, result.exception
+    return json.loads((scratch / "target" / "manifest.json").read_text())
+
+
+def _nodes(manifest: dict, resource_type: str) -> list[dict]:
+    return [
+        node
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == resource_type and node["package_name"] == PACKAGE
+    ]
+
+
+def test_every_model_is_described(manifest):
+    undescribed = [m["name"] for m in _nodes(manifest, "model") if not m["description"].strip()]
+    assert undescribed == []
+
+
+def test_every_declared_column_is_described(manifest):
+    undescribed = [
+        f"{node['name']}.{column['name']}"
+        for kind in ("model", "seed")
+        for node in _nodes(manifest, kind)
+        for column in node["columns"].values()
+        if not column["description"].strip()
+    ]
+    assert undescribed == []
+
+
+def test_public_models_document_every_column_and_enforce_contracts(manifest):
+    public = [m for m in _nodes(manifest, "model") if m["access"] == "public"]
+    assert {m["name"] for m in public} == {"mips_export", "mips_deliveries"}
+    for model in public:
+        assert model["contract"]["enforced"], model["name"]
+        # an enforced contract makes the SQL's columns exactly the documented ones
+        assert all(c["data_type"] for c in model["columns"].values()), model["name"]
+
+
+def test_every_model_has_a_primary_key_test(manifest):
+    tests_by_model: dict[str, list[dict]] = {}
+    for test in _nodes(manifest, "test"):
+        if test.get("attached_node"):
+            tests_by_model.setdefault(test["attached_node"], []).append(test)
+
+    def has_primary_key_test(model_id: str) -> bool:
+        unique, not_null = set(), set()
+        for test in tests_by_model.get(model_id, []):
+            metadata = test.get("test_metadata") or {}
+            if metadata.get("name") == "unique_combination_of_columns":
+                return True
+            column = test.get("column_name")
+            if metadata.get("name") == "unique":
+                unique.add(column)
+            if metadata.get("name") == "not_null":
+                not_null.add(column)
+        return bool(unique & not_null)
+
+    missing = [
+        m["name"] for m in _nodes(manifest, "model") if not has_primary_key_test(m["unique_id"])
+    ]
+    assert missing == []
+
+
+def test_seeds_declare_every_column_type(manifest):
+    for seed in _nodes(manifest, "seed"):
+        header = (PROJECT_DIR / seed["original_file_path"]).read_text().splitlines()[0]
+        columns = header.split(",")
+        assert set(seed["config"]["column_types"]) == set(columns), seed["name"]
+        assert set(seed["columns"]) == set(columns), seed["name"]
+
+
+def test_sources_have_freshness_and_descriptions(manifest):
+    sources = {s["name"]: s for s in manifest["sources"].values()}
+    for name in ("appointments", "patient_forms_mips"):
+        freshness = sources[name]["freshness"]
+        assert freshness["warn_after"]["count"], name
+        assert freshness.get("error_after", {}).get("count") is None, name
+        assert sources[name]["loaded_at_field"] in ("starts_at", "completed_at")
+    assert all(source["description"].strip() for source in sources.values())
+
+
+def test_exposure_depends_on_public_models_only(manifest):
+    (exposure,) = manifest["exposures"].values()
+    models = {node["unique_id"]: node for node in _nodes(manifest, "model")}
+    parents = exposure["depends_on"]["nodes"]
+    assert parents
+    assert all(models[parent]["access"] == "public" for parent in parents)
+
+
+def test_export_columns_are_the_loader_interface(manifest):
+    (export,) = [m for m in _nodes(manifest, "model") if m["name"] == "mips_export"]
+    assert export["version"] == 1
+    assert export["latest_version"] == 1
+    assert export["alias"] == "mips_export_v1"
+    columns = list(export["columns"].values())
+    assert [c["name"] for c in columns] == [
+        "performance_year",
+        "state_code",
+        "file_row_number",
+        *FILE_COLUMNS,
+    ]
+    assert [c["data_type"] for c in columns[:3]] == ["integer", "varchar", "bigint"]
+    assert all(c["data_type"] == "varchar" and c["quote"] for c in columns[3:])
