@@ -138,6 +138,30 @@ def _selection_options(function):
     return function
 
 
+def _date_option(help_text: str, name: str = "run_date"):
+    return click.option(
+        "--date", name, type=click.DateTime(formats=["%Y-%m-%d"]), default=None, help=help_text
+    )
+
+
+def _json_option(what: str):
+    return click.option("--json", "as_json", is_flag=True, help=f"Print the {what} as JSON.")
+
+
+_s3_url_option = click.option(
+    "--s3-url",
+    envvar="MIPS_S3_URL",
+    default=None,
+    help="s3://bucket/prefix or file:///abs/dir. Env: MIPS_S3_URL.",
+)
+_sftp_url_option = click.option(
+    "--sftp-url",
+    envvar="MIPS_SFTP_URL",
+    default=None,
+    help="sftp://user@host[:port]/dir or file:///abs/dir. Env: MIPS_SFTP_URL.",
+)
+
+
 def _export_request(years, states, run_date, s3_url, sftp_url, **extra) -> ExportRequest:
     return ExportRequest(
         run_date=run_date.date() if run_date else today_for_run(),
@@ -157,25 +181,9 @@ def _progress(message: str) -> None:
 
 @cli.command("export")
 @_selection_options
-@click.option(
-    "--date",
-    "run_date",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    help="Run date (default: today in $MIPS_TIME_ZONE, America/Los_Angeles).",
-)
-@click.option(
-    "--s3-url",
-    envvar="MIPS_S3_URL",
-    default=None,
-    help="s3://bucket/prefix or file:///abs/dir. Env: MIPS_S3_URL.",
-)
-@click.option(
-    "--sftp-url",
-    envvar="MIPS_SFTP_URL",
-    default=None,
-    help="sftp://user@host[:port]/dir or file:///abs/dir. Env: MIPS_SFTP_URL.",
-)
+@_date_option("Run date (default: today in $MIPS_TIME_ZONE, America/Los_Angeles).")
+@_s3_url_option
+@_sftp_url_option
 @click.option("--dry-run", is_flag=True, help="Unload and count every slice; write nothing.")
 @click.option(
     "--allow-shrink",
@@ -190,7 +198,7 @@ def _progress(message: str) -> None:
     show_default=True,
     help="Largest row-count drop (fraction) accepted for an SFTP upload.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_json_option("summary")
 @project_options
 def export_command(
     project_dir,
@@ -232,14 +240,8 @@ def export_command(
 
 @cli.command("plan")
 @_selection_options
-@click.option(
-    "--date",
-    "run_date",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    help="Run date (default: today in $MIPS_TIME_ZONE).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_date_option("Run date (default: today in $MIPS_TIME_ZONE).")
+@_json_option("plan")
 @project_options
 def plan_command(project_dir, profiles_dir, target, years, states, run_date, as_json):
     """Show what `export` would deliver (keys, file names, row counts); writes nothing.
@@ -291,12 +293,8 @@ def demo_command(scale, seed, out, project_dir):
 
 @cli.command("status")
 @_selection_options
-@click.option(
-    "--s3-url", envvar="MIPS_S3_URL", default=None, help="As for export. Env: MIPS_S3_URL."
-)
-@click.option(
-    "--sftp-url", envvar="MIPS_SFTP_URL", default=None, help="As for export. Env: MIPS_SFTP_URL."
-)
+@_s3_url_option
+@_sftp_url_option
 @click.option(
     "--max-age-days",
     type=click.IntRange(min=0),
@@ -304,14 +302,8 @@ def demo_command(scale, seed, out, project_dir):
     show_default=True,
     help="A delivery older than this many days before today is stale.",
 )
-@click.option(
-    "--date",
-    "today",
-    type=click.DateTime(formats=["%Y-%m-%d"]),
-    default=None,
-    help="Judge as of this date (default: today in $MIPS_TIME_ZONE).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@_date_option("Judge as of this date (default: today in $MIPS_TIME_ZONE).", "today")
+@_json_option("status")
 @project_options
 def status_command(
     project_dir,
@@ -394,7 +386,7 @@ def status_command(
     show_default=True,
     help="Re-read forms completed this many days before the newest one already copied.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_json_option("report")
 def sync_forms_command(
     project_dir,
     profiles_dir,
