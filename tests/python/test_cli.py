@@ -1,0 +1,50 @@
+"""Commands not covered elsewhere: generate, the dbt pass-through, and usage errors."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from loader.cli import cli
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_generate_fills_a_target_schema(profiles_dir, db):
+    result = invoke(
+        "generate", "--scale", "0.02", "--seed", "3", "--app-schema", "cli_gen",
+        "--settings", "none", "--profiles-dir", str(profiles_dir), "--target", "dev",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    counts = dict(line.split() for line in result.output.splitlines())
+    assert int(counts["care_plans"].replace(",", "")) == 200
+    assert db.execute("select count(*) from cli_gen.care_plans").fetchone()[0] == 200
+    healthmonix = db.execute(
+        "select count(*) from cli_gen.settings "
+        "where key ~ '^healthmonix_[0-9]{4}_(states|integration_enabled|strictly_contained)$'"
+    ).fetchone()[0]
+    assert healthmonix == 0
+
+
+def test_dbt_pass_through_runs_dbt_with_the_warehouse_up(profiles_dir, cluster):
+    result = invoke("dbt", "debug", "--profiles-dir", str(profiles_dir), "--target", "dev")
+    assert result.exit_code == 0
+
+
+def test_missing_profiles_is_a_usage_error(tmp_path):
+    result = invoke("plan", "--profiles-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "no profiles.yml" in result.output and "profiles.example.yml" in result.output
+
+
+def test_unknown_target_is_a_usage_error(profiles_dir):
+    result = invoke("plan", "--profiles-dir", str(profiles_dir), "--target", "nope")
+    assert result.exit_code == 2
+    assert "nope" in result.output
+
+
+def test_sync_forms_needs_an_athena_target(profiles_dir):
+    result = invoke("sync-forms", "--athena-target", "dev", "--profiles-dir", str(profiles_dir))
+    assert result.exit_code == 2
+    assert "not an Athena target" in result.output
