@@ -51,6 +51,7 @@ class PostgresSliceSource(SliceSource):
             delivery.export_relation,
             delivery.performance_year,
             delivery.state_code,
+            header=delivery.file_header_fields(),
             work_dir=work_dir,
         )
 

@@ -1,20 +1,24 @@
 """Unloads one (year, state) slice of the export model to CSV, streaming.
 
-PostgreSQL writes the file layout itself (`COPY ... TO STDOUT (FORMAT csv, HEADER)`): comma,
-`\\n` line ends, quoting only where needed, NULL as an empty field. The model has already
-formatted every value as text, so nothing is formatted here. The bytes stream to a private
-temporary file while rows are counted and the SHA-256 computed; memory stays flat.
+The header line is the deliveries model's `file_header` (encoded by `csv_layout`, the same
+rules COPY applies); PostgreSQL writes the records itself (`COPY ... TO STDOUT (FORMAT csv)`):
+comma, `\\n` line ends, quoting only where needed, NULL as an empty field. The model has
+already formatted every value as text, so nothing is formatted here. The bytes stream to a
+private temporary file while rows are counted and the SHA-256 computed; memory stays flat.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from loader.csv_layout import encode_record
 
 # Columns of the export model that select and order a slice; every other column is the file.
 SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
@@ -60,7 +64,7 @@ def slice_query(conn, relation: str, year: int, state: str):
     return sql.SQL(
         "copy (select {columns} from {relation}"
         " where performance_year = {year} and state_code = {state}"
-        " order by file_row_number) to stdout with (format csv, header, encoding 'UTF8')"
+        " order by file_row_number) to stdout with (format csv, encoding 'UTF8')"
     ).format(
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         relation=sql.SQL(relation),
@@ -69,11 +73,11 @@ def slice_query(conn, relation: str, year: int, state: str):
     )
 
 
-def _drain(chunks: Iterable[bytes], sink: BinaryIO | None) -> tuple[int, int, str]:
+def _drain(header: bytes, chunks: Iterable[bytes], sink: BinaryIO | None) -> tuple[int, int, str]:
     digest = hashlib.sha256()
     counter = CsvRowCounter()
     size = 0
-    for chunk in chunks:
+    for chunk in itertools.chain((header,), chunks):
         data = bytes(chunk)
         digest.update(data)
         counter.feed(data)
@@ -85,19 +89,27 @@ def _drain(chunks: Iterable[bytes], sink: BinaryIO | None) -> tuple[int, int, st
 
 
 def unload_postgres_slice(
-    conn, relation: str, year: int, state: str, *, work_dir: Path | None
+    conn,
+    relation: str,
+    year: int,
+    state: str,
+    *,
+    header: Sequence[str],
+    work_dir: Path | None,
 ) -> UnloadedSlice:
-    """COPY the slice into a 0600 file in `work_dir` (None: count and hash only, keep nothing)."""
+    """The header, then the slice's COPY, into a 0600 file in `work_dir` (None: count and
+    hash only, keep nothing)."""
     query = slice_query(conn, relation, year, state)
+    header_line = encode_record(header)
     with conn.cursor() as cursor, cursor.copy(query) as copy:
         if work_dir is None:
-            rows, size, sha = _drain(copy, None)
+            rows, size, sha = _drain(header_line, copy, None)
             return UnloadedSlice(path=None, rows=rows, bytes=size, sha256=sha)
         fd, name = tempfile.mkstemp(prefix=f"{year}-{state}-", suffix=".csv", dir=work_dir)
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as sink:
-                rows, size, sha = _drain(copy, sink)
+                rows, size, sha = _drain(header_line, copy, sink)
         except BaseException:
             path.unlink(missing_ok=True)
             raise

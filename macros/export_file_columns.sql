@@ -1,7 +1,8 @@
 {#-
     The CSV columns of an export layout version, in file order (SPEC §6 for version 1): the
-    export model's column names and the file header, from this one list. None holds a comma
-    or a quote, so the header needs no CSV quoting.
+    file header (mips_deliveries.file_header) and, through export_column_name, the export
+    model's column names, from this one list. None holds a comma or a quote, so the header
+    needs no CSV quoting.
 -#}
 {% macro export_file_columns(layout_version) %}
     {%- set layouts = {
@@ -17,3 +18,12 @@
     {%- endif -%}
     {{ return(layouts[layout_version]) }}
 {% endmacro %}
+
+{#-
+    The export model's column for a header name: lower case, spaces as underscores
+    ("Practice TIN" -> practice_tin). Plain identifiers, because Glue (Athena) keeps only
+    lower-case letters, digits and underscores in column names.
+-#}
+{% macro export_column_name(header) -%}
+    {{ header | lower | replace(' ', '_') }}
+{%- endmacro %}

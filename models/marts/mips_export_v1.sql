@@ -1,7 +1,7 @@
 {%- set slice_columns = ['performance_year', 'state_code', 'file_row_number'] -%}
 {%- set file_columns = [] -%}
 {%- for column in export_file_columns(1) -%}
-    {%- do file_columns.append('"' ~ column ~ '"') -%}
+    {%- do file_columns.append(export_column_name(column)) -%}
 {%- endfor -%}
 
 -- a broken configuration must stop this model from being rebuilt, though it reads nothing of it
@@ -25,11 +25,11 @@ export_rows as (
         cast(file_row_number as {{ dbt.type_bigint() }}) as file_row_number,
 
         -- file columns, in file order
-        cast(tin as {{ dbt.type_string() }}) as "Practice TIN",
-        cast(npi as {{ dbt.type_string() }}) as "Provider NPI",
-        cast(patient_id as {{ dbt.type_string() }}) as "Patient ID",
-        {{ format_date_iso('date_of_birth') }} as "Patient Date Of Birth",
-        case sex when 'female' then 'F' when 'male' then 'M' else 'U' end as "Patient Sex",
+        cast(tin as {{ dbt.type_string() }}) as practice_tin,
+        cast(npi as {{ dbt.type_string() }}) as provider_npi,
+        cast(patient_id as {{ dbt.type_string() }}) as patient_id,
+        {{ format_date_iso('date_of_birth') }} as patient_date_of_birth,
+        case sex when 'female' then 'F' when 'male' then 'M' else 'U' end as patient_sex,
         case payer_type
             when 'medicare' then 'Medicare'
             when 'medicare_advantage' then 'Medicare Advantage'
@@ -38,19 +38,19 @@ export_rows as (
             when 'workers_comp' then 'Workers Comp'
             when 'self_pay' then 'Self Pay'
             when 'other' then 'Other'
-        end as "Payer",
-        cast(care_plan_id as {{ dbt.type_string() }}) as "Episode ID",
-        {{ format_date_iso('start_date') }} as "Episode Start Date",
-        {{ format_date_iso('end_date') }} as "Episode End Date",
-        case when is_surgical then 'Y' else 'N' end as "Surgical",
-        {{ format_date_iso('onset_date') }} as "Symptom Onset Date",
-        upper(body_part_type) as "Body Part",
-        cast(visit_id as {{ dbt.type_string() }}) as "Visit ID",
-        {{ format_date_iso('visit_date') }} as "Date Of Service",
-        upper(visit_type) as "Visit Type",
-        cast(measure_code as {{ dbt.type_string() }}) as "Treatment",
-        cast(instrument as {{ dbt.type_string() }}) as "Instrument",
-        {{ format_decimal_plain('score') }} as "Score"
+        end as payer,
+        cast(care_plan_id as {{ dbt.type_string() }}) as episode_id,
+        {{ format_date_iso('start_date') }} as episode_start_date,
+        {{ format_date_iso('end_date') }} as episode_end_date,
+        case when is_surgical then 'Y' else 'N' end as surgical,
+        {{ format_date_iso('onset_date') }} as symptom_onset_date,
+        upper(body_part_type) as body_part,
+        cast(visit_id as {{ dbt.type_string() }}) as visit_id,
+        {{ format_date_iso('visit_date') }} as date_of_service,
+        upper(visit_type) as visit_type,
+        cast(measure_code as {{ dbt.type_string() }}) as treatment,
+        cast(instrument as {{ dbt.type_string() }}) as instrument,
+        {{ format_decimal_plain('score') }} as score
 
     from visit_measures
 

@@ -30,11 +30,11 @@ visits as (
     select
         performance_year,
         state_code,
-        "Visit ID" as visit_id,
+        visit_id,
         count(*) as row_count,
         max(file_row_number) - min(file_row_number) as row_number_span
     from export_rows
-    group by performance_year, state_code, "Visit ID"
+    group by performance_year, state_code, visit_id
 
 )
 

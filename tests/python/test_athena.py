@@ -457,7 +457,9 @@ def test_unloaded_athena_slice_is_byte_identical_to_postgres(db, export_table, a
     rows = hostile_rows()
     load(rows)
     load([["9", "other state", None, None]], state="TX")
-    postgres = unload_postgres_slice(db, relation, 2025, "CA", work_dir=tmp_path)
+    postgres = unload_postgres_slice(
+        db, relation, 2025, "CA", header=FILE_COLUMNS, work_dir=tmp_path
+    )
 
     aws.queue_result(EXPORT_COLUMNS, [])  # `select * ... limit 0`: the column discovery
     aws.queue_result(FILE_COLUMNS, rows)  # the slice, as Athena would answer it
@@ -484,7 +486,7 @@ def test_hash_only_unload_keeps_nothing(db, export_table, aws, tmp_path):
     relation, load = export_table
     rows = hostile_rows()
     load(rows)
-    postgres = unload_postgres_slice(db, relation, 2025, "CA", work_dir=None)
+    postgres = unload_postgres_slice(db, relation, 2025, "CA", header=FILE_COLUMNS, work_dir=None)
     aws.queue_result(FILE_COLUMNS, rows)
     athena = unload_athena_slice(
         aws.client(), relation, 2025, "CA", work_dir=None, columns=FILE_COLUMNS
@@ -494,7 +496,9 @@ def test_hash_only_unload_keeps_nothing(db, export_table, aws, tmp_path):
 
 def test_empty_slice_is_the_header_alone(db, export_table, aws, tmp_path):
     relation, _ = export_table
-    postgres = unload_postgres_slice(db, relation, 2024, "NY", work_dir=tmp_path)
+    postgres = unload_postgres_slice(
+        db, relation, 2024, "NY", header=FILE_COLUMNS, work_dir=tmp_path
+    )
     aws.queue_result(FILE_COLUMNS, [])
     athena = unload_athena_slice(
         aws.client(), relation, 2024, "NY", work_dir=tmp_path, columns=FILE_COLUMNS
@@ -521,7 +525,7 @@ def test_random_rows_reencode_to_postgres_bytes_in_any_chunking(db, export_table
 
     rows = [[value() for _ in FILE_COLUMNS] for _ in range(3000)]
     load(rows)
-    postgres = unload_postgres_slice(db, relation, 2025, "CA", work_dir=None)
+    postgres = unload_postgres_slice(db, relation, 2025, "CA", header=FILE_COLUMNS, work_dir=None)
     with (
         db.cursor() as cursor,
         cursor.copy(

@@ -125,8 +125,8 @@ def test_export_slice_matches_the_oracle(production_build, db, year, state):
         f"""
         select
             count(*),
-            count(*) filter (where file_row_number %% 3 = 1 and "Score" is not null),
-            count(*) filter (where file_row_number %% 3 = 2 and "Score" is not null)
+            count(*) filter (where file_row_number %% 3 = 1 and score is not null),
+            count(*) filter (where file_row_number %% 3 = 2 and score is not null)
         from {PRODUCTION.models_schema}.mips_export_v1
         where performance_year = %s and state_code = %s
         """,
@@ -143,8 +143,8 @@ def test_export_slice_honours_the_file_order(production_build, db, year, state):
     rows = fetch_all(
         db,
         f"""
-        select file_row_number, "Episode ID", "Date Of Service", "Visit ID", "Treatment",
-               "Body Part", "Instrument", "Score", "Episode Start Date"
+        select file_row_number, episode_id, date_of_service, visit_id, treatment,
+               body_part, instrument, score, episode_start_date
         from {PRODUCTION.models_schema}.mips_export_v1
         where performance_year = %s and state_code = %s
         order by file_row_number

@@ -13,6 +13,7 @@ import pytest
 from loader.export import shrink_refusal
 from loader.unload import CsvRowCounter, count_postgres_slice, unload_postgres_slice
 
+HEADER = ["Patient ID", "Treatment", "Score"]
 HOSTILE = [
     "plain",
     "comma, inside",
@@ -56,7 +57,7 @@ def expected_csv(rows) -> bytes:
 
 
 def test_slice_bytes_follow_the_file_layout(db, export_like, tmp_path):
-    unloaded = unload_postgres_slice(db, export_like, 2025, "CA", work_dir=tmp_path)
+    unloaded = unload_postgres_slice(db, export_like, 2025, "CA", header=HEADER, work_dir=tmp_path)
     body = unloaded.path.read_bytes()
     rows = [
         (str(1000 + n), text, "42.5" if n % 2 else None) for n, text in enumerate(HOSTILE, start=1)
@@ -74,19 +75,19 @@ def test_slice_bytes_follow_the_file_layout(db, export_like, tmp_path):
 
 def test_slice_is_filtered_and_ordered(db, export_like, tmp_path):
     db.execute("insert into unload_t.export values (2025, 'TX', 0, '0', 'first', null)")
-    unloaded = unload_postgres_slice(db, export_like, 2025, "TX", work_dir=tmp_path)
+    unloaded = unload_postgres_slice(db, export_like, 2025, "TX", header=HEADER, work_dir=tmp_path)
     assert unloaded.path.read_bytes() == b"Patient ID,Treatment,Score\n0,first,\n1,LOS,3\n"
     assert unloaded.rows == 2 == count_postgres_slice(db, export_like, 2025, "TX")
 
 
 def test_empty_slice_is_a_header_only_file(db, export_like, tmp_path):
-    unloaded = unload_postgres_slice(db, export_like, 2024, "CA", work_dir=tmp_path)
+    unloaded = unload_postgres_slice(db, export_like, 2024, "CA", header=HEADER, work_dir=tmp_path)
     assert unloaded.path.read_bytes() == b"Patient ID,Treatment,Score\n"
     assert unloaded.rows == 0
 
 
 def test_dry_run_keeps_no_bytes(db, export_like, tmp_path):
-    unloaded = unload_postgres_slice(db, export_like, 2025, "CA", work_dir=None)
+    unloaded = unload_postgres_slice(db, export_like, 2025, "CA", header=HEADER, work_dir=None)
     assert unloaded.path is None
     assert unloaded.rows == len(HOSTILE)
     assert list(tmp_path.iterdir()) == []
