@@ -79,7 +79,7 @@ def export(rig, profiles_dir):
         ],  # fmt: skip
         catch_exceptions=False,
     )
-    return result, json.loads(result.output) if result.output.startswith("{") else None
+    return result, json.loads(result.stdout) if result.stdout.startswith("{") else None
 
 
 def s3_keys(rig) -> list[str]:
