@@ -1,0 +1,76 @@
+"""The benchmark runs end to end at a tiny scale and its contenders agree; no time is checked.
+
+Agreement is the point: the loader's files, the floor's `psql \\copy` files and the worker
+replica's files are byte-identical slice by slice, and the monolithic query's table holds the
+export model's rows. SFTP legs need the system sshd; without it (and outside CI) they are
+skipped, the rest still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# `bench` is a top-level package of the checkout, not an installed one.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench import report  # noqa: E402
+from bench.harness import Options, run_benchmark  # noqa: E402
+from bench.worker_replica import pain_treatment  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_worker_replica_keeps_the_original_gsub_per_year():
+    assert pain_treatment("MSK02", 2024) == "MSK12"
+    assert pain_treatment("MSK05", 2023) == "MSK15"
+    assert pain_treatment("MSK01", 2025) == "MSK06"
+    assert pain_treatment("MSK04", 2025) == "MSK09"
+
+
+def test_smoke_run_agrees_and_writes_its_document(tmp_path):
+    in_ci = bool(os.environ.get("CI"))
+    options = Options(
+        scale=0.05,
+        runs=1,
+        home=tmp_path / "home",
+        sftp="required" if in_ci else "optional",
+        command="pytest tests/python/test_bench_smoke.py",
+    )
+    result = run_benchmark(options)
+
+    assert result["agreement"] == {
+        "monolithic_matches_model": True,
+        "floor_matches_loader": True,
+        "worker_replica_matches_loader": True,
+        "all": True,
+    }, result["checks"]
+    data = result["data"]
+    assert data["export_rows"] > 0 and data["deliveries"] > 0
+    monolithic = result["checks"]["monolithic"]
+    assert monolithic["model_rows"] == monolithic["monolithic_rows"] == data["export_rows"]
+    loader = result["runs_detail"][0]["loader"]
+    expected = (
+        {"file", "s3", "sftp", "s3+sftp"}
+        if result["sftp"].startswith("OpenSSH")
+        else {
+            "file",
+            "s3",
+        }
+    )
+    assert set(loader) == expected
+    assert all(run["max_rss_bytes"] > 0 for run in loader.values())
+
+    out = tmp_path / "docs" / "benchmarks.md"
+    out.parent.mkdir()
+    out.write_text(
+        f"# Benchmarks\n\nHand-written.\n\n{report.START}\nold\n{report.END}\n\nAfter.\n"
+    )
+    report.write(out, report.store(result, out), plot=False)
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n\nHand-written.\n")
+    assert text.endswith(f"{report.END}\n\nAfter.\n")
+    assert "old" not in text and "| 0.05 | yes | yes | yes |" in text
