@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,19 +88,21 @@ class Warehouse:
 
 
 def _read_raw_profile(options: ProjectOptions) -> dict[str, Any]:
-    from dbt.config.profile import read_profile
+    import yaml
 
     profiles_dir = options.resolved_profiles_dir()
-    if not (profiles_dir / "profiles.yml").exists():
+    path = profiles_dir / "profiles.yml"
+    if not path.exists():
         raise WarehouseConfigError(
             f"no profiles.yml in {profiles_dir}: copy profiles.example.yml there "
             "(`make` does it for you) or pass --profiles-dir"
         )
-    raw = read_profile(str(profiles_dir))
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise WarehouseConfigError(f"{path} is not valid YAML: {exc}") from None
     if PROFILE_NAME not in raw:
-        raise WarehouseConfigError(
-            f"profile '{PROFILE_NAME}' not found in {profiles_dir}/profiles.yml"
-        )
+        raise WarehouseConfigError(f"profile '{PROFILE_NAME}' not in {profiles_dir}/profiles.yml")
     return raw[PROFILE_NAME]
 
 
@@ -107,21 +110,84 @@ def target_name(options: ProjectOptions) -> str:
     if options.target:
         return options.target
     raw = _read_raw_profile(options)
-    return str(raw.get("target", "default"))
+    return str(_ProfileRenderer().render(raw.get("target", "default"), "target"))
+
+
+class _ProfileRenderer:
+    """Renders profile values the way dbt does, without importing dbt (~60 MiB the loader
+    does not need): `env_var(name[, default])` and the filters `as_number`, `as_bool`,
+    `as_native`, `as_text`. A value that is a single `{{ … }}` keeps the type its filters
+    give (a port stays a number); anything else renders to text."""
+
+    _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
+
+    def __init__(self) -> None:
+        import jinja2
+
+        self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
+        self.env.globals["env_var"] = self._env_var
+        self.env.filters.update(
+            as_number=_as_number, as_bool=_as_bool, as_native=_as_native, as_text=str
+        )
+        self._key = ""
+
+    def _env_var(self, name: str, default: str | None = None) -> str:
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise WarehouseConfigError(f"{self._key}: environment variable {name} is not set")
+
+    def render(self, value: Any, key: str) -> Any:
+        import jinja2
+
+        if isinstance(value, dict):
+            return {k: self.render(v, f"{key}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.render(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+            return value
+        self._key = key
+        try:
+            single = self._SINGLE_EXPRESSION.match(value)
+            if single and "}}" not in single.group(1):
+                return self.env.compile_expression(single.group(1))()
+            return self.env.from_string(value).render()
+        except jinja2.TemplateError as exc:
+            raise WarehouseConfigError(f"{key}: cannot render {value!r}: {exc}") from None
+
+
+def _as_number(value: Any) -> int | float:
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _as_bool(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes", "on")
+
+
+def _as_native(value: Any) -> Any:
+    import ast
+
+    try:
+        return ast.literal_eval(str(value))
+    except (ValueError, SyntaxError):
+        return value
 
 
 def render_target(options: ProjectOptions) -> Warehouse:
-    from dbt.config.profile import Profile
-    from dbt.config.renderer import ProfileRenderer
-    from dbt_common.context import set_invocation_context
-    from dbt_common.exceptions import DbtBaseException
-
     raw = _read_raw_profile(options)
-    set_invocation_context(dict(os.environ))  # dbt's env_var() reads from this context
-    try:
-        name, data = Profile.render_profile(raw, PROFILE_NAME, options.target, ProfileRenderer({}))
-    except DbtBaseException as exc:
-        raise WarehouseConfigError(f"target '{options.target}': {exc}") from None
+    name = options.target or target_name(options)
+    outputs = raw.get("outputs") or {}
+    if name not in outputs:
+        raise WarehouseConfigError(
+            f"target '{name}' is not in profile '{PROFILE_NAME}' "
+            f"(it has: {', '.join(sorted(outputs)) or 'none'})"
+        )
+    data = _ProfileRenderer().render(outputs[name], f"{PROFILE_NAME}.outputs.{name}")
     return Warehouse(target_name=name, adapter_type=str(data.get("type")), settings=data)
 
 
