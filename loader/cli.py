@@ -17,6 +17,7 @@ from loader.export import (
     ExportRequest,
     plan_export,
     run_export,
+    s3_store_url,
 )
 from loader.report import export_json, export_summary
 from loader.warehouse import ProjectOptions, WarehouseConfigError, open_warehouse
@@ -152,7 +153,8 @@ _s3_url_option = click.option(
     "--s3-url",
     envvar="MIPS_S3_URL",
     default=None,
-    help="s3://bucket/prefix or file:///abs/dir. Env: MIPS_S3_URL.",
+    help="s3://bucket/prefix (bucket only: prefix business-operations/healthmonix) "
+    "or file:///abs/dir. Env: MIPS_S3_URL.",
 )
 _sftp_url_option = click.option(
     "--sftp-url",
@@ -336,7 +338,7 @@ def status_command(
     def action(warehouse):
         with contextlib.ExitStack() as stack:
             try:
-                s3 = stack.enter_context(open_destination(s3_url))
+                s3 = stack.enter_context(open_destination(s3_store_url(s3_url)))
                 sftp = stack.enter_context(open_destination(sftp_url)) if sftp_url else None
             except DeliveryError as exc:
                 raise ExportConfigError(str(exc)) from None

@@ -33,6 +33,8 @@ from loader.unload import UnloadedSlice, private_work_dir
 # Any constant works; it only has to be the same for every loader on the database.
 EXPORT_LOCK_KEY = 7_342_610_221
 DEFAULT_MAX_SHRINK = Decimal("0.2")
+# SPEC §6: an S3 URL naming only a bucket means this prefix in it.
+DEFAULT_S3_PREFIX = "business-operations/healthmonix"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -103,6 +105,13 @@ def export_lock(conn) -> Iterator[None]:
         conn.execute("select pg_advisory_unlock(%s)", (EXPORT_LOCK_KEY,))
 
 
+def s3_store_url(url: str) -> str:
+    """`s3://bucket` (no prefix) is the spec's default prefix in that bucket."""
+    if url.startswith("s3://") and not url[5:].strip("/").count("/"):
+        return f"s3://{url[5:].strip('/')}/{DEFAULT_S3_PREFIX}"
+    return url
+
+
 def _open_destinations(request: ExportRequest, deliveries: list[Delivery]):
     if request.dry_run:
         return None, None
@@ -116,7 +125,7 @@ def _open_destinations(request: ExportRequest, deliveries: list[Delivery]):
             "pass --sftp-url or set MIPS_SFTP_URL"
         )
     try:
-        s3 = open_destination(request.s3_url)
+        s3 = open_destination(s3_store_url(request.s3_url))
         sftp = open_destination(request.sftp_url) if needs_sftp else None
     except DeliveryError as exc:
         raise ExportConfigError(str(exc)) from None

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import HANDMADE_SCHEMA as SCHEMA
 
 from loader.cli import cli
-from loader.export import EXPORT_LOCK_KEY
+from loader.export import EXPORT_LOCK_KEY, s3_store_url
 
 RUN_DATE = "2026-01-15"
 
@@ -234,3 +234,16 @@ def test_no_secret_or_row_in_output(models, profiles_dir, stores, monkeypatch):
     assert "hunter2-secret" not in result.output
     assert "MSK06" not in result.output  # export rows never reach the output
     assert os.environ["MIPS_DEV_SCHEMA"] == SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("s3://ops-bucket", "s3://ops-bucket/business-operations/healthmonix"),
+        ("s3://ops-bucket/", "s3://ops-bucket/business-operations/healthmonix"),
+        ("s3://ops-bucket/other/prefix", "s3://ops-bucket/other/prefix"),
+        ("file:///tmp/store", "file:///tmp/store"),
+    ],
+)
+def test_an_s3_url_without_prefix_gets_the_default_prefix(url, expected):
+    assert s3_store_url(url) == expected
