@@ -14,15 +14,14 @@ import io
 import json
 import random
 import stat
-import urllib.request
 from dataclasses import dataclass
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
-from moto.server import ThreadedMotoServer
 from psycopg import sql
+from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_athena_results
 
 from loader.athena import (
     AthenaClient,
@@ -76,24 +75,10 @@ HOSTILE = [
 # --- moto ----------------------------------------------------------------------------------
 
 
-def _post(endpoint: str, path: str, payload: dict | None = None) -> None:
-    request = urllib.request.Request(  # noqa: S310 - a local moto server
-        endpoint + path,
-        data=json.dumps(payload or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        response.read()
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 @dataclass
@@ -107,42 +92,18 @@ class Aws:
         return AthenaClient(SETTINGS, client=self.athena, s3=self.s3, **options)
 
     def queue_result(self, header: list[str], rows: list[list[str | None]]) -> None:
-        """What the next started query "returns"; moto writes it as Athena's CSV."""
-
-        def cell(value):
-            # moto wraps the value in quotes without doubling the ones inside: do it here.
-            return {} if value is None else {"VarCharValue": value.replace('"', '""')}
-
-        result = {
-            "rows": [{"Data": [cell(v) for v in row]} for row in [header, *rows]],
-            "column_info": [{"Name": name, "Type": "varchar"} for name in header],
-        }
-        _post(self.endpoint, "/moto-api/static/athena/query-results", {"results": [result]})
+        """What the next started query "returns"."""
+        queue_athena_results(self.endpoint, (header, rows))
 
 
 @pytest.fixture
 def aws(moto_endpoint):
-    _post(moto_endpoint, "/moto-api/reset")
+    moto_api(moto_endpoint, "/moto-api/reset")
     s3 = boto3.client("s3", endpoint_url=moto_endpoint, **CREDENTIALS)
     athena = boto3.client("athena", endpoint_url=moto_endpoint, **CREDENTIALS)
     s3.create_bucket(Bucket=RESULTS_BUCKET)
     athena.create_work_group(Name="mips", Configuration={})
     return Aws(moto_endpoint, s3, athena)
-
-
-class RecordingAthena:
-    """The moto Athena client, remembering each query text it was asked to start."""
-
-    def __init__(self, client):
-        self._client = client
-        self.queries: list[str] = []
-
-    def start_query_execution(self, **request):
-        self.queries.append(request["QueryString"])
-        return self._client.start_query_execution(**request)
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
 
 
 class ScriptedAthena:
@@ -211,7 +172,7 @@ def test_run_query_uses_the_targets_work_group_catalog_schema_and_staging_dir(aw
 
 def test_polls_queued_running_succeeded_with_capped_backoff(aws):
     # moto's state manager: each state holds for two polls, then moves on.
-    _post(
+    moto_api(
         aws.endpoint,
         "/moto-api/state-manager/set-transition",
         {"model_name": "athena::execution", "transition": {"progression": "manual", "times": 2}},
@@ -221,7 +182,7 @@ def test_polls_queued_running_succeeded_with_capped_backoff(aws):
         client = aws.client(sleep=sleeps.append, poll_initial=0.2, poll_max=0.5)
         client.run_query("select 1")
     finally:
-        _post(
+        moto_api(
             aws.endpoint,
             "/moto-api/state-manager/unset-transition",
             {"model_name": "athena::execution"},

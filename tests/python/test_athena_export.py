@@ -13,7 +13,8 @@ import datetime as dt
 import json
 
 import pytest
-from test_athena import CREDENTIALS, RESULTS_BUCKET, SETTINGS, _post, moto_endpoint  # noqa: F401
+from test_athena import CREDENTIALS, RESULTS_BUCKET, SETTINGS, moto_endpoint  # noqa: F401
+from transport_servers import moto_api, queue_athena_results
 
 from loader.export import ExportLocked, ExportRequest, plan_export, run_export
 from loader.warehouse import Warehouse
@@ -38,7 +39,7 @@ ATHENA_COLUMNS = ["patient_id", "date_of_service", "score"]
 def athena_target(moto_endpoint, monkeypatch):  # noqa: F811
     import boto3
 
-    _post(moto_endpoint, "/moto-api/reset")
+    moto_api(moto_endpoint, "/moto-api/reset")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
     for key, value in {
         "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
@@ -53,19 +54,7 @@ def athena_target(moto_endpoint, monkeypatch):  # noqa: F811
     )
 
     def queue(*results):
-        payload = []
-        for header, rows in results:
-            payload.append(
-                {
-                    "rows": [
-                        {"Data": [{} if v is None else {"VarCharValue": v.replace('"', '""')}
-                                  for v in row]}
-                        for row in [header, *rows]
-                    ],
-                    "column_info": [{"Name": name, "Type": "varchar"} for name in header],
-                }
-            )  # fmt: skip
-        _post(moto_endpoint, "/moto-api/static/athena/query-results", {"results": payload})
+        queue_athena_results(moto_endpoint, *results)
 
     warehouse = Warehouse(target_name="athena", adapter_type="athena", settings=dict(SETTINGS))
     return warehouse, queue, s3

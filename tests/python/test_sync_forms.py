@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
-import urllib.request
 
 import boto3
 import psycopg
 import pytest
 from botocore.response import StreamingBody
-from moto.server import ThreadedMotoServer
+from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_athena_results
 
 from loader.athena import AthenaClient
 from loader.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
@@ -47,37 +45,10 @@ FORMS = [
 ]
 
 
-def _post(endpoint: str, path: str, payload: dict) -> None:
-    request = urllib.request.Request(  # noqa: S310 - a local moto server
-        endpoint + path,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        response.read()
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-class RecordingAthena:
-    def __init__(self, client):
-        self._client = client
-        self.queries: list[str] = []
-
-    def start_query_execution(self, **request):
-        self.queries.append(request["QueryString"])
-        return self._client.start_query_execution(**request)
-
-    def __getattr__(self, name):
-        return getattr(self._client, name)
+    with moto_s3_server() as endpoint:
+        yield endpoint
 
 
 class Moto:
@@ -92,21 +63,13 @@ class Moto:
         )
 
     def answer(self, rows: list[list[str | None]]) -> None:
-        """The rows the next query returns (moto quotes values without doubling quotes)."""
-
-        def cell(value):
-            return {} if value is None else {"VarCharValue": value.replace('"', '""')}
-
-        result = {
-            "rows": [{"Data": [cell(v) for v in row]} for row in [list(FORMS_COLUMNS), *rows]],
-            "column_info": [{"Name": c, "Type": "varchar"} for c in FORMS_COLUMNS],
-        }
-        _post(self.endpoint, "/moto-api/static/athena/query-results", {"results": [result]})
+        """The rows the next query returns."""
+        queue_athena_results(self.endpoint, (list(FORMS_COLUMNS), rows))
 
 
 @pytest.fixture
 def moto(moto_endpoint):
-    _post(moto_endpoint, "/moto-api/reset", {})
+    moto_api(moto_endpoint, "/moto-api/reset")
     state = Moto(moto_endpoint)
     state.s3.create_bucket(Bucket=RESULTS_BUCKET)
     return state

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import socket
 import subprocess
@@ -108,14 +109,60 @@ def moto_s3_server() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
     # moto keeps its state per process, not per server: start every server empty.
-    urllib.request.urlopen(  # noqa: S310 - our own loopback server
-        urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")
-    ).close()
+    moto_api(endpoint, "/moto-api/reset")
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
+
+
+def moto_api(endpoint: str, path: str, payload: dict | None = None) -> None:
+    """POST to moto's own control API (reset, canned Athena results, state transitions)."""
+    request = urllib.request.Request(  # noqa: S310 - our own loopback server
+        endpoint + path,
+        data=json.dumps(payload or {}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        response.read()
+
+
+def queue_athena_results(endpoint: str, *results: tuple[list[str], list[list[str | None]]]):
+    """What the next started Athena queries "return", in order: (header, rows) each.
+
+    moto writes them at the query's output location as Athena's CSV, wrapping values in
+    quotes without doubling the ones inside: that is done here.
+    """
+
+    def cell(value):
+        return {} if value is None else {"VarCharValue": value.replace('"', '""')}
+
+    payload = [
+        {
+            "rows": [{"Data": [cell(v) for v in row]} for row in [header, *rows]],
+            "column_info": [{"Name": name, "Type": "varchar"} for name in header],
+        }
+        for header, rows in results
+    ]
+    moto_api(endpoint, "/moto-api/static/athena/query-results", {"results": payload})
+
+
+class RecordingAthena:
+    """An Athena client that remembers each query text it was asked to start."""
+
+    def __init__(self, client):
+        self._client = client
+        self.queries: list[str] = []
+
+    def start_query_execution(self, **request):
+        self.queries.append(request["QueryString"])
+        return self._client.start_query_execution(**request)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
 
 
 def s3_client(endpoint_url: str):
