@@ -46,7 +46,7 @@ def cluster(mips_home):
 def profiles_dir(mips_home) -> Path:
     """The shipped example profile, so tests never depend on a developer's profiles.yml."""
     directory = mips_home / "profiles"
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     shutil.copy(PROJECT_DIR / "profiles.example.yml", directory / "profiles.yml")
     return directory
 
