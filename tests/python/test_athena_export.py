@@ -16,14 +16,11 @@ import pytest
 from test_athena import CREDENTIALS, RESULTS_BUCKET, SETTINGS, moto_endpoint  # noqa: F401
 from transport_servers import moto_api, queue_athena_results
 
+from loader.deliveries import DELIVERIES_COLUMNS
 from loader.export import ExportLocked, ExportRequest, plan_export, run_export
 from loader.warehouse import Warehouse
 
-DELIVERY_COLUMNS = [
-    "performance_year", "state_code", "export_relation", "s3_key_template",
-    "fixed_snapshot_date", "sftp_enabled", "registration_id", "integration_key",
-    "sftp_file_name_template", "strictly_contained", "file_header", "dbt_invocation_id",
-]  # fmt: skip
+DELIVERY_COLUMNS = list(DELIVERIES_COLUMNS)
 RELATION = '"awsdatacatalog"."mips"."mips_export_v1"'
 DELIVERY_ROWS = [
     ["2022", "CA", RELATION, "2022/CA/2022-12-31/data.csv", "2022-12-31", "false", None, None,
