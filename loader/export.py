@@ -16,7 +16,7 @@ from pathlib import Path
 
 from loader.deliveries import Delivery
 from loader.destinations import open_destination
-from loader.destinations.base import DeliveryError, retrying
+from loader.destinations.base import DeliveryError
 from loader.records import (
     SFTP_DELIVERED,
     SFTP_DISABLED,
@@ -27,6 +27,7 @@ from loader.records import (
     last_sftp_delivery,
     manifest_name,
 )
+from loader.retry import retrying
 from loader.slices import open_slice_source
 from loader.unload import UnloadedSlice, private_work_dir
 

@@ -20,8 +20,8 @@ from loader.destinations.base import (
     TransientDeliveryError,
     TransportSettings,
     redact_url,
-    retrying,
 )
+from loader.retry import retrying
 
 __all__ = [
     "ConfigurationError",

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +17,9 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from loader import errors
+from loader.errors import MipsError, TerminalError, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ S3_SSE_CHOICES = ("AES256", "aws:kms")
 T = TypeVar("T")
 
 
-class DeliveryError(Exception):
+class DeliveryError(MipsError):
     """A delivery failed; the message names the destination and object and is safe to log."""
 
     def __init__(self, reason: str, *, destination: str | None = None, name: str | None = None):
@@ -40,15 +41,15 @@ class DeliveryError(Exception):
         super().__init__(f"{where}: {reason}" if where else reason)
 
 
-class TransientDeliveryError(DeliveryError):
+class TransientDeliveryError(DeliveryError, TransientError):
     """Worth retrying: dropped connections, timeouts, server errors, throttling."""
 
 
-class TerminalDeliveryError(DeliveryError):
+class TerminalDeliveryError(DeliveryError, TerminalError):
     """Retrying will not help: bad credentials, unknown host key, permissions, missing bucket."""
 
 
-class ConfigurationError(TerminalDeliveryError):
+class ConfigurationError(TerminalDeliveryError, errors.ConfigurationError):
     """The URL or the settings are wrong; nothing was attempted."""
 
 
@@ -232,33 +233,6 @@ def upload_verified(
     raise destination._error(
         TerminalDeliveryError, f"verification failed after {attempts} uploads: {last}", name
     )
-
-
-def retrying(
-    operation: Callable[[], T],
-    *,
-    attempts: int = 4,
-    base_delay: float = 0.5,
-    max_delay: float = 8,
-    sleep: Callable[[float], None] = time.sleep,
-) -> T:
-    """Call `operation` until it succeeds, retrying only TransientDeliveryError.
-
-    Waits grow exponentially (base_delay, 2x, 4x ... capped at max_delay), each scaled by a
-    random factor in [0.5, 1] so parallel deliveries do not retry in lockstep.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            return operation()
-        except TransientDeliveryError as error:
-            if attempt == attempts:
-                raise
-            delay = min(max_delay, base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
-            logger.warning(
-                "%s (attempt %d of %d, retrying in %.1fs)", error, attempt, attempts, delay
-            )
-            sleep(delay)
-    raise AssertionError("unreachable: attempts must be at least 1")
 
 
 def redact_url(url: str) -> str:
