@@ -2,13 +2,17 @@
 
 Writes go to a hidden temporary file in the target's directory, are fsynced, checked (size and
 SHA-256 of the bytes on disk) and only then renamed into place with os.replace, so a reader
-sees either the old file or the complete new one. Files are created 0o644.
+sees either the old file or the complete new one. Files get `settings.file_mode` (0600 unless
+MIPS_FILE_MODE says otherwise).
+
+Temporary files are named by base.temporary_name (`.{file}.mipspart-HOST-PID-START-RANDOM.part`);
+the first write into a directory (and preflight, for the root) removes the stale ones of ours
+left there by a process that died (base.is_stale_temporary), and nothing else.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import datetime, timezone
@@ -28,17 +32,21 @@ from loader.destinations.base import (
     VerificationMismatch,
     check_name,
     file_digest,
-    redact_url,
+    is_stale_temporary,
+    refuse_credentials_in_url,
+    temporary_name,
     upload_verified,
 )
 
-FILE_MODE = 0o644
+PROBE_NAME = ".mips-preflight"
 
 
 class LocalDestination(Destination):
     def __init__(self, url: str, settings: TransportSettings):
         self.root = _root_from_url(url)
         self.settings = settings
+        # Directories already cleared of stale temporary files by this destination.
+        self._swept: set[Path] = set()
 
     def describe(self) -> str:
         return f"file://{self.root}"
@@ -104,6 +112,34 @@ class LocalDestination(Destination):
             if stored is not None:
                 yield stored
 
+    def read_digest(self, name: str) -> Digest | None:
+        try:
+            return file_digest(self._path(name))
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise self._os_error(error, name) from None
+
+    def preflight(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not self.root.is_dir():
+                raise NotADirectoryError(20, "not a directory")
+            self._sweep(self.root)
+            probe = self.root / temporary_name(PROBE_NAME)
+            descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(descriptor, b"probe\n")
+            finally:
+                os.close(descriptor)
+                with suppress(FileNotFoundError):
+                    os.unlink(probe)
+        except OSError as error:
+            raise self._error(
+                ConfigurationError,
+                f"directory {self.root} is not usable: {error.strerror or error}",
+            ) from None
+
     def _path(self, name: str) -> Path:
         path = self.root / check_name(name, self.describe())
         # A symlink inside the root must not lead writes outside it.
@@ -117,18 +153,20 @@ class LocalDestination(Destination):
     def _write_atomically(
         self, target: Path, name: str, write: Callable[[BinaryIO], object], expected: Digest
     ) -> StoredObject:
+        mode = self.settings.file_mode
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            descriptor, temporary = tempfile.mkstemp(
-                dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-            )
+            self._sweep(target.parent)
+            temporary = str(target.parent / temporary_name(target.name))
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except OSError as error:
             raise self._os_error(error, name) from None
         try:
             with os.fdopen(descriptor, "wb") as out:
+                # Exactly the mode asked for, whatever the umask.
+                os.fchmod(out.fileno(), mode)
                 write(out)
                 out.flush()
-                os.fchmod(out.fileno(), FILE_MODE)
                 os.fsync(out.fileno())
             written = file_digest(Path(temporary))
             if written != expected:
@@ -142,20 +180,34 @@ class LocalDestination(Destination):
                 os.unlink(temporary)
         return StoredObject(name, expected.size, _modified(target.stat()), expected.sha256)
 
+    def _sweep(self, directory: Path) -> None:
+        """Remove stale temporary files of ours from `directory` (once per destination)."""
+        if directory in self._swept:
+            return
+        self._swept.add(directory)
+        with suppress(OSError), os.scandir(directory) as entries:
+            for entry in entries:
+                with suppress(OSError):
+                    if entry.is_file(follow_symlinks=False) and is_stale_temporary(
+                        entry.name, entry.stat(follow_symlinks=False).st_mtime
+                    ):
+                        os.unlink(entry.path)
+
     def _os_error(self, error: OSError, name: str) -> TerminalDeliveryError:
         # A local disk error (permissions, full disk, read-only) does not fix itself on retry.
         return self._error(TerminalDeliveryError, f"{error.strerror or error}", name)
 
 
 def _root_from_url(url: str) -> Path:
+    refuse_credentials_in_url(url, "file")
     parts = urlsplit(url)
     path = unquote(parts.path)
     if parts.netloc not in ("", "localhost") or not path.startswith("/"):
         raise ConfigurationError(
-            f"file URL must name an absolute directory, like file:///abs/dir: {redact_url(url)}"
+            f"file URL must name an absolute directory, like file:///abs/dir: {url}"
         )
     if ".." in path.split("/"):
-        raise ConfigurationError(f"file URL must not contain '..': {redact_url(url)}")
+        raise ConfigurationError(f"file URL must not contain '..': {url}")
     return Path(path)
 
 

@@ -22,6 +22,10 @@ Uploads go through boto3's transfer manager, which switches to a multipart uploa
   the parts it received (a corrupted part is caught by our comparison) but, unlike S3, does not
   reject a wrong checksum on a single PUT; S3's own rejection (BadDigest) is a terminal error.
 
+Retries: botocore makes one attempt per request (`total_max_attempts=1`); refused and dropped
+connections, timeouts, 5xx and throttling surface as TransientDeliveryError for loader.retry,
+the only retry loop (plus upload_verified's re-upload after a failed verification).
+
 Server-side encryption: `s3_sse` (`MIPS_S3_SSE`) is None, "AES256" or "aws:kms" with an
 optional `s3_kms_key_id` (`MIPS_S3_KMS_KEY_ID`); when set, the stored object must report it.
 """
@@ -29,6 +33,7 @@ optional `s3_kms_key_id` (`MIPS_S3_KMS_KEY_ID`); when set, the stored object mus
 from __future__ import annotations
 
 import base64
+import hashlib
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,11 +47,15 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ReadTimeoutError,
     ResponseStreamingError,
 )
 
@@ -63,7 +72,7 @@ from loader.destinations.base import (
     TransportSettings,
     VerificationMismatch,
     check_name,
-    redact_url,
+    refuse_credentials_in_url,
     upload_verified,
 )
 
@@ -78,6 +87,10 @@ TRANSIENT_ERROR_CODES = {
     "RequestLimitExceeded",
 }
 TRANSIENT_CLIENT_ERRORS = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
     HTTPClientError,
     IncompleteReadError,
     ResponseStreamingError,
@@ -89,12 +102,8 @@ SHA256_METADATA_KEY = "sha256"
 
 class S3Destination(Destination):
     def __init__(self, url: str, settings: TransportSettings):
+        refuse_credentials_in_url(url, "s3")
         parts = urlsplit(url)
-        if "@" in parts.netloc:
-            raise ConfigurationError(
-                f"S3 URL must not carry credentials, use the AWS credential chain: "
-                f"{redact_url(url)}"
-            )
         if not parts.netloc:
             raise ConfigurationError(f"S3 URL must name a bucket, like s3://bucket/prefix: {url}")
         self.bucket = parts.netloc
@@ -106,7 +115,8 @@ class S3Destination(Destination):
             config=Config(
                 connect_timeout=settings.connect_timeout,
                 read_timeout=settings.io_timeout,
-                retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
+                # One attempt per request: loader.retry is the only retry loop.
+                retries={"mode": "standard", "total_max_attempts": 1},
             ),
         )
         self._transfer_config = TransferConfig(
@@ -186,6 +196,52 @@ class S3Destination(Destination):
                     yield StoredObject(
                         entry["Key"][len(root) :], entry["Size"], entry.get("LastModified"), None
                     )
+
+    def read_digest(self, name: str) -> Digest | None:
+        with self._mapped_errors(name):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=self._key(name))
+            except ClientError as error:
+                if _error_code(error) in NOT_FOUND_CODES:
+                    return None
+                raise
+            digest = hashlib.sha256()
+            size = 0
+            body = response["Body"]
+            try:
+                for chunk in body.iter_chunks(HASH_CHUNK_SIZE):
+                    digest.update(chunk)
+                    size += len(chunk)
+            finally:
+                body.close()
+        return Digest(size, digest.hexdigest())
+
+    def preflight(self) -> None:
+        """The bucket exists and these credentials reach it: HEAD the bucket, list one key."""
+        for check in (
+            lambda: self._client.head_bucket(Bucket=self.bucket),
+            lambda: self._client.list_objects_v2(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1
+            ),
+        ):
+            with self._mapped_errors(None):
+                try:
+                    check()
+                except ClientError as error:
+                    self._raise_preflight_error(error)
+
+    def _raise_preflight_error(self, error: ClientError) -> None:
+        code = _error_code(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if status >= 500 or code in TRANSIENT_ERROR_CODES:
+            raise error
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            reason = f"bucket {self.bucket} does not exist"
+        elif status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "Forbidden"):
+            reason = f"access to bucket {self.bucket} denied with these credentials ({code})"
+        else:
+            reason = f"bucket {self.bucket} is not usable: {code} (HTTP {status})"
+        raise self._error(ConfigurationError, reason) from None
 
     def close(self) -> None:
         self._client.close()

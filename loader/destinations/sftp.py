@@ -3,26 +3,39 @@
 Credentials never come from the URL (a password there is refused): `MIPS_SFTP_KEY_FILE` (with
 `MIPS_SFTP_KEY_PASSPHRASE` if the key is encrypted), or `MIPS_SFTP_PASSWORD` /
 `MIPS_SFTP_PASSWORD_FILE`. Host keys are checked against `MIPS_SFTP_KNOWN_HOSTS` (default
-~/.ssh/known_hosts) and nothing else; an unknown host or a changed key is a terminal error.
+~/.ssh/known_hosts) and nothing else; an unknown host or a changed key is refused.
 
-An upload streams the local file with paramiko's pipelined `putfo` to `.{name}.{random}.part`
-in the target directory, checks the remote size, then renames it over the final name with the
-`posix-rename@openssh.com` extension, which replaces atomically. A server that answers that
-request with "operation unsupported" gets remove-then-rename instead, leaving a moment where
-the name is absent but never a partial file under it. On failure the temporary file is
-removed; if the connection is gone, it is removed after the next reconnect.
+An upload, and why a corrupt file can never count as delivered:
 
-SFTP (version 3, as OpenSSH speaks it) offers no standard checksum of a remote file, so
-uploads are verified by size only; the SHA-256 of what was streamed is checked against the
-caller's, which proves the right bytes were sent.
+- The local file is streamed to `.{name}.mipspart-HOST-PID-START-RANDOM.part` (created with
+  O_EXCL and `settings.file_mode`) in 32 KiB SFTP writes, up to 64 in flight. Unlike
+  paramiko's `putfo`, which ignores the replies of pipelined writes (and whose `close()`
+  swallows errors), every write's status reply is collected by request id and checked, and so
+  is the reply to the close.
+- The `.part` file is then read back (pipelined 32 KiB reads, streamed into SHA-256) and its
+  size and hash compared with the caller's. OpenSSH offers no server-side hash, so this
+  read-back is the proof; a refused write or a mismatch raises VerificationMismatch, which
+  `upload_verified` answers with a fresh upload, `verify_attempts` times in all, then a
+  terminal error naming the file, the expected and the stored digest.
+- Only then is it renamed over the final name with `posix-rename@openssh.com`, which replaces
+  atomically. A server that answers "operation unsupported" gets remove-then-rename instead:
+  a moment where the name is absent, never a partial file under it.
+
+A failed upload removes its `.part` file; if the connection is gone it is removed after the
+reconnect. On every connect, stale `.part` files of ours (base.is_stale_temporary: this host
+and the writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root,
+and from each subdirectory the first time an upload goes there on that connection; files
+whose names do not carry our marker are never touched.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import posixpath
 import stat as stat_mode
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -31,7 +44,23 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import paramiko
-from paramiko.sftp import SFTP_OP_UNSUPPORTED
+from paramiko.sftp import (
+    CMD_CLOSE,
+    CMD_DATA,
+    CMD_FSETSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_READ,
+    CMD_STATUS,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_EXCL,
+    SFTP_FLAG_READ,
+    SFTP_FLAG_WRITE,
+    SFTP_OP_UNSUPPORTED,
+    SFTPError,
+    int64,
+)
 
 from loader.destinations.base import (
     ConfigurationError,
@@ -45,12 +74,20 @@ from loader.destinations.base import (
     TransportSettings,
     VerificationMismatch,
     check_name,
+    is_stale_temporary,
     redact_url,
+    refuse_credentials_in_url,
     temporary_name,
     upload_verified,
 )
 
 DEFAULT_PORT = 22
+# Bytes per SFTP read or write request (servers may refuse more) and requests kept in flight.
+REQUEST_SIZE = 32 * 1024
+MAX_IN_FLIGHT = 64
+# SSH channel window: room for the replies of every request in flight, and more.
+SFTP_WINDOW_SIZE = 16 * 1024 * 1024
+PROBE_NAME = ".mips-preflight"
 # Errors a server gives for requests that will fail the same way next time.
 TERMINAL_ERRNOS = {
     errno.EACCES,
@@ -64,12 +101,8 @@ TERMINAL_ERRNOS = {
 
 class SFTPDestination(Destination):
     def __init__(self, url: str, settings: TransportSettings):
+        refuse_credentials_in_url(url, "sftp")
         parts = urlsplit(url)
-        if parts.password is not None:
-            raise ConfigurationError(
-                "a password in the SFTP URL is not accepted; set MIPS_SFTP_PASSWORD_FILE or "
-                f"MIPS_SFTP_KEY_FILE instead: {redact_url(url)}"
-            )
         try:
             port = parts.port or DEFAULT_PORT
         except ValueError:
@@ -89,6 +122,8 @@ class SFTPDestination(Destination):
         self._posix_rename_supported = True
         # Temporary files a dropped connection kept us from removing; removed on reconnect.
         self._orphans: set[str] = set()
+        # Directories cleared of stale temporary files on the current connection.
+        self._swept: set[str] = set()
 
     def describe(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -127,6 +162,39 @@ class SFTPDestination(Destination):
         for name in sorted(found):
             yield found[name]
 
+    def read_digest(self, name: str) -> Digest | None:
+        remote = self._remote_path(name)
+        with self._mapped_errors(name):
+            try:
+                return self._connection().digest_file(remote)
+            except FileNotFoundError:
+                return None
+
+    def preflight(self) -> None:
+        """Connect (host key, credentials), then create and remove a probe file in the root."""
+        with self._preflight_errors(), self._mapped_errors(None):
+            sftp = self._connection()
+            try:
+                attributes = sftp.stat(self.directory)
+            except FileNotFoundError:
+                raise self._error(
+                    ConfigurationError, f"directory {self.directory} does not exist on the server"
+                ) from None
+            if not stat_mode.S_ISDIR(attributes.st_mode or 0):
+                raise self._error(
+                    ConfigurationError, f"{self.directory} on the server is not a directory"
+                )
+            probe = posixpath.join(self.directory, temporary_name(PROBE_NAME))
+            try:
+                handle = sftp.create_exclusive(probe, self.settings.file_mode)
+                sftp.close_handle(handle)
+            except PermissionError:
+                raise self._error(
+                    ConfigurationError,
+                    f"directory {self.directory} is not writable for {self.username}",
+                ) from None
+            sftp.remove(probe)
+
     def close(self) -> None:
         self._disconnect()
 
@@ -140,6 +208,7 @@ class SFTPDestination(Destination):
         source_label: Path,
     ) -> StoredObject:
         remote = self._remote_path(name)
+        mode = self.settings.file_mode
 
         def upload_once() -> StoredObject:
             try:
@@ -150,22 +219,35 @@ class SFTPDestination(Destination):
                 ) from None
             with source, self._mapped_errors(name):
                 sftp = self._connection()
-                self._make_parents(sftp, posixpath.dirname(remote))
+                directory = posixpath.dirname(remote)
+                self._make_parents(sftp, directory)
+                self._sweep(sftp, directory)
                 temporary = posixpath.join(self.directory, temporary_name(name))
                 try:
                     reader = HashingReader(source)
-                    sftp.putfo(reader, temporary, file_size=expected.size, confirm=False)
-                    self._check_source(source_label, name, expected, reader.digest())
-                    stored_size = sftp.stat(temporary).st_size
-                    if stored_size != expected.size:
-                        raise VerificationMismatch(
-                            f"stored size {stored_size}, expected {expected.size}"
-                        )
+                    refused = sftp.write_new_file(
+                        temporary, mode, lambda: reader.read(REQUEST_SIZE)
+                    )
+                    if refused is None:
+                        self._check_source(source_label, name, expected, reader.digest())
+                    elif isinstance(refused[1], OSError) and refused[1].errno in TERMINAL_ERRNOS:
+                        raise refused[1]
+                    # The bytes the server holds, read back: the only proof SFTP allows.
+                    stored = sftp.digest_file(temporary)
+                    if refused is not None or stored != expected:
+                        cause = None
+                        if refused is not None:
+                            cause = f"the server refused the write at offset {refused[0]}: "
+                            cause += _describe(refused[1])
+                        raise VerificationMismatch(expected=expected, stored=stored, cause=cause)
                     self._rename_into_place(sftp, temporary, remote)
                 except BaseException:
                     self._discard(temporary)
                     raise
-                return _stored(name, sftp.stat(remote))
+                stored_object = _stored(name, sftp.stat(remote))
+                return StoredObject(
+                    name, stored_object.size, stored_object.modified, expected.sha256
+                )
 
         return upload_verified(self, name, self.settings.verify_attempts, upload_once)
 
@@ -201,6 +283,22 @@ class SFTPDestination(Destination):
         except FileNotFoundError:
             self._make_parents(sftp, posixpath.dirname(directory))
             sftp.mkdir(directory)
+
+    def _sweep(self, sftp: _SFTPClient, directory: str) -> None:
+        """Remove stale temporary files of ours from `directory`, once per connection."""
+        if directory in self._swept:
+            return
+        self._swept.add(directory)
+        try:
+            entries = sftp.listdir_attr(directory)
+        except OSError:
+            return  # a directory we cannot list: the upload itself will say why
+        for entry in entries:
+            if stat_mode.S_ISREG(entry.st_mode or 0) and is_stale_temporary(
+                entry.filename, entry.st_mtime
+            ):
+                with suppress(OSError):
+                    sftp.remove(posixpath.join(directory, entry.filename))
 
     def _walk(self, relative_directory: str, prefix: str) -> dict[str, StoredObject]:
         sftp = self._connection()
@@ -261,14 +359,16 @@ class SFTPDestination(Destination):
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(self.settings.keepalive_interval)
-            sftp = _SFTPClient.from_transport(transport)
+            sftp = _SFTPClient.from_transport(transport, window_size=SFTP_WINDOW_SIZE)
             assert sftp is not None
             sftp.get_channel().settimeout(self.settings.io_timeout)
         except BaseException:
             client.close()
             raise
         self._ssh, self._sftp = client, sftp
+        self._swept = set()
         self._remove_orphans(sftp)
+        self._sweep(sftp, self.directory)
 
     def _credentials(self) -> dict:
         settings = self.settings
@@ -325,6 +425,16 @@ class SFTPDestination(Destination):
                     connection.close()
 
     @contextmanager
+    def _preflight_errors(self):
+        """In preflight a refusal means the configuration is wrong: ConfigurationError."""
+        try:
+            yield
+        except ConfigurationError:
+            raise
+        except TerminalDeliveryError as error:
+            raise self._error(ConfigurationError, error.reason) from None
+
+    @contextmanager
     def _mapped_errors(self, name: str | None):
         """Turn paramiko's exceptions into delivery errors; drop the connection if transient."""
         try:
@@ -342,11 +452,11 @@ class SFTPDestination(Destination):
         known_hosts = self.settings.sftp_known_hosts
         if isinstance(error, _UnknownHostKey):
             return self._error(
-                TerminalDeliveryError, f"host key for {address} not in {known_hosts}", name
+                ConfigurationError, f"host key for {address} not in {known_hosts}", name
             )
         if isinstance(error, paramiko.BadHostKeyException):
             return self._error(
-                TerminalDeliveryError,
+                ConfigurationError,
                 f"host key for {address} changed: server offered "
                 f"{error.key.fingerprint}, {known_hosts} has {error.expected_key.fingerprint}; "
                 "confirm with the server's owner before updating known_hosts",
@@ -354,7 +464,7 @@ class SFTPDestination(Destination):
             )
         if isinstance(error, paramiko.AuthenticationException):
             return self._error(
-                TerminalDeliveryError,
+                ConfigurationError,
                 f"authentication failed for {self.username} at {address}: {error}",
                 name,
             )
@@ -379,7 +489,7 @@ class _OperationUnsupported(OSError):
 
 
 class _SFTPClient(paramiko.SFTPClient):
-    """paramiko's client, telling "operation unsupported" apart from other failures."""
+    """paramiko's client, plus pipelined writes and reads whose every reply is checked."""
 
     def _convert_status(self, msg):
         # paramiko reports SSH_FX_OP_UNSUPPORTED as a bare IOError; peek at the code first.
@@ -388,6 +498,161 @@ class _SFTPClient(paramiko.SFTPClient):
             raise _OperationUnsupported(msg.get_text())
         msg.packet.seek(position)
         return super()._convert_status(msg)
+
+    def create_exclusive(self, path: str, mode: int) -> bytes:
+        """Create `path` (it must not exist) for writing with `mode`; returns the handle."""
+        attributes = paramiko.SFTPAttributes()
+        attributes.st_mode = mode
+        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL
+        kind, msg = self._request(CMD_OPEN, self._adjust_cwd(path), flags, attributes)
+        if kind != CMD_HANDLE:
+            raise SFTPError("expected a handle")
+        handle = msg.get_binary()
+        # The mode given at open is narrowed by the server's umask; set it exactly.
+        with suppress(_OperationUnsupported):
+            self._request(CMD_FSETSTAT, handle, attributes)
+        return handle
+
+    def close_handle(self, handle: bytes) -> None:
+        """Close a handle and check the reply (paramiko's SFTPFile.close swallows it)."""
+        self._request(CMD_CLOSE, handle)
+
+    def write_new_file(
+        self, path: str, mode: int, read_chunk: Callable[[], bytes]
+    ) -> tuple[int, Exception] | None:
+        """Create `path` and write what `read_chunk` yields, pipelined, checking every reply.
+
+        Returns None when every write and the close succeeded, else (offset, error) of the
+        first refused write; after a refusal nothing more is sent. Connection errors raise.
+        """
+        handle = self.create_exclusive(path, mode)
+        replies = _Replies(self)
+        offset = 0
+        while replies.first_error is None:
+            chunk = read_chunk()
+            if not chunk:
+                break
+            number = self._async_request(replies, CMD_WRITE, handle, int64(offset), chunk)
+            replies.expect(number, offset)
+            offset += len(chunk)
+            while replies.waiting() >= MAX_IN_FLIGHT or (
+                replies.waiting() and self.sock.recv_ready()
+            ):
+                self._read_response()
+        while replies.waiting():
+            self._read_response()
+        try:
+            self.close_handle(handle)
+        except OSError as error:
+            if replies.first_error is None:
+                return offset, error
+        return replies.first_error
+
+    def digest_file(self, path: str) -> Digest:
+        """Size and SHA-256 of a remote file, read with pipelined requests, never all at once."""
+        kind, msg = self._request(CMD_OPEN, self._adjust_cwd(path), SFTP_FLAG_READ, _NO_ATTRS)
+        if kind != CMD_HANDLE:
+            raise SFTPError("expected a handle")
+        handle = msg.get_binary()
+        replies = _Replies(self, check_writes=False)
+        digest = hashlib.sha256()
+        size = 0
+        requested: deque[int] = deque()  # request numbers, in offset order
+        next_offset = 0
+        try:
+            while True:
+                while len(requested) < MAX_IN_FLIGHT:
+                    number = self._async_request(
+                        replies, CMD_READ, handle, int64(next_offset), REQUEST_SIZE
+                    )
+                    replies.expect(number, next_offset)
+                    requested.append(number)
+                    next_offset += REQUEST_SIZE
+                try:
+                    data = replies.data_for(requested.popleft())
+                except EOFError:
+                    at_end = True  # the file ends exactly where this request began
+                    break
+                digest.update(data)
+                size += len(data)
+                if len(data) < REQUEST_SIZE:
+                    # The end of the file, or a short read: go on one request at a time.
+                    at_end = False
+                    break
+            for number in requested:
+                with suppress(EOFError, OSError):
+                    replies.data_for(number)  # drain the replies read ahead
+            while not at_end:
+                try:
+                    kind, msg = self._request(CMD_READ, handle, int64(size), REQUEST_SIZE)
+                except EOFError:
+                    break
+                if kind != CMD_DATA:
+                    raise SFTPError("expected data")
+                data = msg.get_string()
+                digest.update(data)
+                size += len(data)
+        finally:
+            with suppress(OSError):
+                self.close_handle(handle)
+        return Digest(size, digest.hexdigest())
+
+
+_NO_ATTRS = paramiko.SFTPAttributes()
+
+
+class _Replies:
+    """Collects the replies to our pipelined requests by request number (paramiko calls
+    `_async_response` for each), so that none is dropped unread.
+
+    With `check_writes`, each status reply is checked as it arrives and the refused write with
+    the lowest offset is kept in `first_error`; otherwise replies wait for `data_for`.
+    """
+
+    def __init__(self, client: _SFTPClient, *, check_writes: bool = True):
+        self._client = client
+        self._check_writes = check_writes
+        self._offsets: dict[int, int] = {}
+        self._arrived: dict[int, tuple[int, paramiko.Message]] = {}
+        self.first_error: tuple[int, Exception] | None = None
+
+    def expect(self, number: int, offset: int) -> None:
+        self._offsets[number] = offset
+
+    def waiting(self) -> int:
+        return len(self._offsets)
+
+    def _async_response(self, kind: int, msg: paramiko.Message, number: int) -> None:
+        offset = self._offsets.pop(number, -1)
+        if not self._check_writes:
+            self._arrived[number] = (kind, msg)
+            return
+        if kind != CMD_STATUS:
+            error: Exception = SFTPError(f"unexpected SFTP reply type {kind} to a write")
+        else:
+            try:
+                self._client._convert_status(msg)
+                return
+            except Exception as refused:  # noqa: BLE001 - kept and reported by the caller
+                error = refused
+        if self.first_error is None or offset < self.first_error[0]:
+            self.first_error = (offset, error)
+
+    def data_for(self, number: int) -> bytes:
+        """The data read by request `number`, waiting for it; EOFError at the end of file."""
+        while number not in self._arrived:
+            self._client._read_response()
+        kind, msg = self._arrived.pop(number)
+        if kind == CMD_DATA:
+            return msg.get_string()
+        if kind == CMD_STATUS:
+            self._client._convert_status(msg)  # raises EOFError at the end, IOError otherwise
+        raise SFTPError(f"unexpected SFTP reply type {kind} to a read")
+
+
+def _describe(error: Exception) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _stored(name: str, attributes: paramiko.SFTPAttributes) -> StoredObject:

@@ -7,6 +7,9 @@ import base64
 import hashlib
 import os
 import stat
+import subprocess
+import sys
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, replace
@@ -19,6 +22,7 @@ from transport_servers import (
     asyncssh_sftp_server,
     create_bucket,
     fake_aws_environment,
+    free_port,
     make_ssh_key,
     moto_s3_server,
     openssh_sftp_server,
@@ -30,6 +34,7 @@ from transport_servers import (
 from loader.destinations import (
     ConfigurationError,
     Destination,
+    Digest,
     TerminalDeliveryError,
     TransientDeliveryError,
     TransportSettings,
@@ -37,6 +42,7 @@ from loader.destinations import (
     redact_url,
     retrying,
 )
+from loader.destinations.base import STALE_PART_AGE_SECONDS, host_tag, parse_file_mode
 
 MiB = 1024 * 1024
 S3_NAME = "2025/CA/2026-01-15/data.csv"
@@ -240,6 +246,21 @@ def test_a_file_that_does_not_match_its_description_is_not_delivered(destination
     assert list(destination.list()) == []
 
 
+def test_read_digest_streams_the_stored_bytes(destination, tmp_path):
+    source = local_file(tmp_path, 2 * MiB + 17)
+    put(destination, source, S3_NAME)
+    destination.put_bytes("empty.json", b"")
+
+    assert destination.read_digest(S3_NAME) == Digest(source.size, source.sha256)
+    assert destination.read_digest("empty.json") == Digest.of_bytes(b"")
+    assert destination.read_digest("2025/absent.csv") is None
+
+
+def test_preflight_passes_and_writes_nothing(destination):
+    destination.preflight()
+    assert list(destination.list()) == []
+
+
 def test_describe_and_errors_name_the_destination(destination):
     with pytest.raises(ConfigurationError) as raised:
         destination.put_bytes("../x", b"x")
@@ -295,6 +316,56 @@ def test_redact_url_hides_only_the_password():
 
 
 @pytest.mark.parametrize(
+    ("url", "secret", "redacted"),
+    [
+        ("sftp://u:hun/ter2@127.0.0.1:22/x", "ter2", "sftp://u:***@127.0.0.1:22/x"),
+        ("s3://AKIAXXXX:secret/x@bucket/p", "secret", "s3://AKIAXXXX:***@bucket/p"),
+        ("sftp://u:a?b#c@d@host/x", "a?b#c@d", "sftp://u:***@host/x"),
+        ("sftp://pa/ss@host/x", "pa/ss", "sftp://***@host/x"),
+        ("ftp://u:p#w@host/", "p#w", "ftp://u:***@host/"),
+        ("s3:AKIA:s3cret@bucket", "s3cret", "s3:***@bucket"),
+        ("sftp://[::1:x/y@h", "x/y", "sftp://***@h"),
+    ],
+)
+def test_redact_url_never_depends_on_parsing(url, secret, redacted):
+    assert redact_url(url) == redacted
+    assert secret not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("sftp://u:hun/ter2@127.0.0.1:22/x", "hun/ter2"),
+        ("sftp://registry:hunter2@127.0.0.1:22/in", "hunter2"),
+        ("sftp://u:p?ss#w@rd@127.0.0.1/x", "p?ss#w@rd"),
+        ("sftp://u:p@ss@127.0.0.1/x", "p@ss"),
+        ("sftp://hun/ter2@127.0.0.1/x", "hun/ter2"),
+        ("sftp://u:@127.0.0.1/x", "u:@"),
+        ("s3://AKIAXXXX:secret/x@bucket/p", "secret/x"),
+        ("s3://AKIA:hunter2@bucket/prefix", "hunter2"),
+        ("s3://AKIA@bucket/prefix", "AKIA"),
+        ("s3://bucket/p?x=1#frag@y", "frag@y"),
+        ("file://u:s3cr/et@localhost/tmp/x", "s3cr/et"),
+        ("file:///tmp/a:b@c", "a:b@c"),
+    ],
+)
+def test_credentials_in_urls_are_refused_without_echoing_them(url, secret):
+    with pytest.raises(ConfigurationError) as raised:
+        open_destination(url, settings=TransportSettings())
+    message = str(raised.value)
+    assert secret not in message and url not in message and "\n" not in message
+    scheme = url.partition(":")[0]
+    assert f"{scheme}://" in message
+
+
+def test_a_user_without_password_in_an_sftp_url_is_fine():
+    destination = open_destination(
+        "sftp://mips.user@127.0.0.1:2222/in%40box", settings=TransportSettings()
+    )
+    assert destination.describe() == "sftp://mips.user@127.0.0.1:2222/in@box"
+
+
+@pytest.mark.parametrize(
     "url",
     ["ftp://user:s3cret-pw@host/dir", "http://x:s3cret-pw@h/", "not a url s3cret-pw", ""],
 )
@@ -304,19 +375,6 @@ def test_unknown_schemes_are_configuration_errors_without_secrets(url):
     if url.startswith(("ftp", "http")):
         assert "s3cret-pw" not in str(raised.value)
         assert "***" in str(raised.value)
-
-
-def test_password_in_sftp_url_is_refused_and_never_shown():
-    with pytest.raises(ConfigurationError) as raised:
-        open_destination("sftp://registry:hunter2@127.0.0.1:22/in", settings=TransportSettings())
-    assert "hunter2" not in str(raised.value)
-    assert "sftp://registry:***@127.0.0.1:22/in" in str(raised.value)
-
-
-def test_credentials_in_s3_url_are_refused_and_never_shown():
-    with pytest.raises(ConfigurationError) as raised:
-        open_destination("s3://AKIA:hunter2@bucket/prefix", settings=TransportSettings())
-    assert "hunter2" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -345,6 +403,22 @@ def test_settings_come_from_the_environment(tmp_path):
     assert "hunter2" not in repr(settings)
 
 
+@pytest.mark.parametrize(("text", "mode"), [("0600", 0o600), ("0640", 0o640), ("644", 0o644)])
+def test_file_mode_comes_from_the_environment(text, mode):
+    assert TransportSettings.from_env({"MIPS_FILE_MODE": text}).file_mode == mode
+    assert TransportSettings.from_env({}).file_mode == 0o600
+
+
+@pytest.mark.parametrize(
+    "text", ["0660", "0606", "0755", "0601", "0400", "rw-------", "0x1a4", "8"]
+)
+def test_file_modes_granting_too_much_or_not_octal_are_refused(text):
+    with pytest.raises(ConfigurationError, match="MIPS_FILE_MODE"):
+        TransportSettings.from_env({"MIPS_FILE_MODE": text})
+    with pytest.raises(ConfigurationError):
+        parse_file_mode(text)
+
+
 def test_unknown_sse_setting_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="MIPS_S3_SSE"):
         TransportSettings.from_env({"MIPS_S3_SSE": "rot13"})
@@ -353,14 +427,71 @@ def test_unknown_sse_setting_is_a_configuration_error():
 # --- local directory ----------------------------------------------------------------------------
 
 
-def test_local_files_are_0644_and_leave_no_temporary_files(tmp_path):
+@pytest.mark.parametrize(("mode", "umask"), [(0o600, 0o022), (0o640, 0o077), (0o644, 0o022)])
+def test_local_files_get_the_mode_and_leave_no_temporary_files(tmp_path, mode, umask):
     root = tmp_path / "out"
-    with open_destination(f"file://{root}", settings=TransportSettings()) as destination:
-        stored = put(destination, local_file(tmp_path, 5000), S3_NAME)
+    settings = TransportSettings(file_mode=mode)
+    old_umask = os.umask(umask)
+    try:
+        with open_destination(f"file://{root}", settings=settings) as destination:
+            stored = put(destination, local_file(tmp_path, 5000), S3_NAME)
+    finally:
+        os.umask(old_umask)
 
-    assert stat.S_IMODE((root / S3_NAME).stat().st_mode) == 0o644
+    assert stat.S_IMODE((root / S3_NAME).stat().st_mode) == mode
     assert files_under(root) == [S3_NAME]
     assert stored.checksum == hashlib.sha256((root / S3_NAME).read_bytes()).hexdigest()
+
+
+def _part(directory: Path, host: str, pid: int, started: float, final: str = "data.csv") -> Path:
+    path = directory / f".{final}.mipspart-{host}-{pid}-{int(started):010d}-0123abcd.part"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"partial")
+    return path
+
+
+def test_local_stale_temporary_files_of_ours_are_removed_foreign_kept(tmp_path):
+    root = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    now = time.time()
+    old = now - STALE_PART_AGE_SECONDS - 60
+    other = "0badc0de" if host_tag() != "0badc0de" else "0badc0df"
+    stale = [
+        _part(root, host_tag(), child.pid, now),
+        _part(root / "2025/CA", host_tag(), child.pid, now),
+        _part(root, other, 4242, old, "x.csv"),
+    ]
+    os.utime(stale[2], (old, old))
+    kept = [
+        _part(root, host_tag(), os.getpid(), now, "mine.csv"),
+        _part(root, other, 4243, now, "theirs.csv"),
+    ]
+    foreign = [root / ".data.csv.a1b2c3d4e5f6.part", root / "2025/CA/.data.csv.mipspart-x.part"]
+    for path in foreign:
+        path.write_bytes(b"not ours")
+
+    with open_destination(f"file://{root}", settings=TransportSettings()) as destination:
+        destination.preflight()  # sweeps the root
+        assert not stale[0].exists() and not stale[2].exists() and stale[1].exists()
+        destination.put_bytes("2025/CA/data.csv", b"new")  # sweeps 2025/CA
+    assert not stale[1].exists()
+    assert all(path.exists() for path in kept + foreign)
+
+
+def test_local_preflight_creates_the_directory_or_says_why_not(tmp_path):
+    root = tmp_path / "new" / "dir"
+    with open_destination(f"file://{root}", settings=TransportSettings()) as destination:
+        destination.preflight()
+    assert root.is_dir() and list(root.iterdir()) == []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with (
+        open_destination(f"file://{blocker}/dir", settings=TransportSettings()) as destination,
+        pytest.raises(ConfigurationError, match="not usable") as raised,
+    ):
+        destination.preflight()
+    assert "\n" not in str(raised.value)
 
 
 def test_local_symlinks_cannot_lead_outside_the_root(tmp_path):
@@ -458,21 +589,24 @@ def test_s3_object_that_never_verifies_is_terminal(aws_environment, bucket, tmp_
             put(destination, source, S3_NAME)
 
 
-def test_s3_http_500_is_retried_by_the_client(aws_environment, bucket, tmp_path):
+def test_s3_http_500_is_not_retried_inside_botocore(aws_environment, bucket, tmp_path):
+    # One attempt per request: the 500 surfaces at once, and loader.retry is the only loop.
     source = local_file(tmp_path, 2000)
     with s3_fault_proxy(aws_environment) as proxy:
         proxy.fail("PUT", status=500, code="InternalError", query_contains=S3_NAME)
         settings = TransportSettings.from_env(s3_endpoint_url=proxy.url)
-        with open_destination(f"s3://{bucket}/p", settings=settings) as destination:
+        with (
+            open_destination(f"s3://{bucket}/p", settings=settings) as destination,
+            pytest.raises(TransientDeliveryError, match="InternalError"),
+        ):
             put(destination, source, S3_NAME)
-            assert destination.get_bytes(S3_NAME) == source.data
-    assert proxy.count("PUT", S3_NAME) == 2
+    assert proxy.count("PUT", S3_NAME) == 1
 
 
 def test_s3_http_500_surfaces_as_transient_and_retrying_recovers(aws_environment, bucket, tmp_path):
     source = local_file(tmp_path, 2000)
     with s3_fault_proxy(aws_environment) as proxy:
-        settings = TransportSettings.from_env(s3_endpoint_url=proxy.url, s3_max_attempts=1)
+        settings = TransportSettings.from_env(s3_endpoint_url=proxy.url)
         with open_destination(f"s3://{bucket}/p", settings=settings) as destination:
             proxy.fail("PUT", status=503, code="SlowDown", query_contains=S3_NAME)
             with pytest.raises(TransientDeliveryError, match="SlowDown") as raised:
@@ -484,6 +618,54 @@ def test_s3_http_500_surfaces_as_transient_and_retrying_recovers(aws_environment
             retrying(lambda: put(destination, source, S3_NAME), sleep=delays.append)
             assert len(delays) == 1
             assert destination.get_bytes(S3_NAME) == source.data
+    assert proxy.count("PUT", S3_NAME) == 3
+
+
+def test_s3_connection_refused_is_transient(aws_environment, tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}"
+    settings = TransportSettings.from_env(s3_endpoint_url=closed, connect_timeout=2)
+    source = local_file(tmp_path, 100)
+    with open_destination("s3://mips-bucket/p", settings=settings) as destination:
+        for operation in (
+            lambda: put(destination, source, S3_NAME),
+            lambda: destination.stat(S3_NAME),
+            destination.preflight,
+        ):
+            delays: list[float] = []
+            with pytest.raises(TransientDeliveryError, match="S3 connection failed"):
+                retrying(operation, attempts=2, sleep=delays.append)
+            assert len(delays) == 1
+
+
+def test_s3_preflight_missing_bucket_or_denied_is_a_configuration_error(aws_environment):
+    with (
+        open_destination("s3://no-such-bucket-here/p") as destination,
+        pytest.raises(ConfigurationError, match="bucket no-such-bucket-here does not exist"),
+    ):
+        destination.preflight()
+
+
+def test_s3_preflight_access_denied_is_a_configuration_error(aws_environment, bucket):
+    with s3_fault_proxy(aws_environment) as proxy:
+        proxy.fail("HEAD", status=403, code="AccessDenied", times=5)
+        settings = TransportSettings.from_env(s3_endpoint_url=proxy.url)
+        with (
+            open_destination(f"s3://{bucket}/p", settings=settings) as destination,
+            pytest.raises(ConfigurationError, match="denied"),
+        ):
+            destination.preflight()
+
+
+def test_s3_stat_is_a_head_with_size_and_sha256(aws_environment, bucket, tmp_path):
+    source = local_file(tmp_path, 4321)
+    with s3_fault_proxy(aws_environment) as proxy:
+        settings = TransportSettings.from_env(s3_endpoint_url=proxy.url)
+        with open_destination(f"s3://{bucket}/p", settings=settings) as destination:
+            put(destination, source, S3_NAME)
+            before = len(proxy.requests)
+            stored = destination.stat(S3_NAME)
+    assert (stored.size, stored.checksum) == (source.size, source.sha256)
+    assert [method for method, _ in proxy.requests[before:]] == ["HEAD"]
 
 
 @pytest.mark.parametrize("code", ["AccessDenied", "InvalidAccessKeyId"])

@@ -8,7 +8,9 @@ Plain context managers, no pytest: fixtures in test modules wrap them.
 - `s3_fault_proxy(endpoint)` yields a `FaultInjectingProxy` in front of it that can answer
   chosen requests with an S3 error or corrupt their body on the way.
 - `asyncssh_sftp_server(root, ...)` runs an asyncssh SFTP server chrooted to `root`, with
-  `SftpFaults` to drop the connection mid-write, deny writes or refuse posix-rename.
+  `SftpFaults` to drop the connection mid-write, deny writes, refuse posix-rename, answer a
+  write with an error, acknowledge a write without storing it, corrupt stored bytes, or slow
+  every write down.
 - `openssh_sftp_server(root)` runs the system's sshd (internal-sftp); raises SshdUnavailable
   when it cannot.
 - `make_ssh_key` and `write_known_hosts` prepare keys and known_hosts files.
@@ -319,6 +321,20 @@ class SftpFaults:
     posix_rename: bool = True
     drops: int = 0
     bytes_written: int = field(default=0, repr=False)
+    # Faults on the write request that covers byte `fault_offset` of a file; each counter is
+    # how many more such writes get it (a large number: every upload).
+    fault_offset: int = 65536
+    # Answer the write with this error instead of storing it.
+    refuse_writes: int = 0
+    refusal: type[asyncssh.SFTPError] = asyncssh.SFTPFailure
+    # Answer "ok" without storing the data (a lying server, a lost write).
+    swallow_writes: int = 0
+    # Store the data, then flip its first byte on disk (the medium corrupts it).
+    corrupt_writes: int = 0
+    # Seconds to sleep in every write (to catch an upload in the act).
+    write_delay: float = 0.0
+    # Files opened for writing, by path relative to the root, in order.
+    opened_for_write: list[str] = field(default_factory=list)
 
 
 class SftpServerAddress(NamedTuple):
@@ -333,12 +349,29 @@ class FaultInjectingSFTPServer(asyncssh.SFTPServer):
         self._faults = faults
 
     def open(self, path, pflags, attrs):
-        if self._faults.deny_writes and pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT):
-            raise asyncssh.SFTPPermissionDenied("writes are denied on this server")
+        if pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT):
+            if self._faults.deny_writes:
+                raise asyncssh.SFTPPermissionDenied("writes are denied on this server")
+            self._faults.opened_for_write.append(os.fsdecode(path).lstrip("/"))
         return super().open(path, pflags, attrs)
 
     def write(self, file_obj, offset, data):
         faults = self._faults
+        if faults.write_delay:
+            time.sleep(faults.write_delay)
+        if offset <= faults.fault_offset < offset + len(data):
+            if faults.refuse_writes:
+                faults.refuse_writes -= 1
+                raise faults.refusal("injected: no space left on device")
+            if faults.swallow_writes:
+                faults.swallow_writes -= 1
+                return None
+            if faults.corrupt_writes:
+                faults.corrupt_writes -= 1
+                result = super().write(file_obj, offset, data)
+                file_obj.seek(offset)
+                file_obj.write(bytes([data[0] ^ 0xFF]))
+                return result
         result = super().write(file_obj, offset, data)
         if faults.drop_after_bytes is not None:
             faults.bytes_written += len(data)
@@ -477,6 +510,8 @@ def openssh_sftp_server(root: Path) -> Iterator[OpenSshServer]:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Its own session: a signal sshd sends to its process group never reaches pytest.
+                start_new_session=True,
             )
         try:
             _wait_for_listener(port, process, log_path)
