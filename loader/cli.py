@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 
 import click
 
-from loader.deliveries import DeliveriesError, today_for_run
+from loader.build_gate import parse_duration
+from loader.deliveries import today_for_run
+from loader.errors import (
+    EXIT_FAILED,
+    INTERRUPTED,
+    ConfigurationError,
+    MipsError,
+    TransientError,
+)
 from loader.export import (
     DEFAULT_MAX_SHRINK,
     ExportConfigError,
-    ExportLocked,
     ExportRequest,
     plan_export,
     run_export,
     s3_store_url,
 )
-from loader.report import export_json, export_summary
-from loader.warehouse import ProjectOptions, WarehouseConfigError, open_warehouse
+from loader.report import error_json, export_json, export_summary
+from loader.warehouse import ProjectOptions, open_warehouse
 
 
 def project_options(function):
@@ -50,7 +59,82 @@ def _options(project_dir: Path, profiles_dir: Path | None, target: str | None) -
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@contextlib.contextmanager
+def _signals_unwind():
+    """SIGTERM and SIGHUP (a scheduler's timeout, a closed terminal) unwind like Ctrl-C on every
+    target: temporary files are removed, the run is recorded as interrupted, the summary is
+    printed and the exit code is 1."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        INTERRUPTED.set()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    INTERRUPTED.clear()
+    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, interrupt) for signum in handled}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _error_kind(error: BaseException) -> str:
+    if isinstance(error, click.UsageError):
+        return "usage"
+    if isinstance(error, ConfigurationError):
+        return "configuration"
+    if isinstance(error, TransientError):
+        return "transient"
+    return "error"
+
+
+class _Cli(click.Group):
+    """Every expected failure ends as one line (or, with --json, one JSON document on stdout)
+    and the contract's exit code: 2 usage or configuration, 1 anything else. No traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
+        as_json = "--json" in argv
+        with _signals_unwind():
+            try:
+                result = super().main(argv, prog_name, complete_var, False, **extra)
+                code = result if isinstance(result, int) else 0
+            except click.ClickException as error:
+                code = error.exit_code
+                if as_json:
+                    click.echo(error_json(error.format_message(), code, _error_kind(error)))
+                else:
+                    error.show()
+            except click.Abort:
+                code = _fail("interrupted by a signal", EXIT_FAILED, "interrupted", as_json)
+            except MipsError as error:
+                code = _fail(str(error), error.exit_code, _error_kind(error), as_json)
+            except Exception as error:
+                import psycopg
+
+                if not isinstance(error, psycopg.Error):
+                    raise
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                message = f"warehouse connection failed: {type(error).__name__}: {first_line}"
+                code = _fail(message, EXIT_FAILED, "transient", as_json)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str, code: int, kind: str, as_json: bool) -> int:
+    if as_json:
+        click.echo(error_json(message, code, kind))
+    else:
+        click.echo(f"Error: {message}", err=True)
+    return code
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Deliver MIPS quality data to the Healthmonix registry.
 
@@ -73,11 +157,8 @@ def dbt_command(project_dir, profiles_dir, target, dbt_args) -> None:
     from loader.dbt_invocation import run_dbt
 
     options = _options(project_dir, profiles_dir, target)
-    try:
-        with open_warehouse(options):
-            outcome = run_dbt(options, list(dbt_args))
-    except WarehouseConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    with open_warehouse(options):
+        outcome = run_dbt(options, list(dbt_args))
     sys.exit(0 if outcome.success else 1)
 
 
@@ -106,18 +187,15 @@ def generate_command(
     from loader.synthetic import generate
 
     options = _options(project_dir, profiles_dir, target)
-    try:
-        with open_warehouse(options) as warehouse, warehouse.connect() as conn:
-            summary = generate(
-                conn,
-                seed=seed,
-                scale=scale,
-                app_schema=app_schema,
-                forms_schema=forms_schema or app_schema,
-                settings=settings,
-            )
-    except WarehouseConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    with open_warehouse(options) as warehouse, warehouse.connect() as conn:
+        summary = generate(
+            conn,
+            seed=seed,
+            scale=scale,
+            app_schema=app_schema,
+            forms_schema=forms_schema or app_schema,
+            settings=settings,
+        )
     for table, rows in summary.items():
         click.echo(f"{table:<20} {rows:>12,}")
 
@@ -164,7 +242,19 @@ _sftp_url_option = click.option(
 )
 
 
+_max_build_age_option = click.option(
+    "--max-build-age",
+    default="24h",
+    envvar="MIPS_MAX_BUILD_AGE",
+    show_default=True,
+    help="Refuse to deliver from a dbt build that finished longer ago than this "
+    "(by the clock, not --date): 90m, 24h, 2d. Env: MIPS_MAX_BUILD_AGE.",
+)
+
+
 def _export_request(years, states, run_date, s3_url, sftp_url, **extra) -> ExportRequest:
+    if "max_build_age" in extra:
+        extra["max_build_age"] = parse_duration(extra["max_build_age"])
     return ExportRequest(
         run_date=run_date.date() if run_date else today_for_run(),
         s3_url=s3_url,
@@ -200,6 +290,7 @@ def _progress(message: str) -> None:
     show_default=True,
     help="Largest row-count drop (fraction) accepted for an SFTP upload.",
 )
+@_max_build_age_option
 @_json_option("summary")
 @project_options
 def export_command(
@@ -214,11 +305,16 @@ def export_command(
     dry_run,
     allow_shrink,
     max_shrink,
+    max_build_age,
     as_json,
 ):
     """Deliver every configured year/state slice: S3 snapshot, then SFTP where enabled.
 
-    Exit status: 0 all deliveries succeeded, 1 any failed, 2 usage or configuration error.
+    Delivers only from the latest dbt build of the marts, if it succeeded and is younger than
+    --max-build-age (the publish gate); otherwise uploads nothing and exits 1.
+
+    Exit status: 0 all deliveries succeeded, 1 any failed or the gate refused, 2 usage or
+    configuration error (nothing written).
 
     Example: mips-loader export --year 2025 --s3-url s3://ops-bucket/business-operations/healthmonix
     """
@@ -231,6 +327,7 @@ def export_command(
         dry_run=dry_run,
         allow_shrink=allow_shrink,
         max_shrink=Decimal(str(max_shrink)),
+        max_build_age=max_build_age,
     )
     report = _run(
         lambda warehouse: run_export(warehouse, request, progress=_progress),
@@ -243,19 +340,26 @@ def export_command(
 @cli.command("plan")
 @_selection_options
 @_date_option("Run date (default: today in $MIPS_TIME_ZONE).")
+@_max_build_age_option
 @_json_option("plan")
 @project_options
-def plan_command(project_dir, profiles_dir, target, years, states, run_date, as_json):
-    """Show what `export` would deliver (keys, file names, row counts); writes nothing.
+def plan_command(
+    project_dir, profiles_dir, target, years, states, run_date, max_build_age, as_json
+):
+    """Show what `export` would deliver (keys, file names, row counts, the build they come
+    from); writes nothing.
+
+    Exit status: 0 export would deliver, 1 the publish gate would refuse, 2 usage error.
 
     Example: mips-loader plan --year 2023
     """
-    request = _export_request(years, states, run_date, None, None)
+    request = _export_request(years, states, run_date, None, None, max_build_age=max_build_age)
     report = _run(
         lambda warehouse: plan_export(warehouse, request),
         _options(project_dir, profiles_dir, target),
     )
     _print_report(report, as_json)
+    sys.exit(1 if report.refused else 0)
 
 
 @cli.command("demo")
@@ -305,6 +409,11 @@ def demo_command(scale, seed, out, project_dir):
     help="A delivery older than this many days before today is stale.",
 )
 @_date_option("Judge as of this date (default: today in $MIPS_TIME_ZONE).", "today")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Read both stored files back and compare their SHA-256 with the delivery's.",
+)
 @_json_option("status")
 @project_options
 def status_command(
@@ -317,20 +426,23 @@ def status_command(
     sftp_url,
     max_age_days,
     today,
+    verify,
     as_json,
 ):
-    """For every configured year and state: the last S3 snapshot, the last SFTP delivery,
-    whether that file is on the server now, and a verdict (ok, stale, missing on server,
-    never delivered, disabled). Reads only.
+    """For every configured year and state: the last S3 snapshot (the object present with the
+    manifest's size and checksum), the last SFTP delivery, whether that file is on the server
+    now (its size; with --verify its bytes read back and hashed), and a verdict: ok, stale,
+    missing on server, altered on server, missing in S3, altered in S3, latest run failed,
+    never delivered, disabled. Reads only.
 
-    Exit status: 0 every enabled delivery is ok, 1 any is not, 2 usage or configuration error.
+    Exit status: 0 every delivery is ok or disabled, 1 any is not, 2 usage or configuration
+    error.
 
-    Example: mips-loader status --year 2025 --json
+    Example: mips-loader status --year 2025 --verify --json
     """
     from loader.destinations import open_destination
     from loader.destinations.base import DeliveryError
-    from loader.report import table
-    from loader.status import STATUS_COLUMNS, collect_status, status_json, status_rows
+    from loader.status import collect_status, status_json, status_text
 
     if not s3_url:
         raise click.UsageError("no S3 store: pass --s3-url or set MIPS_S3_URL")
@@ -350,14 +462,12 @@ def status_command(
                 max_age_days=max_age_days,
                 years=tuple(years),
                 states=tuple(s.upper() for s in states),
+                verify=verify,
             )
 
-    statuses = _run(action, _options(project_dir, profiles_dir, target))
-    if as_json:
-        click.echo(status_json(statuses))
-    else:
-        click.echo(table(STATUS_COLUMNS, status_rows(statuses)))
-    sys.exit(1 if any(s.needs_attention for s in statuses) else 0)
+    report = _run(action, _options(project_dir, profiles_dir, target))
+    click.echo(status_json(report) if as_json else status_text(report))
+    sys.exit(0 if report.ok else 1)
 
 
 @cli.command("sync-forms")
@@ -412,10 +522,7 @@ def sync_forms_command(
     from loader.warehouse import render_target
 
     athena_options = _options(project_dir, profiles_dir, athena_target)
-    try:
-        athena = render_target(athena_options)
-    except WarehouseConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    athena = render_target(athena_options)
     if athena.adapter_type != "athena":
         raise click.UsageError(f"--athena-target '{athena_target}' is not an Athena target")
 
@@ -447,14 +554,10 @@ def sync_forms_command(
 
 
 def _run(action, options: ProjectOptions):
-    """Open the warehouse, run the action, turn expected failures into one clear message."""
-    try:
-        with open_warehouse(options) as warehouse:
-            return action(warehouse)
-    except (WarehouseConfigError, ExportConfigError, DeliveriesError) as exc:
-        raise click.UsageError(str(exc)) from None
-    except ExportLocked as exc:
-        raise click.ClickException(str(exc)) from None
+    """Open the warehouse and run the action; `_Cli.main` turns expected failures into one
+    clear message and the contract's exit code."""
+    with open_warehouse(options) as warehouse:
+        return action(warehouse)
 
 
 def _print_report(report, as_json: bool) -> None:

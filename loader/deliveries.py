@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import string
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from loader.errors import ConfigurationError
 
 DELIVERIES_MODEL = "mips_deliveries"
 RUN_TIME_ZONE_ENV = "MIPS_TIME_ZONE"
@@ -32,7 +36,17 @@ DELIVERIES_COLUMNS = (
 )
 
 
-class DeliveriesError(Exception):
+# The placeholders a template may carry; anything else in braces is a configuration error.
+PLACEHOLDERS = ("run_date", "run_date_compact")
+STATE_CODE = re.compile(r"[A-Z]{2}")
+# A file or key name: no separators beyond the model's own '/', nothing a shell or SFTP
+# server reads specially.
+SAFE_NAME = re.compile(r"[A-Za-z0-9._/{}-]+")
+# `"schema"."table"` or `"catalog"."schema"."table"`, as dbt renders a relation.
+QUOTED_PART = re.compile(r'"((?:[^"]|"")+)"')
+
+
+class DeliveriesError(ConfigurationError):
     """The deliveries model is missing or says something the loader cannot act on."""
 
 
@@ -50,6 +64,20 @@ class Delivery:
     strictly_contained: bool
     file_header: str
     dbt_invocation_id: str | None
+
+    def __post_init__(self) -> None:
+        """Every value a name is built from is checked before anything is named after it."""
+        label = f"{self.performance_year}/{self.state_code!r}"
+        if not isinstance(self.performance_year, int) or not 2000 <= self.performance_year <= 2999:
+            raise DeliveriesError(f"deliveries row {label}: performance year is not a year")
+        if not isinstance(self.state_code, str) or not STATE_CODE.fullmatch(self.state_code):
+            raise DeliveriesError(f"deliveries row {label}: state code must be two capital letters")
+        relation_parts(self.export_relation, label)
+        check_template(self.s3_key_template, f"{label} s3_key_template")
+        if self.sftp_file_name_template is not None:
+            check_template(self.sftp_file_name_template, f"{label} sftp_file_name_template")
+            if "/" in self.sftp_file_name_template:
+                raise DeliveriesError(f"{label} sftp_file_name_template must not contain '/'")
 
     @property
     def label(self) -> str:
@@ -72,14 +100,63 @@ class Delivery:
         return _fill(self.sftp_file_name_template, run_date)
 
 
+def check_template(template: str | None, what: str) -> None:
+    """A template holds only safe characters and known `{placeholders}`."""
+    if not template or not SAFE_NAME.fullmatch(template):
+        raise DeliveriesError(f"{what} is empty or has characters a file name must not have")
+    try:
+        fields = [
+            field for _, field, _, _ in string.Formatter().parse(template) if field is not None
+        ]
+    except ValueError as exc:
+        raise DeliveriesError(f"{what}: unbalanced braces ({exc})") from None
+    unknown = sorted({f for f in fields if f not in PLACEHOLDERS})
+    if unknown:
+        raise DeliveriesError(
+            f"{what} has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+            f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+        )
+
+
+def relation_parts(relation: str, what: str = "export_relation") -> tuple[str, ...]:
+    """The identifiers of a dbt-rendered relation (`"schema"."table"`), checked."""
+    parts = []
+    rest = relation or ""
+    while rest:
+        match = QUOTED_PART.match(rest)
+        if not match:
+            break
+        parts.append(match.group(1).replace('""', '"'))
+        rest = rest[match.end() :]
+        if rest.startswith("."):
+            rest = rest[1:]
+            if not rest:
+                parts = []
+                break
+        elif rest:
+            parts = []
+            break
+    if not 2 <= len(parts) <= 3:
+        raise DeliveriesError(
+            f'{what}: export_relation must be a quoted relation like "schema"."table"'
+        )
+    return tuple(parts)
+
+
 def _fill(template: str, run_date: dt.date) -> str:
-    return template.replace("{run_date}", run_date.isoformat()).replace(
-        "{run_date_compact}", run_date.strftime("%Y%m%d")
+    return template.format(
+        run_date=run_date.isoformat(), run_date_compact=run_date.strftime("%Y%m%d")
     )
 
 
 def run_time_zone() -> ZoneInfo:
-    return ZoneInfo(os.environ.get(RUN_TIME_ZONE_ENV, DEFAULT_RUN_TIME_ZONE))
+    name = os.environ.get(RUN_TIME_ZONE_ENV) or DEFAULT_RUN_TIME_ZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"{RUN_TIME_ZONE_ENV}={name!r} is not a time zone name (like America/Los_Angeles)"
+        ) from None
 
 
 def today_for_run() -> dt.date:
@@ -93,10 +170,8 @@ def deliveries_relation(schema: str) -> str:
     return sql.Identifier(schema, DELIVERIES_MODEL)
 
 
-def read_deliveries(
-    conn, schema: str, *, years: tuple[int, ...] = (), states: tuple[str, ...] = ()
-) -> list[Delivery]:
-    """The deliveries to make, filtered by year and state, in (year, state) order."""
+def read_deliveries(conn, schema: str) -> list[Delivery]:
+    """Every delivery the model states, in (year, state) order."""
     import psycopg
     from psycopg import sql
 
@@ -107,15 +182,33 @@ def read_deliveries(
     try:
         rows = conn.execute(query).fetchall()
     except psycopg.errors.UndefinedTable:
-        conn.rollback()
         raise DeliveriesError(
             f"{schema}.{DELIVERIES_MODEL} does not exist: run `dbt build` for this target first"
         ) from None
-    deliveries = [Delivery(*row) for row in rows]
-    wanted_states = {s.upper() for s in states}
-    return [
+    return [Delivery(*row) for row in rows]
+
+
+def select_deliveries(
+    deliveries: list[Delivery], years: tuple[int, ...] = (), states: tuple[str, ...] = ()
+) -> list[Delivery]:
+    """The deliveries of the years and states asked for (all when none is asked for).
+
+    A selection that matches nothing is a usage error, not an empty success: `--state XX`
+    with a typo must not look like a run that had nothing to do.
+    """
+    wanted_states = {s.strip().upper() for s in states}
+    selected = [
         d
         for d in deliveries
         if (not years or d.performance_year in years)
         and (not wanted_states or d.state_code in wanted_states)
     ]
+    if (years or states) and not selected:
+        asked = ", ".join(
+            [f"--year {y}" for y in years] + [f"--state {s}" for s in sorted(wanted_states)]
+        )
+        configured = ", ".join(d.label for d in deliveries) or "none"
+        raise ConfigurationError(
+            f"{asked} matches no configured delivery (configured: {configured})"
+        )
+    return selected

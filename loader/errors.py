@@ -12,6 +12,8 @@ is safe to print and log (no secret, no patient value). Three kinds decide what 
 
 from __future__ import annotations
 
+import threading
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -34,3 +36,9 @@ class ConfigurationError(TerminalError):
     """The command cannot run as configured; nothing was attempted."""
 
     exit_code = EXIT_USAGE
+
+
+# Set by the CLI's signal handler (SIGINT, SIGTERM, SIGHUP) before it raises KeyboardInterrupt:
+# a library below us (psycopg ending a COPY) may turn that exception into another one, so the
+# run asks this flag, not only the exception, whether it was interrupted.
+INTERRUPTED = threading.Event()

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from loader.deliveries import Delivery
+from loader.build_gate import DEFAULT_MAX_BUILD_AGE, BuildRecord, gate_refusal
+from loader.deliveries import Delivery, run_time_zone, select_deliveries, today_for_run
 from loader.destinations import open_destination
 from loader.destinations.base import DeliveryError
+from loader.errors import INTERRUPTED, ConfigurationError, TerminalError
 from loader.records import (
     SFTP_DELIVERED,
     SFTP_DISABLED,
@@ -41,13 +44,19 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_DRY_RUN = "dry run"
 STATUS_PLANNED = "planned"
+# Nothing was uploaded because the publish gate is closed (see loader.build_gate).
+STATUS_REFUSED = "refused"
+# A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run during this delivery.
+STATUS_INTERRUPTED = "interrupted"
+
+logger = logging.getLogger(__name__)
 
 
-class ExportConfigError(Exception):
+class ExportConfigError(ConfigurationError):
     """The run cannot start: a destination is missing or unusable (exit code 2)."""
 
 
-class ExportLocked(Exception):
+class ExportLocked(TerminalError):
     """Another export holds the lock on this database."""
 
 
@@ -61,6 +70,7 @@ class ExportRequest:
     dry_run: bool = False
     allow_shrink: bool = False
     max_shrink: Decimal = DEFAULT_MAX_SHRINK
+    max_build_age: dt.timedelta = DEFAULT_MAX_BUILD_AGE
 
 
 @dataclass
@@ -68,10 +78,31 @@ class ExportReport:
     run_id: str
     run_date: dt.date
     results: list[DeliveryRecord] = field(default_factory=list)
+    # The build the deliveries come from (the latest that touched the marts), if any.
+    build: BuildRecord | None = None
+    # Why the publish gate refused the whole run, or None.
+    refused: str | None = None
+    # Set when a signal stopped the run; `not_attempted` deliveries were never started.
+    interrupted: bool = False
+    not_attempted: int = 0
 
     @property
     def succeeded(self) -> bool:
-        return all(r.status != STATUS_FAILED for r in self.results)
+        return (
+            self.refused is None
+            and not self.interrupted
+            and all(r.status in (STATUS_OK, STATUS_DRY_RUN, STATUS_PLANNED) for r in self.results)
+        )
+
+
+def check_run_date(run_date: dt.date) -> None:
+    """A backfill may name a past snapshot; a snapshot dated after tomorrow is a mistake."""
+    tomorrow = today_for_run() + dt.timedelta(days=1)
+    if run_date > tomorrow:
+        raise ConfigurationError(
+            f"--date {run_date.isoformat()} is later than tomorrow ({tomorrow.isoformat()} in "
+            f"{run_time_zone().key}): a snapshot cannot be dated in the future"
+        )
 
 
 Progress = Callable[[str], None]
@@ -103,7 +134,11 @@ def export_lock(conn) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.execute("select pg_advisory_unlock(%s)", (EXPORT_LOCK_KEY,))
+        # A lost connection has lost the lock with it: the run's results must still be told.
+        try:
+            conn.execute("select pg_advisory_unlock(%s)", (EXPORT_LOCK_KEY,))
+        except Exception as exc:  # noqa: BLE001 - psycopg's errors when the database is gone
+            logger.warning("could not release the export lock: %s", type(exc).__name__)
 
 
 def s3_store_url(url: str) -> str:
@@ -133,27 +168,84 @@ def _open_destinations(request: ExportRequest, deliveries: list[Delivery]):
     return s3, sftp
 
 
+def _preflight(*destinations) -> None:
+    """Prove each destination usable before the first byte goes anywhere (exit 2 otherwise)."""
+    for destination in destinations:
+        if destination is None:
+            continue
+        try:
+            retrying(destination.preflight)
+        except DeliveryError as exc:
+            raise ExportConfigError(f"nothing was written: {exc}") from None
+
+
 def run_export(
     warehouse,
     request: ExportRequest,
     *,
     progress: Progress = lambda message: None,
 ) -> ExportReport:
+    check_run_date(request.run_date)
     report = ExportReport(run_id=uuid.uuid4().hex[:12], run_date=request.run_date)
     with open_slice_source(warehouse) as source, source.run_lock():
-        deliveries = source.deliveries(years=request.years, states=request.states)
+        deliveries = select_deliveries(source.deliveries(), request.years, request.states)
+        report.build = source.latest_build()
+        report.refused = gate_refusal(
+            report.build,
+            deliveries,
+            now=dt.datetime.now(dt.timezone.utc),
+            max_age=request.max_build_age,
+            schema=warehouse.schema,
+        )
         s3, sftp = _open_destinations(request, deliveries)
         with contextlib.ExitStack() as stack:
             for destination in (s3, sftp):
                 if destination is not None:
                     stack.enter_context(destination)
+            if report.refused:
+                _refuse(report, deliveries, s3)
+                return report
+            if not request.dry_run:
+                _preflight(s3, sftp)
             work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
-            for delivery in deliveries:
+            for index, delivery in enumerate(deliveries):
                 progress(f"{delivery.label}: unloading")
-                record = _deliver(source, delivery, request, report, s3, sftp, work_dir, progress)
+                record = _new_record(delivery, report, STATUS_FAILED)
+                try:
+                    _deliver(source, delivery, request, record, s3, sftp, work_dir, progress)
+                    interrupted = INTERRUPTED.is_set()
+                except KeyboardInterrupt:
+                    interrupted = True
+                if interrupted:
+                    _interrupted(report, record, s3, request)
+                    report.not_attempted = len(deliveries) - index - 1
+                    break
                 report.results.append(record)
                 progress(f"{delivery.label}: {record.status}")
     return report
+
+
+def _refuse(report: ExportReport, deliveries: list[Delivery], s3) -> None:
+    """The gate is closed: nothing is uploaded; the run log says why, for every delivery."""
+    for delivery in deliveries:
+        record = _new_record(delivery, report, STATUS_REFUSED)
+        record.error = f"{delivery.label}: not delivered: {report.refused}"
+        report.results.append(record)
+        if s3 is not None:
+            _record(s3, record, with_manifest=False)
+
+
+def _interrupted(report: ExportReport, record: DeliveryRecord, s3, request: ExportRequest) -> None:
+    """A signal arrived during `record`'s delivery: say so in the run log, best effort."""
+    report.interrupted = True
+    record.status = STATUS_INTERRUPTED
+    if record.sftp_outcome == SFTP_NOT_ATTEMPTED:
+        record.sftp_outcome = SFTP_FAILED
+    record.error = f"{record.performance_year}/{record.state_code}: interrupted by a signal"
+    report.results.append(record)
+    if not request.dry_run and s3 is not None:
+        with contextlib.suppress(Exception):
+            _record(s3, record, with_manifest=False)
 
 
 def _new_record(delivery: Delivery, report: ExportReport, status: str) -> DeliveryRecord:
@@ -174,8 +266,7 @@ def _new_record(delivery: Delivery, report: ExportReport, status: str) -> Delive
     )
 
 
-def _deliver(source, delivery, request, report, s3, sftp, work_dir, progress) -> DeliveryRecord:
-    record = _new_record(delivery, report, STATUS_FAILED)
+def _deliver(source, delivery, request, record, s3, sftp, work_dir, progress) -> None:
     unloaded: UnloadedSlice | None = None
     snapshot_written = False
     try:
@@ -183,7 +274,7 @@ def _deliver(source, delivery, request, report, s3, sftp, work_dir, progress) ->
         record.rows, record.bytes, record.sha256 = unloaded.rows, unloaded.bytes, unloaded.sha256
         if request.dry_run:
             record.status = STATUS_DRY_RUN
-            return record
+            return
         progress(f"{delivery.label}: {record.rows} rows, {record.bytes} bytes to S3")
         retrying(
             lambda: s3.put_file(
@@ -199,15 +290,14 @@ def _deliver(source, delivery, request, report, s3, sftp, work_dir, progress) ->
     except DeliveryError as exc:
         record.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one delivery's failure must not stop the others
-        message = str(exc)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         prefix = "" if message.startswith(delivery.label) else f"{delivery.label}: "
-        record.error = f"{prefix}{type(exc).__name__}: {message}"
+        record.error = f"{prefix}{type(exc).__name__}: {message}".rstrip(": ")
     finally:
         if unloaded is not None and unloaded.path is not None:
             unloaded.path.unlink(missing_ok=True)
     if not request.dry_run:
         _record(s3, record, with_manifest=snapshot_written)
-    return record
 
 
 def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress) -> str | None:
@@ -248,10 +338,21 @@ def _record(s3, record: DeliveryRecord, *, with_manifest: bool) -> None:
 
 
 def plan_export(warehouse, request: ExportRequest) -> ExportReport:
-    """What `run_export` would deliver, with row counts; writes nothing and takes no lock."""
+    """What `run_export` would deliver, with row counts and the gate's verdict; writes nothing
+    and takes no lock."""
+    check_run_date(request.run_date)
     report = ExportReport(run_id="plan", run_date=request.run_date)
     with open_slice_source(warehouse) as source:
-        for delivery in source.deliveries(years=request.years, states=request.states):
+        deliveries = select_deliveries(source.deliveries(), request.years, request.states)
+        report.build = source.latest_build()
+        report.refused = gate_refusal(
+            report.build,
+            deliveries,
+            now=dt.datetime.now(dt.timezone.utc),
+            max_age=request.max_build_age,
+            schema=warehouse.schema,
+        )
+        for delivery in deliveries:
             record = _new_record(delivery, report, STATUS_PLANNED)
             record.rows = source.count(delivery)
             report.results.append(record)

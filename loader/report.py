@@ -28,6 +28,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def error_json(message: str, exit_code: int, kind: str) -> str:
+    """What `--json` prints when a command cannot do its work: still one JSON document."""
+    return json.dumps(
+        {"ok": False, "error": {"kind": kind, "message": message}, "exit_code": exit_code},
+        indent=2,
+        sort_keys=True,
+    )
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -47,15 +56,30 @@ def delivery_rows(records: Sequence[DeliveryRecord]) -> list[list[Any]]:
     ]
 
 
+def build_line(build) -> str:
+    """Which dbt invocation the deliveries come from."""
+    return f"build: {build.describe()}" if build is not None else "build: none recorded"
+
+
 def export_summary(report) -> str:
     lines = [
         f"run {report.run_id} for {report.run_date.isoformat()}: {len(report.results)} deliveries",
+        build_line(report.build),
         "",
         table(EXPORT_COLUMNS, delivery_rows(report.results)),
     ]
-    errors = [r.error for r in report.results if r.error]
-    if errors:
-        lines += ["", "errors:"] + [f"- {e}" for e in errors]
+    if report.refused:
+        verb = "export would refuse" if report.run_id == "plan" else "refused, nothing uploaded"
+        lines += ["", f"{verb}: {report.refused}"]
+    else:
+        errors = [r.error for r in report.results if r.error]
+        if errors:
+            lines += ["", "errors:"] + [f"- {e}" for e in errors]
+    if report.interrupted:
+        lines += [
+            "",
+            f"interrupted by a signal: {report.not_attempted} deliveries not attempted",
+        ]
     if not report.results:
         lines += ["", "nothing to deliver: no performance year is configured in settings"]
     return "\n".join(lines)
@@ -67,6 +91,10 @@ def export_json(report) -> str:
             "run_id": report.run_id,
             "run_date": report.run_date.isoformat(),
             "succeeded": report.succeeded,
+            "build": report.build.to_dict() if report.build is not None else None,
+            "refused": report.refused,
+            "interrupted": report.interrupted,
+            "not_attempted": report.not_attempted,
             "deliveries": [asdict(r) for r in report.results],
         },
         indent=2,

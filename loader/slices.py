@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from loader.build_gate import BUILD_LOG_COLUMNS, BUILD_LOG_MODEL, BuildRecord, build_record
 from loader.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, Delivery, read_deliveries
 from loader.unload import UnloadedSlice, count_postgres_slice, unload_postgres_slice
 
@@ -24,13 +25,18 @@ ATHENA_LOCK_NAME = "mips-loader/export.lock"
 class SliceSource:
     """The deliveries, one slice at a time, and the lock that keeps runs apart."""
 
-    def deliveries(self, years=(), states=()) -> list[Delivery]:
+    def deliveries(self) -> list[Delivery]:
+        """Every delivery the deliveries model states (select with `select_deliveries`)."""
         raise NotImplementedError
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
         raise NotImplementedError
 
     def count(self, delivery: Delivery) -> int:
+        raise NotImplementedError
+
+    def latest_build(self) -> BuildRecord | None:
+        """The newest build-log row of an invocation that touched the marts, or None."""
         raise NotImplementedError
 
     def run_lock(self) -> contextlib.AbstractContextManager:
@@ -42,8 +48,8 @@ class PostgresSliceSource(SliceSource):
         self.conn = conn
         self.schema = schema
 
-    def deliveries(self, years=(), states=()) -> list[Delivery]:
-        return read_deliveries(self.conn, self.schema, years=years, states=states)
+    def deliveries(self) -> list[Delivery]:
+        return read_deliveries(self.conn, self.schema)
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
         return unload_postgres_slice(
@@ -60,6 +66,23 @@ class PostgresSliceSource(SliceSource):
             self.conn, delivery.export_relation, delivery.performance_year, delivery.state_code
         )
 
+    def latest_build(self) -> BuildRecord | None:
+        import psycopg
+        from psycopg import sql
+
+        query = sql.SQL(
+            "select {columns} from {relation} where touched_marts "
+            "order by completed_at desc limit 1"
+        ).format(
+            columns=sql.SQL(", ").join(sql.Identifier(c) for c in BUILD_LOG_COLUMNS),
+            relation=sql.Identifier(self.schema, BUILD_LOG_MODEL),
+        )
+        try:
+            row = self.conn.execute(query).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+        return build_record(row) if row else None
+
     def run_lock(self):
         from loader.export import export_lock
 
@@ -72,7 +95,7 @@ class AthenaSliceSource(SliceSource):
         self.settings = settings
         self._columns: dict[str, list[str]] = {}
 
-    def deliveries(self, years=(), states=()) -> list[Delivery]:
+    def deliveries(self) -> list[Delivery]:
         from loader.athena import iter_csv_records, quote_identifier
 
         relation = f"{quote_identifier(self.client.schema)}.{quote_identifier(DELIVERIES_MODEL)}"
@@ -80,13 +103,25 @@ class AthenaSliceSource(SliceSource):
         result = self.client.run_query(f"select {selected} from {relation} order by 1, 2")
         records = iter_csv_records(self.client.stream_result_csv(result.output_location))
         next(records, None)  # the header
-        wanted = {s.upper() for s in states}
-        deliveries = [_delivery_from_text(record) for record in records]
-        return [
-            d
-            for d in deliveries
-            if (not years or d.performance_year in years) and (not wanted or d.state_code in wanted)
-        ]
+        return [_delivery_from_text(record) for record in records]
+
+    def latest_build(self) -> BuildRecord | None:
+        from loader.athena import AthenaQueryError, iter_csv_records, quote_identifier
+
+        relation = f"{quote_identifier(self.client.schema)}.{quote_identifier(BUILD_LOG_MODEL)}"
+        try:
+            result = self.client.run_query(
+                f"select {', '.join(BUILD_LOG_COLUMNS)} from {relation} "
+                "where touched_marts order by completed_at desc limit 1"
+            )
+        except AthenaQueryError as exc:
+            if "TABLE_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+                return None
+            raise
+        records = iter_csv_records(self.client.stream_result_csv(result.output_location))
+        next(records, None)  # the header
+        row = next(records, None)
+        return build_record(row) if row else None
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
         from loader.athena import athena_file_columns, unload_athena_slice
@@ -143,8 +178,14 @@ def _delivery_from_text(record: list[str | None]) -> Delivery:
 @contextlib.contextmanager
 def open_slice_source(warehouse) -> Iterator[SliceSource]:
     if warehouse.adapter_type == "postgres":
-        with warehouse.connect(autocommit=True) as conn:
+        conn = warehouse.connect(autocommit=True)
+        try:
             yield PostgresSliceSource(conn, warehouse.schema)
+        finally:
+            # After an interrupted COPY or a lost server the connection cannot even commit;
+            # closing it must not hide what the run has to report.
+            with contextlib.suppress(Exception):
+                conn.close()
     elif warehouse.adapter_type == "athena":
         from loader.athena import AthenaClient
 

@@ -1,29 +1,41 @@
 """`mips-loader status`: is every configured delivery in S3 and on the registry's server now?
 
-Reads only: the deliveries model, the manifests and run log in the S3 store, and a listing of
-the SFTP directory.
+Reads only: the deliveries model and the build log, the manifests and run log in the S3 store,
+a HEAD of each snapshot object, and a stat of each delivered file on the SFTP server. With
+`verify`, both stored files are read back and hashed. A verdict is "ok" only when all of these
+agree with what the last delivery recorded, and the latest run of the delivery did not fail.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-from loader.deliveries import Delivery
-from loader.export import ExportConfigError
-from loader.records import DeliveryRecord, last_sftp_delivery
+from loader.build_gate import BuildRecord
+from loader.deliveries import Delivery, select_deliveries
+from loader.destinations.base import Destination, Digest
+from loader.errors import ConfigurationError
+from loader.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
+from loader.report import build_line, table
 from loader.slices import open_slice_source
 
 OK = "ok"
 STALE = "stale"
 MISSING_ON_SERVER = "missing on server"
+ALTERED_ON_SERVER = "altered on server"
+MISSING_IN_S3 = "missing in S3"
+ALTERED_IN_S3 = "altered in S3"
+LATEST_RUN_FAILED = "latest run failed"
 NEVER_DELIVERED = "never delivered"
 DISABLED = "disabled"
 
+# Statuses of a run-log record that mean the delivery happened.
+_SUCCEEDED = ("ok",)
+
 STATUS_COLUMNS = (
-    "year", "state", "last snapshot", "rows", "bytes", "last SFTP delivery", "SFTP name",
-    "on server", "verdict",
+    "year", "state", "last snapshot", "rows", "bytes", "in S3", "last SFTP delivery",
+    "SFTP name", "on server", "verdict",
 )  # fmt: skip
 
 
@@ -36,17 +48,33 @@ class DeliveryStatus:
     last_snapshot_key: str | None
     last_snapshot_rows: int | None
     last_snapshot_bytes: int | None
+    # The snapshot object as S3 holds it now: True when it matches the manifest.
+    in_s3: bool | None
     last_sftp_run_date: str | None
     last_sftp_file_name: str | None
     on_server: bool | None
     verdict: str
+    latest_run_status: str | None = None
+    latest_run_error: str | None = None
+    detail: str | None = None
 
     @property
     def needs_attention(self) -> bool:
-        return self.sftp_enabled and self.verdict != OK
+        return self.verdict not in (OK, DISABLED)
 
 
-def last_snapshot(store, delivery: Delivery) -> DeliveryRecord | None:
+@dataclass
+class StatusReport:
+    statuses: list[DeliveryStatus] = field(default_factory=list)
+    build: BuildRecord | None = None
+    verified: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not any(s.needs_attention for s in self.statuses)
+
+
+def last_snapshot(store: Destination, delivery: Delivery) -> DeliveryRecord | None:
     """The newest manifest under `{year}/{state}/`: snapshot folders are dates, so names sort."""
     prefix = f"{delivery.performance_year}/{delivery.state_code}/"
     manifests = [o.name for o in store.list(prefix) if o.name.endswith("/manifest.json")]
@@ -54,55 +82,106 @@ def last_snapshot(store, delivery: Delivery) -> DeliveryRecord | None:
     return DeliveryRecord.from_json(data) if data else None
 
 
-def verdict_for(
-    delivery: Delivery,
-    delivered: DeliveryRecord | None,
-    on_server: bool | None,
+def _matches(
+    store: Destination, name: str, recorded: DeliveryRecord, *, verify: bool
+) -> tuple[bool, str | None]:
+    """Whether `name` in `store` holds the recorded bytes, and if not, what differs."""
+    stored = store.stat(name)
+    if stored is None:
+        return False, None
+    if stored.size != recorded.bytes:
+        return False, f"{name}: stored {stored.size} bytes, delivered {recorded.bytes}"
+    if stored.checksum is not None and stored.checksum != recorded.sha256:
+        return False, f"{name}: stored sha256 {stored.checksum}, delivered {recorded.sha256}"
+    if verify:
+        digest = store.read_digest(name)
+        expected = Digest(recorded.bytes, recorded.sha256)
+        if digest is None:
+            return False, None
+        if digest != expected:
+            return False, f"{name}: read back {digest}, delivered {expected}"
+    return True, None
+
+
+def _check(store, name, recorded, verify, missing: str, altered: str):
+    """(matches, verdict if not, detail)."""
+    matches, detail = _matches(store, name, recorded, verify=verify)
+    if matches:
+        return True, None, None
+    return False, (altered if detail else missing), detail
+
+
+def collect_status(
+    warehouse,
+    s3: Destination,
+    sftp: Destination | None,
+    *,
     today: dt.date,
     max_age_days: int,
-) -> str:
+    years=(),
+    states=(),
+    verify: bool = False,
+) -> StatusReport:
+    with open_slice_source(warehouse) as source:
+        deliveries = select_deliveries(source.deliveries(), tuple(years), tuple(states))
+        report = StatusReport(build=source.latest_build(), verified=verify)
+    if sftp is None and any(d.sftp_enabled for d in deliveries):
+        raise ConfigurationError("SFTP is enabled for some years: pass --sftp-url or MIPS_SFTP_URL")
+    for delivery in deliveries:
+        report.statuses.append(_status(delivery, s3, sftp, today, max_age_days, verify))
+    return report
+
+
+def _status(delivery, s3, sftp, today, max_age_days, verify) -> DeliveryStatus:
+    year, state = delivery.performance_year, delivery.state_code
+    snapshot = last_snapshot(s3, delivery)
+    latest = next(run_log_newest_first(s3, year, state), None)
+    delivered = last_sftp_delivery(s3, year, state) if delivery.sftp_enabled else None
+    verdict, detail = None, None
+    in_s3 = on_server = None
+    if snapshot is not None:
+        in_s3, problem, detail = _check(
+            s3, snapshot.s3_key, snapshot, verify, MISSING_IN_S3, ALTERED_IN_S3
+        )
+        verdict = problem
+    if delivered is not None and sftp is not None:
+        on_server, problem, server_detail = _check(
+            sftp, delivered.sftp_file_name, delivered, verify, MISSING_ON_SERVER, ALTERED_ON_SERVER
+        )
+        verdict, detail = verdict or problem, detail or server_detail
+    if latest is not None and latest.status not in _SUCCEEDED:
+        # Whatever was delivered before, the newest attempt failed: never "ok".
+        verdict = LATEST_RUN_FAILED
+        detail = latest.error
+    elif verdict is None:
+        verdict = _age_verdict(delivery, delivered, today, max_age_days)
+    return DeliveryStatus(
+        performance_year=year,
+        state_code=state,
+        sftp_enabled=delivery.sftp_enabled,
+        last_snapshot_run_date=snapshot.run_date if snapshot else None,
+        last_snapshot_key=snapshot.s3_key if snapshot else None,
+        last_snapshot_rows=snapshot.rows if snapshot else None,
+        last_snapshot_bytes=snapshot.bytes if snapshot else None,
+        in_s3=in_s3,
+        last_sftp_run_date=delivered.run_date if delivered else None,
+        last_sftp_file_name=delivered.sftp_file_name if delivered else None,
+        on_server=on_server,
+        verdict=verdict,
+        latest_run_status=latest.status if latest else None,
+        latest_run_error=latest.error if latest else None,
+        detail=detail,
+    )
+
+
+def _age_verdict(delivery, delivered, today: dt.date, max_age_days: int) -> str:
     if not delivery.sftp_enabled:
         return DISABLED
     if delivered is None:
         return NEVER_DELIVERED
-    if not on_server:
-        return MISSING_ON_SERVER
     if dt.date.fromisoformat(delivered.run_date) < today - dt.timedelta(days=max_age_days):
         return STALE
     return OK
-
-
-def collect_status(
-    warehouse, s3, sftp, *, today: dt.date, max_age_days: int, years=(), states=()
-) -> list[DeliveryStatus]:
-    with open_slice_source(warehouse) as source:
-        deliveries = source.deliveries(years=years, states=states)
-    if sftp is None and any(d.sftp_enabled for d in deliveries):
-        raise ExportConfigError("SFTP is enabled for some years: pass --sftp-url or MIPS_SFTP_URL")
-    on_server_sizes = {o.name: o.size for o in sftp.list("")} if sftp is not None else {}
-    statuses = []
-    for delivery in deliveries:
-        snapshot = last_snapshot(s3, delivery)
-        delivered = last_sftp_delivery(s3, delivery.performance_year, delivery.state_code)
-        on_server = None
-        if delivery.sftp_enabled and delivered is not None:
-            on_server = on_server_sizes.get(delivered.sftp_file_name) == delivered.bytes
-        statuses.append(
-            DeliveryStatus(
-                performance_year=delivery.performance_year,
-                state_code=delivery.state_code,
-                sftp_enabled=delivery.sftp_enabled,
-                last_snapshot_run_date=snapshot.run_date if snapshot else None,
-                last_snapshot_key=snapshot.s3_key if snapshot else None,
-                last_snapshot_rows=snapshot.rows if snapshot else None,
-                last_snapshot_bytes=snapshot.bytes if snapshot else None,
-                last_sftp_run_date=delivered.run_date if delivered else None,
-                last_sftp_file_name=delivered.sftp_file_name if delivered else None,
-                on_server=on_server,
-                verdict=verdict_for(delivery, delivered, on_server, today, max_age_days),
-            )
-        )
-    return statuses
 
 
 def status_rows(statuses: list[DeliveryStatus]) -> list[list]:
@@ -116,6 +195,7 @@ def status_rows(statuses: list[DeliveryStatus]) -> list[list]:
             s.last_snapshot_run_date or "never",
             s.last_snapshot_rows,
             s.last_snapshot_bytes,
+            yes_no(s.in_s3),
             s.last_sftp_run_date or ("-" if not s.sftp_enabled else "never"),
             s.last_sftp_file_name or "-",
             yes_no(s.on_server),
@@ -125,11 +205,23 @@ def status_rows(statuses: list[DeliveryStatus]) -> list[list]:
     ]
 
 
-def status_json(statuses: list[DeliveryStatus]) -> str:
+def status_text(report: StatusReport) -> str:
+    lines = [build_line(report.build), "", table(STATUS_COLUMNS, status_rows(report.statuses))]
+    details = [
+        f"- {s.performance_year}/{s.state_code}: {s.detail}" for s in report.statuses if s.detail
+    ]
+    if details:
+        lines += ["", "details:", *details]
+    return "\n".join(lines)
+
+
+def status_json(report: StatusReport) -> str:
     return json.dumps(
         {
-            "ok": not any(s.needs_attention for s in statuses),
-            "deliveries": [asdict(s) for s in statuses],
+            "ok": report.ok,
+            "verified": report.verified,
+            "build": report.build.to_dict() if report.build is not None else None,
+            "deliveries": [asdict(s) for s in report.statuses],
         },
         indent=2,
         sort_keys=True,

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from loader.csv_layout import encode_record
+from loader.deliveries import STATE_CODE, relation_parts
+
+WORK_DIR_PREFIX = "mips-export-"
 
 BLOCK_SIZE = 1 << 20
 # Columns of the export model that select and order a slice; every other column is the file.
@@ -50,11 +53,18 @@ class CsvRowCounter:
                 self.newlines += segment.count(b"\n")
 
 
+def _relation(relation: str):
+    """`"schema"."table"` as an identifier psycopg quotes itself: never pasted as SQL text."""
+    from psycopg import sql
+
+    return sql.Identifier(*relation_parts(relation))
+
+
 def file_columns(conn, relation: str) -> list[str]:
     """The export model's file columns, in table order."""
     from psycopg import sql
 
-    cursor = conn.execute(sql.SQL("select * from {} where false").format(sql.SQL(relation)))
+    cursor = conn.execute(sql.SQL("select * from {} where false").format(_relation(relation)))
     return [c.name for c in cursor.description if c.name not in SLICE_COLUMNS]
 
 
@@ -68,7 +78,7 @@ def slice_query(conn, relation: str, year: int, state: str):
         " order by file_row_number) to stdout with (format csv, encoding 'UTF8')"
     ).format(
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        relation=sql.SQL(relation),
+        relation=_relation(relation),
         year=sql.Literal(year),
         state=sql.Literal(state),
     )
@@ -119,7 +129,9 @@ def unload_postgres_slice(
         if work_dir is None:
             rows, size, sha = _drain(header_line, copy, None)
             return UnloadedSlice(path=None, rows=rows, bytes=size, sha256=sha)
-        fd, name = tempfile.mkstemp(prefix=f"{year}-{state}-", suffix=".csv", dir=work_dir)
+        if not STATE_CODE.fullmatch(state):
+            raise ValueError(f"refusing to name a file after state code {state!r}")
+        fd, name = tempfile.mkstemp(prefix=f"{int(year)}-{state}-", suffix=".csv", dir=work_dir)
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as sink:
@@ -131,8 +143,48 @@ def unload_postgres_slice(
 
 
 def private_work_dir() -> tempfile.TemporaryDirectory:
-    """A 0700 directory for slice files, removed with everything in it when closed."""
-    return tempfile.TemporaryDirectory(prefix="mips-export-")
+    """A 0700 directory for slice files, removed with everything in it when closed.
+
+    Its name carries our pid (`mips-export-{pid}-XXXX`), so a later run can tell the directory
+    of a killed run (SIGKILL leaves it behind) from one in use: see `remove_stale_work_dirs`.
+    """
+    remove_stale_work_dirs()
+    return tempfile.TemporaryDirectory(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-")
+
+
+def remove_stale_work_dirs(parent: Path | None = None) -> list[Path]:
+    """Remove the work directories of dead runs: ours by name and owner, whose pid is gone."""
+    import shutil
+
+    parent = Path(parent or tempfile.gettempdir())
+    removed = []
+    for candidate in parent.glob(f"{WORK_DIR_PREFIX}*-*"):
+        pid_text = candidate.name[len(WORK_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            info = candidate.lstat()
+        except OSError:
+            continue
+        if (
+            not pid_text.isdigit()
+            or not candidate.is_dir()
+            or candidate.is_symlink()
+            or info.st_uid != os.getuid()
+            or _alive(int(pid_text))
+        ):
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def count_postgres_slice(conn, relation: str, year: int, state: str) -> int:
@@ -140,5 +192,5 @@ def count_postgres_slice(conn, relation: str, year: int, state: str) -> int:
 
     query = sql.SQL(
         "select count(*) from {relation} where performance_year = {year} and state_code = {state}"
-    ).format(relation=sql.SQL(relation), year=sql.Literal(year), state=sql.Literal(state))
+    ).format(relation=_relation(relation), year=sql.Literal(year), state=sql.Literal(state))
     return int(conn.execute(query).fetchone()[0])

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from loader.cluster import default_data_dir, running_cluster
+from loader.errors import ConfigurationError
 
 PROFILE_NAME = "healthmonix_mips"
 EMBEDDED_TARGET = "dev"
 
 
-class WarehouseConfigError(Exception):
+class WarehouseConfigError(ConfigurationError):
     """The project, profile or target is unusable; the message says which and why."""
 
 

@@ -100,7 +100,55 @@ def models(db, monkeypatch):
         "add column file_header text default 'Patient ID,Treatment,Score', "
         "add column dbt_invocation_id text default 'handmade-invocation'"
     )
+    record_build(db, HANDMADE_SCHEMA)
     monkeypatch.setenv("MIPS_DEV_SCHEMA", HANDMADE_SCHEMA)
     for variable in ("MIPS_S3_URL", "MIPS_SFTP_URL"):
         monkeypatch.delenv(variable, raising=False)
     return db
+
+
+@pytest.fixture
+def stores(tmp_path):
+    """Local directories standing in for S3 and the SFTP server: (s3, sftp)."""
+    s3, sftp = tmp_path / "s3", tmp_path / "sftp"
+    s3.mkdir()
+    sftp.mkdir()
+    return s3, sftp
+
+
+def record_build(
+    db,
+    schema: str,
+    *,
+    invocation_id: str = "handmade-invocation",
+    success: bool = True,
+    touched_marts: bool = True,
+    marts_built: str = "mips_deliveries,mips_export_v1",
+    age: str = "5 minutes",
+    failed_nodes: str = "",
+) -> None:
+    """A row in the build log as dbt's on-run-end hook writes it (the publish gate reads it)."""
+    db.execute(
+        f"""
+        create table if not exists {schema}.mips_build_log (
+            invocation_id text, command text, selection text, started_at timestamptz,
+            completed_at timestamptz, success boolean, touched_marts boolean, marts_built text,
+            errors int, failures int, warnings int, skipped int, failed_nodes text,
+            dbt_version text, target_name text)
+        """
+    )
+    db.execute(
+        f"insert into {schema}.mips_build_log values (%s, 'build', '', "
+        "now() - %s::interval - interval '1 minute', now() - %s::interval, %s, %s, %s, "
+        "%s, 0, 0, 0, %s, '1.11', 'dev')",
+        (
+            invocation_id,
+            age,
+            age,
+            success,
+            touched_marts,
+            marts_built,
+            0 if success else 1,
+            failed_nodes,
+        ),
+    )

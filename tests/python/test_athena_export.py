@@ -16,6 +16,7 @@ import pytest
 from test_athena import CREDENTIALS, RESULTS_BUCKET, SETTINGS, moto_endpoint  # noqa: F401
 from transport_servers import moto_api, queue_athena_results
 
+from loader.build_gate import BUILD_LOG_COLUMNS
 from loader.deliveries import DELIVERIES_COLUMNS
 from loader.export import ExportLocked, ExportRequest, plan_export, run_export
 from loader.warehouse import Warehouse
@@ -28,6 +29,19 @@ DELIVERY_ROWS = [
     ["2025", "TX", RELATION, "2025/TX/{run_date}/data.csv", None, "true", "21742", "MlUGF8grFd",
      "Quality_21742_MlUGF8grFd.csv", "false", "Patient ID,Date Of Service,Score", "inv-1"],
 ]  # fmt: skip
+BUILD_LOG = list(BUILD_LOG_COLUMNS)
+
+
+def build_row(invocation_id: str = "inv-1", success: bool = True) -> list[str]:
+    """The build log's newest row as Athena returns it: text, timestamps in UTC without zone."""
+    finished = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    stamp = finished.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return [
+        invocation_id, "build", "", stamp, stamp, str(success).lower(), "true",
+        "mips_deliveries,mips_export_v1", "0", "0", "0", "0", "",
+    ]  # fmt: skip
+
+
 # Glue keeps lower-case names; the header comes from the deliveries model instead.
 ATHENA_COLUMNS = ["patient_id", "date_of_service", "score"]
 
@@ -61,6 +75,7 @@ def test_export_on_athena_writes_the_postgres_layout(athena_target, tmp_path):
     warehouse, queue, s3 = athena_target
     queue(
         (DELIVERY_COLUMNS, DELIVERY_ROWS),
+        (BUILD_LOG, [build_row()]),
         (["performance_year", "state_code", "file_row_number", *ATHENA_COLUMNS], []),
         (ATHENA_COLUMNS, [["1", "2022-03-01", "42.5"], ["1", "2022-03-01", None]]),
         (ATHENA_COLUMNS, [["7", "2025-02-02", 'say "hi", ok'], ["8", "2025-02-03", ""]]),
@@ -104,10 +119,25 @@ def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
 
 def test_plan_on_athena_counts_rows(athena_target):
     warehouse, queue, _ = athena_target
-    queue((DELIVERY_COLUMNS, DELIVERY_ROWS[1:]), (["rows"], [["12"]]))
+    queue((DELIVERY_COLUMNS, DELIVERY_ROWS[1:]), (BUILD_LOG, [build_row()]), (["rows"], [["12"]]))
     request = ExportRequest(run_date=dt.date(2026, 1, 15), s3_url=None, sftp_url=None)
     report = plan_export(warehouse, request)
     assert [(r.performance_year, r.state_code, r.rows) for r in report.results] == [
         (2025, "TX", 12)
     ]
     assert report.results[0].sftp_file_name == "Quality_21742_MlUGF8grFd.csv"
+    assert report.build.invocation_id == "inv-1" and report.refused is None
+
+
+def test_a_failed_build_on_athena_uploads_nothing(athena_target, tmp_path):
+    warehouse, queue, _ = athena_target
+    queue((DELIVERY_COLUMNS, DELIVERY_ROWS), (BUILD_LOG, [build_row("inv-2", success=False)]))
+    s3_dir = tmp_path / "s3"
+    request = ExportRequest(
+        run_date=dt.date(2026, 1, 15), s3_url=s3_dir.as_uri(), sftp_url=(tmp_path / "sftp").as_uri()
+    )
+    report = run_export(warehouse, request)
+    assert not report.succeeded
+    assert "inv-2" in report.refused
+    assert sorted(p.parts[len(s3_dir.parts)] for p in s3_dir.rglob("*.json")) == ["run-log"] * 2
+    assert not (tmp_path / "sftp").exists() or not any((tmp_path / "sftp").iterdir())

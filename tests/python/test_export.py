@@ -15,19 +15,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from conftest import HANDMADE_SCHEMA as SCHEMA
+from conftest import record_build
 
 from loader.cli import cli
 from loader.export import EXPORT_LOCK_KEY, s3_store_url
 
 RUN_DATE = "2026-01-15"
-
-
-@pytest.fixture
-def stores(tmp_path):
-    s3, sftp = tmp_path / "s3", tmp_path / "sftp"
-    s3.mkdir()
-    sftp.mkdir()
-    return s3, sftp
 
 
 def invoke(profiles_dir, *args):
@@ -146,6 +139,8 @@ def test_one_failed_delivery_does_not_stop_the_others(models, profiles_dir, stor
         f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."gone"\' '
         "where performance_year = 2023"
     )
+    # A build that says it made the table, which is gone by the time the loader reads it.
+    record_build(models, SCHEMA, marts_built="mips_deliveries,mips_export_v1,gone")
     result = export(profiles_dir, stores, "--json")
     assert result.exit_code == 1
     by_year = {d["performance_year"]: d for d in json.loads(result.output)["deliveries"]}
@@ -224,8 +219,9 @@ def test_status_verdicts(models, profiles_dir, stores):
     assert set(verdicts(disabled).values()) == {"disabled"}
     table = invoke(profiles_dir, "status", "--date", RUN_DATE, "--s3-url", s3.as_uri())
     assert table.exit_code == 0
-    assert table.output.splitlines()[0].split()[:4] == ["year", "state", "last", "snapshot"]
-    assert [line.split()[-1] for line in table.output.splitlines()[2:]] == ["disabled"] * 3
+    assert table.output.splitlines()[0].startswith("build: dbt build handmade-invocation")
+    assert table.output.splitlines()[2].split()[:4] == ["year", "state", "last", "snapshot"]
+    assert [line.split()[-1] for line in table.output.splitlines()[4:]] == ["disabled"] * 3
 
 
 def test_no_secret_or_row_in_output(models, profiles_dir, stores, monkeypatch):
@@ -234,6 +230,32 @@ def test_no_secret_or_row_in_output(models, profiles_dir, stores, monkeypatch):
     assert "hunter2-secret" not in result.output
     assert "MSK06" not in result.output  # export rows never reach the output
     assert os.environ["MIPS_DEV_SCHEMA"] == SCHEMA
+
+
+@pytest.mark.parametrize(
+    "option, url, secret",
+    [
+        ("--sftp-url", "sftp://u:hun/ter2@127.0.0.1:22/x", "hun/ter2"),
+        ("--sftp-url", "sftp://u:a?b#c@127.0.0.1/x", "a?b#c"),
+        ("--sftp-url", "sftp://u:p@ss@127.0.0.1/x", "p@ss"),
+        ("--s3-url", "s3://AKIAEXAMPLE:se/cret@ops-bucket/p", "se/cret"),
+        ("--s3-url", "s3://AKIAEXAMPLE:secret@ops-bucket/p", "secret"),
+        ("--s3-url", "file://user:pw#1@/tmp/store", "pw#1"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_url_with_a_password_is_refused_without_echoing_it(
+    models, profiles_dir, stores, option, url, secret, as_json
+):
+    s3, sftp = stores
+    urls = {"--s3-url": s3.as_uri(), "--sftp-url": sftp.as_uri(), option: url}
+    args = ["export", "--date", RUN_DATE, *[x for pair in urls.items() for x in pair]]
+    result = invoke(profiles_dir, *args, *(["--json"] if as_json else []))
+    assert result.exit_code == 2, result.output
+    assert secret not in result.output
+    if as_json:
+        assert json.loads(result.stdout)["error"]["kind"] == "configuration"
+    assert files_under(s3) == [] and files_under(sftp) == []
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import asyncssh
 import pytest
 from click.testing import CliRunner
 from transport_servers import (
@@ -105,38 +106,46 @@ def test_connection_dropped_mid_upload_is_retried_without_partial_files(rig, pro
     assert (rig["uploads"] / SFTP_NAMES[1]).read_bytes() == body["Body"].read()
 
 
+def refused_before_writing(rig, profiles_dir, *words):
+    """An SFTP problem found by the preflight: exit 2, one error, nothing in S3 or on SFTP."""
+    result, _ = export(rig, profiles_dir)
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and document["error"]["kind"] == "configuration"
+    message = document["error"]["message"].lower()
+    assert "nothing was written" in message
+    assert all(word in message for word in words), message
+    assert on_server(rig) == []
+    assert s3_keys(rig) == [], "not even the S3 snapshots: nothing is half-delivered"
+
+
 def test_changed_host_key_is_refused_and_nothing_is_uploaded(rig, profiles_dir):
     impostor = make_ssh_key(rig["tmp"] / "impostor")
     host_port = rig["known_hosts"].read_text().split()[0]
     rig["known_hosts"].write_text(f"{host_port} {impostor.public_key}\n")
-    result, report = export(rig, profiles_dir)
-    assert result.exit_code == 1
-    failed = [d for d in report["deliveries"] if d["status"] == "failed"]
-    assert {(d["performance_year"], d["sftp_outcome"]) for d in failed} == {
-        (2023, "failed"),
-        (2025, "failed"),
-    }
-    assert all("host key" in d["error"].lower() for d in failed)
-    assert on_server(rig) == []
-    assert len(data_keys(rig)) == 3, "the S3 snapshots are still written"
+    refused_before_writing(rig, profiles_dir, "host key", "changed")
 
 
 def test_unknown_host_is_refused(rig, profiles_dir):
     rig["known_hosts"].write_text("")
-    result, report = export(rig, profiles_dir)
-    assert result.exit_code == 1
-    assert on_server(rig) == []
-    assert all(
-        "known" in d["error"].lower() for d in report["deliveries"] if d["status"] == "failed"
-    )
+    refused_before_writing(rig, profiles_dir, "host key")
 
 
-def test_permission_denied_is_terminal_and_the_others_continue(rig, profiles_dir):
+def test_an_unwritable_directory_is_found_before_anything_is_written(rig, profiles_dir):
     rig["faults"].deny_writes = True
+    refused_before_writing(rig, profiles_dir)
+
+
+def test_permission_denied_mid_run_is_terminal_and_the_others_continue(rig, profiles_dir):
+    # The preflight's probe passes; then the server denies the first real upload's first write.
+    rig["faults"].fault_offset = 0
+    rig["faults"].refusal = asyncssh.SFTPPermissionDenied
+    rig["faults"].refuse_writes = 1
     result, report = export(rig, profiles_dir)
     assert result.exit_code == 1
     statuses = {d["performance_year"]: d["status"] for d in report["deliveries"]}
-    assert statuses == {2022: "ok", 2023: "failed", 2025: "failed"}
+    assert statuses == {2022: "ok", 2023: "failed", 2025: "ok"}
+    assert on_server(rig) == [SFTP_NAMES[1]]
     assert len(data_keys(rig)) == 3
     runs = [k for k in s3_keys(rig) if "/run-log/" in k]
     assert len(runs) == 3, "every delivery, failed or not, is in the run log"

@@ -1,0 +1,230 @@
+"""Runs that end badly: a signal, a lost database. Real processes and the embedded PostgreSQL.
+
+The slow slice is a view whose scan sleeps, so a signal or a lost connection can be timed to
+arrive while the loader is streaming it into its private temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from conftest import HANDMADE_SCHEMA as SCHEMA
+from conftest import PROJECT_DIR, record_build
+
+from loader.cli import cli
+
+RUN_DATE = "2026-01-15"
+
+
+def slow_2023(db, seconds: float = 30) -> None:
+    """2023/CA reads from a view that sleeps before yielding its rows."""
+    db.execute(
+        f"create view {SCHEMA}.slow_export as select * from {SCHEMA}.mips_export_v1 "
+        f"where (select pg_sleep({seconds})::text) is null"
+    )
+    db.execute(
+        f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."slow_export"\' '
+        "where performance_year = 2023"
+    )
+    record_build(db, SCHEMA, marts_built="mips_deliveries,mips_export_v1,slow_export")
+
+
+def wait_for_sleeping_loader(db, process=None, timeout: float = 60) -> int:
+    """The backend pid of the loader once it is inside the slow view's pg_sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the loader ended early: {process.communicate()}")
+        row = db.execute(
+            "select pid from pg_stat_activity where application_name = 'mips-loader' "
+            "and wait_event = 'PgSleep'"
+        ).fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.05)
+    raise AssertionError("the loader never reached the slow slice")
+
+
+def postgres_target_env(cluster, tmp_path: Path) -> dict[str, str]:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "MIPS_PG_HOST": str(cluster.socket_dir),
+        "MIPS_PG_PORT": str(cluster.port),
+        "MIPS_PG_USER": cluster.user,
+        "MIPS_PG_DATABASE": cluster.dbname,
+        "MIPS_PG_SCHEMA": SCHEMA,
+        "TMPDIR": str(scratch),
+    }
+
+
+def loader_process(profiles_dir, stores, env, *extra) -> subprocess.Popen:
+    s3, sftp = stores
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loader.cli",
+            "export",
+            "--date",
+            RUN_DATE,
+            "--s3-url",
+            s3.as_uri(),
+            "--sftp-url",
+            sftp.as_uri(),
+            "--target",
+            "postgres",
+            "--profiles-dir",
+            str(profiles_dir),
+            *extra,
+        ],  # fmt: skip
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def work_dirs(env) -> list[Path]:
+    return sorted(Path(env["TMPDIR"]).glob("mips-export-*"))
+
+
+def run_log(s3: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((s3 / "run-log").rglob("*.json"))]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_mid_slice_cleans_up_records_and_reports(
+    models, cluster, profiles_dir, stores, tmp_path, signum
+):
+    slow_2023(models)
+    env = postgres_target_env(cluster, tmp_path)
+    process = loader_process(profiles_dir, stores, env, "--json")
+    wait_for_sleeping_loader(models, process)
+    assert len(work_dirs(env)) == 1, "the slice is being written to the private work dir"
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    report = json.loads(stdout)
+    assert report.get("interrupted") is True, (stdout, stderr)
+    assert report["not_attempted"] == 1
+    statuses = {d["performance_year"]: d["status"] for d in report["deliveries"]}
+    assert statuses == {2022: "ok", 2023: "interrupted"}
+    assert work_dirs(env) == [], "no temporary CSV is left behind"
+    logged = {(r["performance_year"], r["status"]) for r in run_log(stores[0])}
+    assert logged == {(2022, "ok"), (2023, "interrupted")}
+
+
+def test_sigkill_leaves_a_work_dir_the_next_run_removes(
+    models, cluster, profiles_dir, stores, tmp_path
+):
+    slow_2023(models)
+    env = postgres_target_env(cluster, tmp_path)
+    process = loader_process(profiles_dir, stores, env)
+    backend = wait_for_sleeping_loader(models, process)
+    process.kill()
+    process.wait(30)
+    # The dead client's query runs on (and holds the run lock) until the server notices.
+    models.execute("select pg_terminate_backend(%s)", (backend,))
+    [left] = work_dirs(env)
+    assert left.name.startswith(f"mips-export-{process.pid}-")
+    foreign = Path(env["TMPDIR"]) / "mips-export-notapid-x"
+    foreign.mkdir()
+
+    slow_2023_off = f"update {SCHEMA}.mips_deliveries set export_relation = "
+    models.execute(slow_2023_off + f'\'"{SCHEMA}"."mips_export_v1"\' where performance_year = 2023')
+    rerun = loader_process(profiles_dir, stores, env)
+    stdout, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stdout + stderr
+    assert work_dirs(env) == [foreign], "the dead run's directory is gone, nothing else"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_database_lost_mid_run_still_reports_every_delivery(models, profiles_dir, stores, as_json):
+    slow_2023(models)
+
+    def terminate_the_loader():
+        with psycopg.connect(models.info.dsn, autocommit=True) as admin:
+            pid = wait_for_sleeping_loader(admin)
+            admin.execute("select pg_terminate_backend(%s)", (pid,))
+
+    killer = threading.Thread(target=terminate_the_loader)
+    killer.start()
+    s3, sftp = stores
+    result = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "--date",
+            RUN_DATE,
+            "--s3-url",
+            s3.as_uri(),
+            "--sftp-url",
+            sftp.as_uri(),
+            "--profiles-dir",
+            str(profiles_dir),
+            "--target",
+            "dev",
+            *(["--json"] if as_json else []),
+        ],  # fmt: skip
+    )
+    killer.join(60)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    if as_json:
+        statuses = {
+            d["performance_year"]: d["status"] for d in json.loads(result.stdout)["deliveries"]
+        }
+        assert statuses == {2022: "ok", 2023: "failed", 2025: "failed"}
+    else:
+        assert "- 2023/CA: AdminShutdown: terminating connection" in result.output
+        assert "2025/TX" in result.output
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_database_down_is_one_line(profiles_dir, stores, tmp_path, as_json, monkeypatch):
+    monkeypatch.setenv("MIPS_PG_HOST", "127.0.0.1")
+    monkeypatch.setenv("MIPS_PG_PORT", "9")  # discard: nothing listens there
+    monkeypatch.setenv("MIPS_PG_USER", "loader")
+    monkeypatch.setenv("MIPS_PG_PASSWORD", "s3cr3t-pw")
+    monkeypatch.setenv("MIPS_PG_DATABASE", "mips")
+    s3, sftp = stores
+    result = CliRunner().invoke(
+        cli,
+        [
+            "export",
+            "--s3-url",
+            s3.as_uri(),
+            "--sftp-url",
+            sftp.as_uri(),
+            "--profiles-dir",
+            str(profiles_dir),
+            "--target",
+            "postgres",
+            *(["--json"] if as_json else []),
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "s3cr3t-pw" not in result.output
+    if as_json:
+        document = json.loads(result.stdout)
+        assert document["ok"] is False
+        assert "127.0.0.1" in document["error"]["message"]
+    else:
+        [line] = [line for line in result.output.splitlines() if line.strip()]
+        assert line.startswith("Error: ") and "127.0.0.1" in line

@@ -1,0 +1,172 @@
+"""The publish gate and the run's refusals, through the command line on hand-made model tables.
+
+`export` delivers only what the latest successful build of the marts produced (the build log
+that dbt's on-run-end hook writes; here written by `record_build` as the hook would), and only
+dates and selections that make sense. The build log written by real dbt builds is covered in
+test_build_log.py; a real failed build followed by an export in test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import HANDMADE_SCHEMA as SCHEMA
+from conftest import record_build
+from test_export import export, files_under, invoke
+
+from loader.build_gate import parse_duration
+from loader.errors import ConfigurationError
+
+
+def run_log(s3_root):
+    return [json.loads(path.read_text()) for path in sorted((s3_root / "run-log").rglob("*.json"))]
+
+
+def newest_build_fails(db, **fields):
+    record_build(db, SCHEMA, invocation_id="failed-one", success=False, age="1 minute", **fields)
+
+
+def test_a_failed_build_after_a_good_one_uploads_nothing(models, profiles_dir, stores):
+    newest_build_fails(models, failed_nodes="model.healthmonix_mips.int_configuration_errors")
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["succeeded"] is False
+    assert "the latest build of the marts failed" in report["refused"]
+    assert "failed-one" in report["refused"]
+    assert "int_configuration_errors" in report["refused"]
+    assert report["build"]["invocation_id"] == "failed-one"
+    s3, sftp = stores
+    assert files_under(sftp) == []
+    assert not [name for name in files_under(s3) if not name.startswith("run-log/")]
+    logged = run_log(s3)
+    assert {(r["performance_year"], r["state_code"], r["status"]) for r in logged} == {
+        (2022, "CA", "refused"),
+        (2023, "CA", "refused"),
+        (2025, "TX", "refused"),
+    }
+    assert all("failed-one" in r["error"] for r in logged)
+
+    # The next good build (the one the deliveries rows come from) opens the gate again.
+    record_build(models, SCHEMA, age="0 minutes")
+    again = export(profiles_dir, stores)
+    assert again.exit_code == 0, again.output
+    assert "build: dbt build handmade-invocation" in again.output
+    assert len(files_under(stores[1])) == 2
+
+
+def test_text_output_names_the_build_and_what_failed(models, profiles_dir, stores):
+    newest_build_fails(models, failed_nodes="test.healthmonix_mips.unique_x")
+    result = export(profiles_dir, stores)
+    assert result.exit_code == 1
+    assert "refused, nothing uploaded: the latest build of the marts failed" in result.output
+    assert "dbt build failed-one, finished" in result.output
+    assert "test.healthmonix_mips.unique_x" in result.output
+
+
+def test_builds_that_did_not_touch_the_marts_do_not_count(models, profiles_dir, stores):
+    record_build(models, SCHEMA, invocation_id="staging-only", success=False, touched_marts=False)
+    assert export(profiles_dir, stores).exit_code == 0
+
+
+def test_a_build_older_than_max_build_age_is_refused(models, profiles_dir, stores):
+    models.execute(f"delete from {SCHEMA}.mips_build_log")
+    record_build(models, SCHEMA, age="30 hours")
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 1
+    assert "older than --max-build-age 24h" in json.loads(result.stdout)["refused"]
+    assert files_under(stores[1]) == []
+    # The age is the clock's: a backfill date does not make an old build fresh.
+    backfill = export(profiles_dir, stores, date="2026-01-10")
+    assert backfill.exit_code == 1
+    assert export(profiles_dir, stores, "--max-build-age", "2d").exit_code == 0
+
+
+def test_deliveries_from_another_invocation_are_refused(models, profiles_dir, stores):
+    record_build(models, SCHEMA, invocation_id="newer-build")
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 1
+    assert "come from another dbt invocation" in json.loads(result.stdout)["refused"]
+
+
+def test_a_build_that_did_not_build_the_export_is_refused(models, profiles_dir, stores):
+    record_build(models, SCHEMA, marts_built="mips_deliveries")
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 1
+    assert "did not build mips_export_v1" in json.loads(result.stdout)["refused"]
+
+
+def test_no_build_log_is_refused(models, profiles_dir, stores):
+    models.execute(f"drop table {SCHEMA}.mips_build_log")
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 1
+    assert "no dbt build of the marts is recorded" in json.loads(result.stdout)["refused"]
+
+
+def test_plan_shows_the_build_and_the_gate(models, profiles_dir):
+    ok = invoke(profiles_dir, "plan", "--json")
+    assert ok.exit_code == 0
+    assert json.loads(ok.stdout)["build"]["invocation_id"] == "handmade-invocation"
+    newest_build_fails(models)
+    refused = invoke(profiles_dir, "plan")
+    assert refused.exit_code == 1
+    assert "export would refuse: the latest build of the marts failed" in refused.output
+
+
+def test_a_date_after_tomorrow_is_refused(models, profiles_dir, stores):
+    result = export(profiles_dir, stores, "--json", date="2999-01-01")
+    assert result.exit_code == 2
+    document = json.loads(result.stdout)
+    assert "later than tomorrow" in document["error"]["message"]
+    assert files_under(stores[0]) == [] and files_under(stores[1]) == []
+
+
+def test_a_selection_matching_nothing_is_a_usage_error(models, profiles_dir, stores):
+    result = export(profiles_dir, stores, "--state", "XX")
+    assert result.exit_code == 2
+    assert "--state XX matches no configured delivery" in result.output
+    assert "2025/TX" in result.output
+    assert files_under(stores[0]) == []
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("state_code = 'X/Y'", "state code must be two capital letters"),
+        ("s3_key_template = '2025/TX/{run_day}/data.csv'", "unknown placeholder(s) {run_day}"),
+        ("export_relation = 'x; drop table y'", "must be a quoted relation"),
+        ("sftp_file_name_template = '../Quality.csv'", "must not contain '/'"),
+    ],
+)
+def test_unusable_deliveries_rows_are_configuration_errors(
+    models,
+    profiles_dir,
+    stores,
+    bad,
+    message,
+):
+    models.execute(f"update {SCHEMA}.mips_deliveries set {bad} where performance_year = 2025")
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 2, result.output
+    assert message in json.loads(result.stdout)["error"]["message"]
+    assert files_under(stores[0]) == []
+
+
+def test_an_invalid_time_zone_is_one_line(models, profiles_dir, stores, monkeypatch):
+    monkeypatch.setenv("MIPS_TIME_ZONE", "Mars/Olympus")
+    result = export(profiles_dir, stores)
+    assert result.exit_code == 2
+    assert "MIPS_TIME_ZONE='Mars/Olympus' is not a time zone name" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("text, hours", [("24h", 24), ("90m", 1.5), ("2d", 48), ("1d12h", 36)])
+def test_build_age_durations(text, hours):
+    assert parse_duration(text).total_seconds() == hours * 3600
+
+
+@pytest.mark.parametrize("text", ["", "24", "h", "1w", "-1h", "1h30"])
+def test_bad_build_age_durations(text):
+    with pytest.raises(ConfigurationError):
+        parse_duration(text)

@@ -1,0 +1,175 @@
+"""`status` tells the truth: it checks the stored objects, not only the records about them.
+
+Real deliveries to moto's S3 server and an asyncssh SFTP server (the rig of
+test_export_faults.py), then the stores are changed behind the loader's back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from click.testing import CliRunner
+from conftest import HANDMADE_SCHEMA
+from test_export_faults import BUCKET, RUN_DATE, SFTP_NAMES, export, rig  # noqa: F401
+
+from loader.cli import cli
+
+TX_KEY = f"healthmonix/2025/TX/{RUN_DATE}/data.csv"
+
+
+def status(rig, profiles_dir, *extra):  # noqa: F811
+    result = CliRunner().invoke(
+        cli,
+        [
+            "status",
+            "--date",
+            RUN_DATE,
+            "--s3-url",
+            f"s3://{BUCKET}/healthmonix",
+            "--sftp-url",
+            rig["sftp_url"],
+            "--json",
+            "--profiles-dir",
+            str(profiles_dir),
+            "--target",
+            "dev",
+            *extra,
+        ],  # fmt: skip
+        catch_exceptions=False,
+    )
+    document = json.loads(result.stdout)
+    rows = {(r["performance_year"], r["state_code"]): r for r in document["deliveries"]}
+    return result.exit_code, rows
+
+
+def delivered(rig, profiles_dir):  # noqa: F811
+    result, _ = export(rig, profiles_dir)
+    assert result.exit_code == 0, result.output
+    code, rows = status(rig, profiles_dir)
+    assert code == 0 and rows[(2025, "TX")]["verdict"] == "ok"
+
+
+def test_a_deleted_snapshot_object_is_missing_in_s3(rig, profiles_dir):  # noqa: F811
+    delivered(rig, profiles_dir)
+    rig["s3"].delete_object(Bucket=BUCKET, Key=TX_KEY)
+    code, rows = status(rig, profiles_dir)
+    assert code == 1
+    assert rows[(2025, "TX")]["verdict"] == "missing in S3"
+    assert rows[(2025, "TX")]["in_s3"] is False
+    assert rows[(2023, "CA")]["verdict"] == "ok"
+
+
+def test_a_replaced_snapshot_object_is_altered_in_s3(rig, profiles_dir):  # noqa: F811
+    delivered(rig, profiles_dir)
+    original = rig["s3"].get_object(Bucket=BUCKET, Key=TX_KEY)["Body"].read()
+    forged = original[:-2] + b"9\n"
+    # Same size and even the same sha256 metadata: only reading the bytes back tells.
+    rig["s3"].put_object(
+        Bucket=BUCKET,
+        Key=TX_KEY,
+        Body=forged,
+        Metadata={"sha256": hashlib.sha256(original).hexdigest()},
+    )
+    assert status(rig, profiles_dir)[1][(2025, "TX")]["verdict"] == "ok"
+    code, rows = status(rig, profiles_dir, "--verify")
+    assert code == 1
+    assert rows[(2025, "TX")]["verdict"] == "altered in S3"
+    assert "read back" in rows[(2025, "TX")]["detail"]
+
+
+def test_a_same_size_corruption_on_the_server_needs_verify(rig, profiles_dir):  # noqa: F811
+    delivered(rig, profiles_dir)
+    served = rig["uploads"] / SFTP_NAMES[1]
+    data = bytearray(served.read_bytes())
+    data[-2] ^= 0x01
+    served.write_bytes(bytes(data))
+    code, rows = status(rig, profiles_dir)
+    assert code == 0, "size alone cannot see it"
+    code, rows = status(rig, profiles_dir, "--verify")
+    assert code == 1
+    assert rows[(2025, "TX")]["verdict"] == "altered on server"
+    assert rows[(2023, "CA")]["verdict"] == "ok"
+
+
+def test_a_truncated_file_on_the_server_is_altered(rig, profiles_dir):  # noqa: F811
+    delivered(rig, profiles_dir)
+    served = rig["uploads"] / SFTP_NAMES[0]
+    served.write_bytes(served.read_bytes()[:10])
+    code, rows = status(rig, profiles_dir)
+    assert code == 1
+    assert rows[(2023, "CA")]["verdict"] == "altered on server"
+
+
+def test_a_failed_run_today_is_never_ok(rig, profiles_dir, models):  # noqa: F811
+    delivered(rig, profiles_dir)
+    # Today's run refuses the SFTP upload (the slice fell to zero rows): the file from the
+    # last delivery is still on the server, but the latest run failed.
+    models.execute(f"delete from {HANDMADE_SCHEMA}.mips_export_v1 where state_code = 'TX'")
+    result, report = export(rig, profiles_dir)
+    assert result.exit_code == 1
+    code, rows = status(rig, profiles_dir)
+    assert code == 1
+    assert rows[(2025, "TX")]["verdict"] == "latest run failed"
+    assert rows[(2025, "TX")]["on_server"] is True
+    assert "refused" in rows[(2025, "TX")]["detail"]
+    assert rows[(2023, "CA")]["verdict"] == "ok"
+
+
+def test_status_names_the_build(rig, profiles_dir):  # noqa: F811
+    delivered(rig, profiles_dir)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "status",
+            "--date",
+            RUN_DATE,
+            "--s3-url",
+            f"s3://{BUCKET}/healthmonix",
+            "--sftp-url",
+            rig["sftp_url"],
+            "--profiles-dir",
+            str(profiles_dir),
+            "--target",
+            "dev",
+        ],  # fmt: skip
+    )
+    assert result.output.startswith("build: dbt build handmade-invocation, finished ")
+
+
+def status_document(rig, profiles_dir, *, s3_url=None, sftp_url=None):  # noqa: F811
+    result = CliRunner().invoke(
+        cli,
+        [
+            "status",
+            "--date",
+            RUN_DATE,
+            "--s3-url",
+            s3_url or f"s3://{BUCKET}/healthmonix",
+            "--sftp-url",
+            sftp_url or rig["sftp_url"],
+            "--json",
+            "--profiles-dir",
+            str(profiles_dir),
+            "--target",
+            "dev",
+        ],  # fmt: skip
+    )
+    assert isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_destination_errors_are_one_json_document(rig, profiles_dir):  # noqa: F811
+    delivered(rig, profiles_dir)
+    code, document = status_document(rig, profiles_dir, s3_url="s3://no-such-bucket/p")
+    assert code in (1, 2) and document["ok"] is False
+    assert "no-such-bucket" in document["error"]["message"]
+
+    rig["known_hosts"].write_text("")
+    code, document = status_document(rig, profiles_dir)
+    assert code in (1, 2) and document["ok"] is False
+    assert "host key" in document["error"]["message"]
+
+    code, document = status_document(rig, profiles_dir, sftp_url="sftp://mips@127.0.0.1:9/x")
+    assert code in (1, 2) and document["ok"] is False
+    assert "127.0.0.1" in document["error"]["message"]
