@@ -16,6 +16,7 @@ import re
 import psycopg
 import pytest
 from click.testing import CliRunner
+from conftest import record_build
 from psycopg import sql
 from transport_servers import (
     asyncssh_sftp_server,
@@ -162,7 +163,8 @@ def test_every_delivery_lands_identical_in_s3_and_sftp(built, servers, profiles_
         "--sftp-url", servers["sftp_url"],
     )  # fmt: skip
     assert status.exit_code == 0, status.output
-    verdicts = [line.split()[-1] for line in status.output.splitlines()[2:]]
+    assert status.output.startswith("build: dbt build ")
+    verdicts = [line.split()[-1] for line in status.output.splitlines()[4:]]
     assert verdicts.count("ok") == len(PRODUCTION_SLICES) - 1
     assert verdicts.count("disabled") == 1
 
@@ -190,8 +192,9 @@ def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir
         "'MlUGF8grFd'::text as integration_key, "
         "'Quality_21742_MlUGF8grFd.csv'::text as sftp_file_name_template, "
         "false as strictly_contained, 'Patient ID,Instrument'::text as file_header, "
-        "null::text as dbt_invocation_id"
+        "'hostile-build'::text as dbt_invocation_id"
     )
+    record_build(db, "hostile_t", invocation_id="hostile-build")
     monkeypatch.setenv("MIPS_DEV_SCHEMA", "hostile_t")
     result = invoke(
         profiles_dir, "export", "--date", RUN_DATE, "--s3-url", servers["s3_url"],
@@ -209,3 +212,49 @@ def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir
     # An empty string is quoted ("") and a NULL is an empty field: both read back as "".
     assert [row[1] for row in parsed[1:]] == ["" if v is None else v for v in hostile]
     assert b'"=1+2"' not in body and b"\n8,\n" in body
+
+
+def test_a_failed_build_then_export_uploads_nothing(built, cluster, project_options, tmp_path):
+    """The drill of the trustworthy-delivery issue with a real dbt build: a good build and
+    export, then a setting that breaks the build, then `export` anyway (as `;` would run it)."""
+    s3, sftp = tmp_path / "s3", tmp_path / "sftp"
+    s3.mkdir()
+    sftp.mkdir()
+    profiles_dir = project_options.profiles_dir
+
+    def export():
+        return invoke(
+            profiles_dir, "export", "--s3-url", s3.as_uri(), "--sftp-url", sftp.as_uri(),
+            "--json",
+        )  # fmt: skip
+
+    def delivered_files():
+        return sorted(
+            str(p.relative_to(tmp_path))
+            for p in tmp_path.rglob("*")
+            if p.is_file() and "run-log" not in p.parts
+        )
+
+    assert export().exit_code == 0
+    before = delivered_files()
+    assert len(before) == 2 * len(PRODUCTION_SLICES) + len(PRODUCTION_SLICES) - 1
+    key = "healthmonix_2025_integration_enabled"
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))
+        failed = run_dbt(project_options, ["build", "--vars", f"{{app_schema: {APP_SCHEMA}}}"])
+        assert not failed.success
+        refused = export()
+        assert refused.exit_code == 1
+        report = json.loads(refused.stdout)
+        assert failed.invocation_id in report["refused"]
+        assert "the latest build of the marts failed" in report["refused"]
+        assert delivered_files() == before, "nothing new in S3 or on the server"
+        logged = [json.loads(p.read_text()) for p in (s3 / "run-log").rglob("*.json")]
+        assert sum(r["status"] == "refused" for r in logged) == len(PRODUCTION_SLICES)
+
+        conn.execute(f"update {APP_SCHEMA}.settings set value = 'true' where key = %s", (key,))
+    rebuilt = run_dbt(project_options, ["build", "--vars", f"{{app_schema: {APP_SCHEMA}}}"])
+    assert rebuilt.success, rebuilt.error
+    again = export()
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["build"]["invocation_id"] == rebuilt.invocation_id

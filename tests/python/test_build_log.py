@@ -1,0 +1,79 @@
+"""dbt writes the build log itself (the on-run-end hook of macros/record_build.sql): real dbt
+invocations on the embedded PostgreSQL, then the rows they left in mips_build_log."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+
+from loader.dbt_invocation import run_dbt
+from loader.synthetic import generate
+
+APP_SCHEMA = "app_buildlog"
+TARGET_SCHEMA = "analytics_buildlog"
+VARS = ["--vars", f"{{app_schema: {APP_SCHEMA}}}"]
+
+
+@pytest.fixture(scope="module")
+def target(cluster, project_options):
+    saved = os.environ.get("MIPS_DEV_SCHEMA")
+    os.environ["MIPS_DEV_SCHEMA"] = TARGET_SCHEMA
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(f"drop schema if exists {TARGET_SCHEMA} cascade")
+        generate(conn, seed=5, scale=0.05, app_schema=APP_SCHEMA, forms_schema=APP_SCHEMA)
+        yield conn
+    if saved is None:
+        os.environ.pop("MIPS_DEV_SCHEMA", None)
+    else:
+        os.environ["MIPS_DEV_SCHEMA"] = saved
+
+
+def logged(conn, invocation_id):
+    return conn.execute(
+        "select command, selection, success, touched_marts, marts_built, errors, failures, "
+        "skipped, failed_nodes, completed_at >= started_at "
+        f"from {TARGET_SCHEMA}.mips_build_log where invocation_id = %s",
+        (invocation_id,),
+    ).fetchone()
+
+
+def test_invocations_are_recorded_with_what_they_did(target, project_options):
+    good = run_dbt(project_options, ["build", *VARS], quiet=True)
+    assert good.success, good.error
+    assert logged(target, good.invocation_id) == (
+        "build", "", True, True, "mips_deliveries,mips_export_v1", 0, 0, 0, "", True,
+    )  # fmt: skip
+    delivered_by = target.execute(
+        f"select distinct dbt_invocation_id from {TARGET_SCHEMA}.mips_deliveries"
+    ).fetchall()
+    assert delivered_by == [(good.invocation_id,)]
+
+    staging = run_dbt(project_options, ["build", "-s", "staging", *VARS], quiet=True)
+    assert staging.success
+    command, selection, success, touched, built, *_ = logged(target, staging.invocation_id)
+    assert (selection, success, touched, built) == ("select=staging", True, False, "")
+
+    tested = run_dbt(project_options, ["test", "-s", "mips_deliveries", *VARS], quiet=True)
+    assert tested.success
+    assert logged(target, tested.invocation_id)[:5] == (
+        "test", "select=mips_deliveries", True, True, "",
+    )  # fmt: skip
+
+
+def test_a_failed_build_is_recorded_with_its_failed_nodes(target, project_options):
+    key = "healthmonix_2025_integration_enabled"
+    target.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))
+    try:
+        failed = run_dbt(project_options, ["build", *VARS], quiet=True)
+    finally:
+        target.execute(f"update {APP_SCHEMA}.settings set value = 'true' where key = %s", (key,))
+    assert not failed.success
+    command, _, success, touched, built, errors, _, skipped, nodes, _ = logged(
+        target, failed.invocation_id
+    )
+    assert (command, success, touched) == ("build", False, True)
+    assert "mips_deliveries" not in built.split(",")
+    assert errors >= 1 and skipped >= 1
+    assert "model.healthmonix_mips.int_configuration_errors" in nodes.split(",")
