@@ -125,6 +125,9 @@ class EmbeddedCluster:
         self._socket_dir: Path | None = None
         self._own_socket_dir = False
         self._previous_handlers: dict[int, object] = {}
+        # The owner holds an exclusive flock on this file for as long as its server runs.
+        self._owner_lock: int | None = None
+        self.reused = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -138,6 +141,8 @@ class EmbeddedCluster:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
         _keep_runtime_files_local(self.data_dir)
+        if not self._become_owner():
+            return self._reuse_live_server()
         as_root = _running_as_root()
         if as_root:
             _prepare_root_access(self.data_dir)
@@ -183,6 +188,10 @@ class EmbeddedCluster:
         return connection
 
     def stop(self) -> None:
+        if self.reused:
+            # The server belongs to the command that started it; only that one stops it.
+            self.reused = False
+            return
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -196,6 +205,50 @@ class EmbeddedCluster:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self.throwaway:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        self._release_ownership()
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    def _become_owner(self) -> bool:
+        """True when no live command owns the cluster (we own it now), False when one does.
+
+        The owner holds an exclusive `flock` on `<data dir>.owner.lock` while its server runs;
+        the kernel drops it when the owner dies, however it dies, so a lock that can be taken
+        means any server left in the data directory is stale.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: one command at a time, as before
+            return True
+        lock_path = self.data_dir.parent / f"{self.data_dir.name}.owner.lock"
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        self._owner_lock = descriptor
+        return True
+
+    def _release_ownership(self) -> None:
+        descriptor, self._owner_lock = self._owner_lock, None
+        if descriptor is not None:
+            os.close(descriptor)
+
+    def _reuse_live_server(self) -> ClusterConnection:
+        """Another live command runs the server on this data directory: connect to it."""
+        self._socket_dir = self._choose_socket_dir()
+        self._own_socket_dir = False
+        connection = ClusterConnection(socket_dir=self._socket_dir)
+        try:
+            self._wait_ready(connection)
+        except ClusterError as error:
+            raise ClusterError(
+                f"another mips-loader command owns the embedded server on {self.data_dir}, "
+                f"but it does not answer: {error}"
+            ) from None
+        self.reused = True
+        return connection
 
     # -- steps -------------------------------------------------------------------------------
 
