@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from loader.csv_layout import encode_record
+from loader.errors import TerminalError, TransientError
+from loader.retry import retrying
 from loader.unload import SLICE_COLUMNS, UnloadedSlice
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
-class AthenaQueryError(Exception):
+class AthenaQueryError(TerminalError):
     """A query failed, was cancelled or timed out, or its result could not be read.
 
     `retryable` is Athena's own verdict for a failed query (AthenaError.Retryable), or True for
@@ -70,6 +72,14 @@ class AthenaQueryError(Exception):
             query_execution_id=self.query_execution_id,
             retryable=self.retryable,
         )
+
+
+class _RetryableQuery(TransientError):
+    """Carries a retryable AthenaQueryError through `retrying`; never leaves this module."""
+
+    def __init__(self, error: AthenaQueryError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class AthenaResultError(AthenaQueryError):
@@ -161,7 +171,26 @@ class AthenaClient:
     # --- queries ----------------------------------------------------------------------------
 
     def run_query(self, sql: str) -> QueryResult:
-        """Start `sql`, wait for it and return where its CSV result is."""
+        """Start `sql`, wait for it and return where its CSV result is.
+
+        A failure Athena calls retryable (or throttling, a broken connection) starts the whole
+        query again under the one retry policy (`loader.retry`); any other failure is final.
+        """
+
+        def once() -> QueryResult:
+            try:
+                return self._run_query_once(sql)
+            except AthenaQueryError as error:
+                if error.retryable:
+                    raise _RetryableQuery(error) from error
+                raise
+
+        try:
+            return retrying(once, sleep=self._sleep)
+        except _RetryableQuery as wrapped:
+            raise wrapped.error from None
+
+    def _run_query_once(self, sql: str) -> QueryResult:
         request: dict[str, Any] = {
             "QueryString": sql,
             "QueryExecutionContext": {"Catalog": self.catalog},

@@ -34,6 +34,7 @@ from loader.athena import (
     unload_athena_slice,
 )
 from loader.csv_layout import encode_record
+from loader.errors import MipsError
 from loader.export import ExportLocked
 from loader.s3_lock import S3LockError, s3_run_lock
 from loader.unload import unload_postgres_slice
@@ -661,3 +662,27 @@ def test_missing_bucket_is_a_lock_error_not_a_held_lock(aws):
         s3_run_lock(aws.s3, "nope", "k", owner="r"),
     ):
         pass
+
+
+def test_a_retryable_failure_runs_the_query_again(aws):
+    scripted = ScriptedAthena(["FAILED", "SUCCEEDED"], retryable=True)
+    waits = []
+    result = AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=waits.append).run_query("x")
+    assert len(scripted.requests) == 2, "started twice: the failed query, then its retry"
+    assert result.query_execution_id == "q-1"
+    assert waits, "with a pause between the tries"
+
+
+def test_a_terminal_failure_is_not_retried(aws):
+    scripted = ScriptedAthena(["FAILED"], reason="SYNTAX_ERROR: line 1", retryable=False)
+    with pytest.raises(AthenaQueryError, match="SYNTAX_ERROR"):
+        AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None).run_query("x")
+    assert len(scripted.requests) == 1
+
+
+def test_a_retryable_failure_that_persists_gives_up_after_the_policy(aws):
+    scripted = ScriptedAthena(["FAILED"], reason="Query exhausted resources", retryable=True)
+    with pytest.raises(AthenaQueryError, match="exhausted") as caught:
+        AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None).run_query("x")
+    assert len(scripted.requests) == 4
+    assert isinstance(caught.value, MipsError), "one line at the command line, no traceback"
