@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import HANDMADE_SCHEMA as SCHEMA
 from conftest import PROJECT_DIR, record_build
+from test_export_faults import BUCKET, rig  # noqa: F401
 
 from loader.cli import cli
 
@@ -228,3 +229,30 @@ def test_database_down_is_one_line(profiles_dir, stores, tmp_path, as_json, monk
     else:
         [line] = [line for line in result.output.splitlines() if line.strip()]
         assert line.startswith("Error: ") and "127.0.0.1" in line
+
+
+def test_sigterm_mid_sftp_upload_leaves_no_part_file(rig, cluster, profiles_dir, tmp_path):  # noqa: F811
+    """A slow registry server: SIGTERM while the `.part` file grows on it."""
+    rig["faults"].write_delay = 0.5
+    env = postgres_target_env(cluster, tmp_path)
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "loader.cli", "export", "--date", RUN_DATE,
+            "--s3-url", f"s3://{BUCKET}/healthmonix", "--sftp-url", rig["sftp_url"], "--json",
+            "--target", "postgres", "--profiles-dir", str(profiles_dir),
+        ],  # fmt: skip
+        cwd=PROJECT_DIR, env={**env, **os.environ, "TMPDIR": env["TMPDIR"]},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not [p for p in rig["uploads"].iterdir() if p.name.startswith(".Quality_")]:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no upload started"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    report = json.loads(stdout)
+    assert report["interrupted"] is True
+    assert [p.name for p in rig["uploads"].iterdir() if ".part" in p.name] == []
+    assert work_dirs(env) == []
