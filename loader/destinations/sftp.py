@@ -386,10 +386,16 @@ class SFTPDestination(Destination):
                     f"key {settings.sftp_key_file} is encrypted; set MIPS_SFTP_KEY_PASSPHRASE",
                 ) from None
             except (OSError, paramiko.SSHException, ValueError) as error:
+                if isinstance(error, OSError):
+                    why = error.strerror or type(error).__name__
+                elif settings.sftp_key_passphrase:
+                    # cryptography says only "ValueError" for a wrong passphrase.
+                    why = "wrong passphrase (MIPS_SFTP_KEY_PASSPHRASE) or not a private key"
+                else:
+                    why = "not a private key paramiko can read"
                 raise self._error(
                     ConfigurationError,
-                    f"cannot load key {settings.sftp_key_file} (MIPS_SFTP_KEY_FILE): "
-                    f"{type(error).__name__}",
+                    f"cannot load key {settings.sftp_key_file} (MIPS_SFTP_KEY_FILE): {why}",
                 ) from None
         if settings.sftp_password:
             credentials["password"] = settings.sftp_password
