@@ -189,14 +189,7 @@ def run_export(
     report = ExportReport(run_id=uuid.uuid4().hex[:12], run_date=request.run_date)
     with open_slice_source(warehouse) as source, source.run_lock():
         deliveries = select_deliveries(source.deliveries(), request.years, request.states)
-        report.build = source.latest_build()
-        report.refused = gate_refusal(
-            report.build,
-            deliveries,
-            now=dt.datetime.now(dt.timezone.utc),
-            max_age=request.max_build_age,
-            schema=warehouse.schema,
-        )
+        _judge_build(report, source, deliveries, request, warehouse.schema)
         s3, sftp = _open_destinations(request, deliveries)
         with contextlib.ExitStack() as stack:
             for destination in (s3, sftp):
@@ -223,6 +216,18 @@ def run_export(
                 report.results.append(record)
                 progress(f"{delivery.label}: {record.status}")
     return report
+
+
+def _judge_build(report: ExportReport, source, deliveries, request, schema: str) -> None:
+    """The build the deliveries come from, and whether the publish gate lets them out."""
+    report.build = source.latest_build()
+    report.refused = gate_refusal(
+        report.build,
+        deliveries,
+        now=dt.datetime.now(dt.timezone.utc),
+        max_age=request.max_build_age,
+        schema=schema,
+    )
 
 
 def _refuse(report: ExportReport, deliveries: list[Delivery], s3) -> None:
@@ -344,14 +349,7 @@ def plan_export(warehouse, request: ExportRequest) -> ExportReport:
     report = ExportReport(run_id="plan", run_date=request.run_date)
     with open_slice_source(warehouse) as source:
         deliveries = select_deliveries(source.deliveries(), request.years, request.states)
-        report.build = source.latest_build()
-        report.refused = gate_refusal(
-            report.build,
-            deliveries,
-            now=dt.datetime.now(dt.timezone.utc),
-            max_age=request.max_build_age,
-            schema=warehouse.schema,
-        )
+        _judge_build(report, source, deliveries, request, warehouse.schema)
         for delivery in deliveries:
             record = _new_record(delivery, report, STATUS_PLANNED)
             record.rows = source.count(delivery)

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from loader.csv_layout import encode_record
 from loader.deliveries import STATE_CODE, relation_parts
+from loader.destinations.base import process_alive
 
 WORK_DIR_PREFIX = "mips-export-"
 
@@ -169,22 +170,12 @@ def remove_stale_work_dirs(parent: Path | None = None) -> list[Path]:
             or not candidate.is_dir()
             or candidate.is_symlink()
             or info.st_uid != os.getuid()
-            or _alive(int(pid_text))
+            or process_alive(int(pid_text))
         ):
             continue
         shutil.rmtree(candidate, ignore_errors=True)
         removed.append(candidate)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def count_postgres_slice(conn, relation: str, year: int, state: str) -> int:

@@ -18,26 +18,29 @@ from loader.cli import cli
 TX_KEY = f"healthmonix/2025/TX/{RUN_DATE}/data.csv"
 
 
-def status(rig, profiles_dir, *extra):  # noqa: F811
-    result = CliRunner().invoke(
+def run_status(rig, profiles_dir, *extra, s3_url=None, sftp_url=None):  # noqa: F811
+    """`mips-loader status` on the rig's stores (or the URLs given), through the CLI."""
+    return CliRunner().invoke(
         cli,
         [
             "status",
             "--date",
             RUN_DATE,
             "--s3-url",
-            f"s3://{BUCKET}/healthmonix",
+            s3_url or f"s3://{BUCKET}/healthmonix",
             "--sftp-url",
-            rig["sftp_url"],
-            "--json",
+            sftp_url or rig["sftp_url"],
             "--profiles-dir",
             str(profiles_dir),
             "--target",
             "dev",
             *extra,
         ],  # fmt: skip
-        catch_exceptions=False,
     )
+
+
+def status(rig, profiles_dir, *extra):  # noqa: F811
+    result = run_status(rig, profiles_dir, "--json", *extra)
     document = json.loads(result.stdout)
     rows = {(r["performance_year"], r["state_code"]): r for r in document["deliveries"]}
     return result.exit_code, rows
@@ -118,43 +121,12 @@ def test_a_failed_run_today_is_never_ok(rig, profiles_dir, models):  # noqa: F81
 
 def test_status_names_the_build(rig, profiles_dir):  # noqa: F811
     delivered(rig, profiles_dir)
-    result = CliRunner().invoke(
-        cli,
-        [
-            "status",
-            "--date",
-            RUN_DATE,
-            "--s3-url",
-            f"s3://{BUCKET}/healthmonix",
-            "--sftp-url",
-            rig["sftp_url"],
-            "--profiles-dir",
-            str(profiles_dir),
-            "--target",
-            "dev",
-        ],  # fmt: skip
-    )
+    result = run_status(rig, profiles_dir)
     assert result.output.startswith("build: dbt build handmade-invocation, finished ")
 
 
 def status_document(rig, profiles_dir, *, s3_url=None, sftp_url=None):  # noqa: F811
-    result = CliRunner().invoke(
-        cli,
-        [
-            "status",
-            "--date",
-            RUN_DATE,
-            "--s3-url",
-            s3_url or f"s3://{BUCKET}/healthmonix",
-            "--sftp-url",
-            sftp_url or rig["sftp_url"],
-            "--json",
-            "--profiles-dir",
-            str(profiles_dir),
-            "--target",
-            "dev",
-        ],  # fmt: skip
-    )
+    result = run_status(rig, profiles_dir, "--json", s3_url=s3_url, sftp_url=sftp_url)
     assert isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, json.loads(result.stdout)
 
