@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from loader.errors import TerminalError
+
 DATABASE = "mips"
 SUPERUSER = "postgres"
 SOCKET_ENV = "MIPS_PG_SOCKET_DIR"
@@ -31,7 +33,7 @@ _PR_SET_PDEATHSIG = 1
 _SOCKET_PATH_MAX = 100
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TerminalError):
     """The embedded server could not be started or stopped."""
 
 
