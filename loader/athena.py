@@ -24,18 +24,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from loader.csv_layout import encode_record
-from loader.errors import TerminalError, TransientError
-from loader.retry import retrying
+from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
+from loader.retry import DEFAULT_POLICY, RetryPolicy, retrying
 from loader.unload import SLICE_COLUMNS, UnloadedSlice
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 RESULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_CATALOG = "awsdatacatalog"
-_WAITING_STATES = ("QUEUED", "RUNNING")
 # Error codes of a throttled or briefly unavailable Athena or S3: worth another try later.
 _RETRYABLE_CODES = frozenset(
     {
@@ -46,44 +47,43 @@ _RETRYABLE_CODES = frozenset(
         "InternalError",
         "ServiceUnavailable",
         "RequestTimeout",
+        "RequestTimeoutException",
     }
 )
 
 
-class AthenaQueryError(TerminalError):
-    """A query failed, was cancelled or timed out, or its result could not be read.
+class AthenaQueryError(MipsError):
+    """Any Athena failure: a query that failed, was cancelled or timed out, or whose result
+    could not be read. The concrete class says what happens next (see below); the message
+    names the query id when there is one and is safe to log."""
 
-    `retryable` is Athena's own verdict for a failed query (AthenaError.Retryable), or True for
-    throttling and broken connections; the message names the query id and is safe to log.
-    """
-
-    def __init__(
-        self, message: str, *, query_execution_id: str | None = None, retryable: bool = False
-    ):
+    def __init__(self, message: str, *, query_execution_id: str | None = None):
         super().__init__(message)
         self.message = message
         self.query_execution_id = query_execution_id
-        self.retryable = retryable
 
     def in_context(self, context: str) -> AthenaQueryError:
-        """The same error with `context` (such as "2025/CA") in front of its message."""
-        return type(self)(
-            f"{context}: {self.message}",
-            query_execution_id=self.query_execution_id,
-            retryable=self.retryable,
-        )
+        """The same error (same class) with `context` (such as "2025/CA") in front."""
+        return type(self)(f"{context}: {self.message}", query_execution_id=self.query_execution_id)
 
 
-class _RetryableQuery(TransientError):
-    """Carries a retryable AthenaQueryError through `retrying`; never leaves this module."""
-
-    def __init__(self, error: AthenaQueryError):
-        super().__init__(str(error))
-        self.error = error
+class AthenaTransientError(AthenaQueryError, TransientError):
+    """Worth running the query again: Athena called the failure retryable, or the request was
+    throttled, answered 5xx or lost its connection (also while reading the result)."""
 
 
-class AthenaResultError(AthenaQueryError):
+class AthenaTerminalError(AthenaQueryError, TerminalError):
+    """Running the query again will not help: a query error, a cancellation, a timeout, a
+    refused request (access denied, no such bucket)."""
+
+
+class AthenaResultError(AthenaTerminalError):
     """The query succeeded but its result is unreadable or not the CSV Athena writes."""
+
+
+class AthenaConfigurationError(AthenaQueryError, ConfigurationError):
+    """The target's Athena settings cannot work (no region, no credentials, no result
+    location, a staging dir that is not an s3:// URL)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,70 @@ def _error_code(exc: Exception) -> str:
 
 def _error_message(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Message", "")) or str(exc)
+    text = str(response.get("Error", {}).get("Message", "")) or str(exc)
+    return " ".join(text.split())
+
+
+def _http_status(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None) or {}
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _is_aws_error(exc: BaseException) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, (BotoCoreError, ClientError))
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Throttling, a 5xx, a dropped or timed-out connection: the same request may pass."""
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+    from botocore.exceptions import (
+        HTTPClientError,
+        IncompleteReadError,
+        ResponseStreamingError,
+    )
+
+    if isinstance(
+        exc,
+        (
+            BotoConnectionError,
+            HTTPClientError,
+            IncompleteReadError,
+            ResponseStreamingError,
+            OSError,
+        ),
+    ):
+        return True
+    status = _http_status(exc)
+    return _error_code(exc) in _RETRYABLE_CODES or status == 429 or (status or 0) >= 500
+
+
+def _is_configuration(exc: BaseException) -> bool:
+    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
+
+    return isinstance(exc, (NoCredentialsError, NoRegionError, PartialCredentialsError))
+
+
+def _aws_failure(
+    exc: BaseException,
+    message: str,
+    *,
+    query_execution_id: str | None = None,
+    terminal: type[AthenaTerminalError] = AthenaTerminalError,
+) -> AthenaQueryError:
+    """The error class for a failed AWS call: configuration, transient or `terminal`."""
+    if _is_configuration(exc):
+        return AthenaConfigurationError(
+            f"{message}: {type(exc).__name__}: {exc}", query_execution_id=query_execution_id
+        )
+    cls = AthenaTransientError if _is_transient(exc) else terminal
+    return cls(
+        f"{message}: {_error_code(exc)}: {_error_message(exc)}",
+        query_execution_id=query_execution_id,
+    )
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -118,9 +181,12 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _boto3_session(settings: Mapping[str, Any]):
-    """A session from the dbt-athena profile's own fields (credentials never leave it)."""
+def _boto3_clients(settings: Mapping[str, Any]):
+    """Athena and S3 clients from the dbt-athena profile's own fields (credentials stay in
+    the session). botocore makes one attempt per request: `loader.retry` is the budget."""
     import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
 
     options: dict[str, Any] = {"region_name": settings.get("region_name")}
     if settings.get("aws_profile_name"):
@@ -128,7 +194,14 @@ def _boto3_session(settings: Mapping[str, Any]):
     for field in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
         if settings.get(field):
             options[field] = settings[field]
-    return boto3.Session(**options)
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
+    try:
+        session = boto3.Session(**options)
+        return session.client("athena", config=config), session.client("s3", config=config)
+    except BotoCoreError as exc:  # no region, an unknown profile
+        raise AthenaConfigurationError(
+            f"the Athena target's AWS settings cannot be used: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 class AthenaClient:
@@ -137,7 +210,8 @@ class AthenaClient:
     `settings` is the rendered dbt-athena target (`s3_staging_dir`, `region_name`, `database`
     = catalog, `schema`, `work_group`); only what is needed is kept, never the credentials.
     `client` and `s3` replace the boto3 clients (tests); `sleep` replaces the wait between
-    polls, which start at `poll_initial` seconds and double up to `poll_max`.
+    polls, which start at `poll_initial` seconds and double up to `poll_max`, and the waits
+    between tries; `retry_policy` is `loader.retry`'s (the one policy) unless a test says.
     """
 
     def __init__(
@@ -150,6 +224,7 @@ class AthenaClient:
         poll_max: float = 5.0,
         timeout_s: float = 1800,
         sleep: Callable[[float], None] = time.sleep,
+        retry_policy: RetryPolicy = DEFAULT_POLICY,
     ):
         if poll_initial <= 0 or poll_max < poll_initial or timeout_s <= 0:
             raise ValueError("need 0 < poll_initial <= poll_max and timeout_s > 0")
@@ -157,14 +232,19 @@ class AthenaClient:
         self.schema = settings.get("schema")
         self.work_group = settings.get("work_group") or None
         self.s3_staging_dir = settings.get("s3_staging_dir") or None
+        if self.s3_staging_dir is not None and not str(self.s3_staging_dir).startswith("s3://"):
+            raise AthenaConfigurationError(
+                f"s3_staging_dir {str(self.s3_staging_dir)!r} is not an s3:// URL"
+            )
         self.poll_initial = poll_initial
         self.poll_max = poll_max
         self.timeout_s = timeout_s
+        self.retry_policy = retry_policy
         self._sleep = sleep
         if client is None or s3 is None:
-            session = _boto3_session(settings)
-            client = client if client is not None else session.client("athena")
-            s3 = s3 if s3 is not None else session.client("s3")
+            default_client, default_s3 = _boto3_clients(settings)
+            client = client if client is not None else default_client
+            s3 = s3 if s3 is not None else default_s3
         self._client = client
         self._s3 = s3
 
@@ -173,22 +253,20 @@ class AthenaClient:
     def run_query(self, sql: str) -> QueryResult:
         """Start `sql`, wait for it and return where its CSV result is.
 
-        A failure Athena calls retryable (or throttling, a broken connection) starts the whole
-        query again under the one retry policy (`loader.retry`); any other failure is final.
+        A transient failure (Athena's `Retryable`, throttling, 5xx, a lost connection) starts
+        the query again under the one retry policy; any other failure is raised at once.
         """
+        return self.fetch(sql, lambda result: result)
 
-        def once() -> QueryResult:
-            try:
-                return self._run_query_once(sql)
-            except AthenaQueryError as error:
-                if error.retryable:
-                    raise _RetryableQuery(error) from error
-                raise
-
-        try:
-            return retrying(once, sleep=self._sleep)
-        except _RetryableQuery as wrapped:
-            raise wrapped.error from None
+    def fetch(self, sql: str, consume: Callable[[QueryResult], T]) -> T:
+        """Run `sql` and hand its result to `consume` (which reads it), as one retried unit:
+        an `AthenaTransientError` anywhere from the start of the query to the last byte
+        `consume` reads runs the whole query again. `consume` must be safe to repeat."""
+        return retrying(
+            lambda: consume(self._run_query_once(sql)),
+            policy=self.retry_policy,
+            sleep=self._sleep,
+        )
 
     def _run_query_once(self, sql: str) -> QueryResult:
         request: dict[str, Any] = {
@@ -206,10 +284,7 @@ class AthenaClient:
         except Exception as exc:
             if not _is_aws_error(exc):
                 raise
-            raise AthenaQueryError(
-                f"Athena query could not start: {_error_code(exc)}: {_error_message(exc)}",
-                retryable=_error_code(exc) in _RETRYABLE_CODES,
-            ) from exc
+            raise _aws_failure(exc, "Athena query could not start") from exc
         return self.wait(query_execution_id)
 
     def wait(self, query_execution_id: str) -> QueryResult:
@@ -225,7 +300,7 @@ class AthenaClient:
                 if state == "SUCCEEDED":
                     location = execution.get("ResultConfiguration", {}).get("OutputLocation")
                     if not location:
-                        raise AthenaResultError(
+                        raise AthenaConfigurationError(
                             f"Athena query {query_execution_id} succeeded without a result "
                             "location (set s3_staging_dir or the work group's output location)",
                             query_execution_id=query_execution_id,
@@ -237,7 +312,7 @@ class AthenaClient:
                 elapsed = max(time.monotonic() - started, waited)
                 if elapsed >= self.timeout_s:
                     self.stop(query_execution_id)
-                    raise AthenaQueryError(
+                    raise AthenaTerminalError(
                         f"Athena query {query_execution_id} did not finish within "
                         f"{self.timeout_s:g} s (last state {state}); it was stopped",
                         query_execution_id=query_execution_id,
@@ -260,11 +335,9 @@ class AthenaClient:
             if not _is_aws_error(exc):
                 raise
             self.stop(query_execution_id)
-            raise AthenaQueryError(
-                f"Athena query {query_execution_id} could not be polled: "
-                f"{_error_code(exc)}: {_error_message(exc)}; it was stopped",
-                query_execution_id=query_execution_id,
-                retryable=True,
+            error = _aws_failure(exc, f"Athena query {query_execution_id} could not be polled")
+            raise type(error)(
+                f"{error.message}; it was stopped", query_execution_id=query_execution_id
             ) from exc
         return response["QueryExecution"]
 
@@ -286,11 +359,11 @@ class AthenaClient:
         except Exception as exc:
             if not _is_aws_error(exc):
                 raise
-            raise AthenaResultError(
-                f"Athena query {query_execution_id}: result metadata could not be read: "
-                f"{_error_code(exc)}: {_error_message(exc)}",
+            raise _aws_failure(
+                exc,
+                f"Athena query {query_execution_id}: result metadata could not be read",
                 query_execution_id=query_execution_id,
-                retryable=_error_code(exc) in _RETRYABLE_CODES,
+                terminal=AthenaResultError,
             ) from exc
         metadata = response.get("ResultSet", {}).get("ResultSetMetadata", {})
         return [column["Name"] for column in metadata.get("ColumnInfo", [])]
@@ -300,16 +373,18 @@ class AthenaClient:
     def stream_result_csv(
         self, output_location: str, *, chunk_size: int = RESULT_CHUNK_SIZE
     ) -> Iterator[bytes]:
-        """The result object's bytes, chunk by chunk; never the whole object in memory."""
+        """The result object's bytes, chunk by chunk; never the whole object in memory.
+
+        A dropped connection or a throttled read is an `AthenaTransientError`: inside
+        `fetch`, the whole query runs again."""
         bucket, key = split_s3_url(output_location)
         try:
             body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
         except Exception as exc:
             if not _is_aws_error(exc):
                 raise
-            raise AthenaResultError(
-                f"result {output_location} could not be read: {_error_code(exc)}",
-                retryable=_error_code(exc) in _RETRYABLE_CODES,
+            raise _aws_failure(
+                exc, f"result {output_location} could not be read", terminal=AthenaResultError
             ) from exc
         try:
             # botocore checks the byte count against Content-Length at the end of the body.
@@ -317,34 +392,27 @@ class AthenaClient:
         except Exception as exc:
             if not (_is_aws_error(exc) or isinstance(exc, OSError)):
                 raise
-            raise AthenaResultError(
-                f"reading result {output_location} broke off: {type(exc).__name__}: {exc}",
-                retryable=True,
+            raise AthenaTransientError(
+                f"reading result {output_location} broke off: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())}"
             ) from exc
         finally:
             body.close()
 
 
-def _is_aws_error(exc: Exception) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return isinstance(exc, (BotoCoreError, ClientError))
-
-
 def _ended_badly(query_execution_id: str, state: str, status: Mapping[str, Any]):
-    reason = status.get("StateChangeReason") or ""
+    reason = " ".join(str(status.get("StateChangeReason") or "").split())
     athena_error = status.get("AthenaError") or {}
     if state == "CANCELLED":
         message = f"Athena query {query_execution_id} was cancelled"
         if reason:
             message += f": {reason}"
-        return AthenaQueryError(message, query_execution_id=query_execution_id)
+        return AthenaTerminalError(message, query_execution_id=query_execution_id)
     message = f"Athena query {query_execution_id} failed: {reason or 'no reason given'}"
-    return AthenaQueryError(
-        message,
-        query_execution_id=query_execution_id,
-        retryable=bool(athena_error.get("Retryable", False)),
-    )
+    # Athena's own verdict (AthenaError.Retryable): a transient failure such as exhausted
+    # resources or an internal error; anything else (a query error) is final.
+    cls = AthenaTransientError if athena_error.get("Retryable") else AthenaTerminalError
+    return cls(message, query_execution_id=query_execution_id)
 
 
 # --- the CSV tokenizer -------------------------------------------------------------------------
@@ -568,13 +636,12 @@ class AthenaCsvReencoder:
 
 def athena_file_columns(client: AthenaClient, relation: str) -> list[str]:
     """The export model's file columns, in table order (one `limit 0` query: pass them on)."""
-    result = client.run_query(f"select * from {relation} limit 0")
     slice_columns = {c.lower() for c in SLICE_COLUMNS}
-    return [
-        c
-        for c in client.result_columns(result.query_execution_id)
-        if c.lower() not in slice_columns
-    ]
+    names = client.fetch(
+        f"select * from {relation} limit 0",
+        lambda result: client.result_columns(result.query_execution_id),
+    )
+    return [c for c in names if c.lower() not in slice_columns]
 
 
 def _slice_filter(year: int, state: str) -> str:
@@ -616,12 +683,10 @@ def unload_athena_slice(
     query); `header` the header row to write (default: `columns`). Errors name the slice.
     """
     label = f"{year}/{state}"
-    query_execution_id = None
-    try:
-        if columns is None:
-            columns = athena_file_columns(client, relation)
-        result = client.run_query(athena_slice_query(relation, year, state, columns))
-        query_execution_id = result.query_execution_id
+    last_query: list[str] = []  # the id of the query being read, for error messages
+
+    def read(result: QueryResult) -> UnloadedSlice:
+        last_query[:] = [result.query_execution_id]
         reencoder = AthenaCsvReencoder(columns, header=header)
         blocks = reencoder.reencode(client.stream_result_csv(result.output_location))
         if work_dir is None:
@@ -635,26 +700,38 @@ def unload_athena_slice(
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-    except AthenaResultError as exc:
-        context = f"{label}: Athena query {query_execution_id}" if query_execution_id else label
-        raise exc.in_context(context) from exc
+        return UnloadedSlice(path=path, rows=reencoder.rows, bytes=size, sha256=sha)
+
+    try:
+        if columns is None:
+            columns = athena_file_columns(client, relation)
+        # One retried unit: a result that breaks off runs the query again, into a new file.
+        return client.fetch(athena_slice_query(relation, year, state, columns), read)
     except AthenaQueryError as exc:
-        raise exc.in_context(label) from exc
-    return UnloadedSlice(path=path, rows=reencoder.rows, bytes=size, sha256=sha)
+        raise exc.in_context(_context(label, exc, last_query)) from exc
+
+
+def _context(label: str, exc: AthenaQueryError, last_query: list[str]) -> str:
+    """`label`, plus the query id when the error (a result problem) does not name it."""
+    if exc.query_execution_id is None and last_query:
+        return f"{label}: Athena query {last_query[0]}"
+    return label
 
 
 def count_athena_slice(client: AthenaClient, relation: str, year: int, state: str) -> int:
     label = f"{year}/{state}"
-    try:
-        result = client.run_query(
-            f'select count(*) as "rows" from {relation} where {_slice_filter(year, state)}'
-        )
+    last_query: list[str] = []
+
+    def read(result: QueryResult) -> int:
+        last_query[:] = [result.query_execution_id]
         records = list(iter_csv_records(client.stream_result_csv(result.output_location)))
-    except AthenaQueryError as exc:
-        raise exc.in_context(label) from exc
-    if len(records) != 2 or len(records[1]) != 1 or not (records[1][0] or "").isdigit():
-        raise AthenaResultError(
-            f"{label}: Athena query {result.query_execution_id}: count result is not one number",
-            query_execution_id=result.query_execution_id,
+        if len(records) != 2 or len(records[1]) != 1 or not (records[1][0] or "").isdigit():
+            raise AthenaResultError("count result is not one number")
+        return int(records[1][0])
+
+    try:
+        return client.fetch(
+            f'select count(*) as "rows" from {relation} where {_slice_filter(year, state)}', read
         )
-    return int(records[1][0])
+    except AthenaQueryError as exc:
+        raise exc.in_context(_context(label, exc, last_query)) from exc

@@ -1,8 +1,19 @@
 """The embedded PostgreSQL server: a cluster under a project-local directory, tied to one command.
 
-The server runs as a child of the command that starts it and is stopped when that command ends,
-whether it returns, raises, gets Ctrl-C or SIGTERM. On Linux the child also carries a
-parent-death signal, so even a SIGKILLed parent leaves no postgres behind.
+The server runs as a child of the command that starts it (its owner) and is stopped when that
+command ends, whether it returns, raises, gets Ctrl-C or SIGTERM. On Linux the child also
+carries a parent-death signal, so even a SIGKILLed owner leaves no postgres behind.
+
+Several commands may use one data directory at once. Two `flock`s next to it say who is there,
+and the kernel drops them however a process ends (pid reuse cannot fool them):
+
+- `<data dir>.owner.lock`, exclusive, held by the owner for as long as its server runs. A
+  command that can take it owns the cluster; a server it finds running is stale (its owner is
+  dead) and is stopped first. A command that cannot take it is a *guest*: it connects to the
+  running server and never stops it.
+- `<data dir>.users.lock`, shared, held by every guest for its whole run. Before stopping its
+  server the owner takes it exclusively, so it waits for its guests to end (saying so on
+  stderr; a second interrupt stops the server at once).
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import platform
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -129,6 +141,8 @@ class EmbeddedCluster:
         self._previous_handlers: dict[int, object] = {}
         # The owner holds an exclusive flock on this file for as long as its server runs.
         self._owner_lock: int | None = None
+        # Guests hold a shared flock on this one; the owner takes it exclusively to stop.
+        self._users_lock: int | None = None
         self.reused = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -143,8 +157,17 @@ class EmbeddedCluster:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
         _keep_runtime_files_local(self.data_dir)
+        self._join_users()
         if not self._become_owner():
             return self._reuse_live_server()
+        self._leave_users()  # the owner is not its own guest
+        try:
+            return self._start_owned_server()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_owned_server(self) -> ClusterConnection:
         as_root = _running_as_root()
         if as_root:
             _prepare_root_access(self.data_dir)
@@ -180,6 +203,9 @@ class EmbeddedCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 user=SYSTEM_USER if as_root else None,
+                # Its own session: a Ctrl-C at the owner's terminal reaches the owner only,
+                # which stops the server after its guests (a terminal's SIGINT would cut them).
+                start_new_session=True,
                 preexec_fn=_die_with_parent if platform.system() == "Linux" else None,  # noqa: PLW1509
             )
         finally:
@@ -193,7 +219,14 @@ class EmbeddedCluster:
         if self.reused:
             # The server belongs to the command that started it; only that one stops it.
             self.reused = False
+            self._leave_users()
             return
+        interrupted: BaseException | None = None
+        try:
+            if self._process is not None and self._process.poll() is None:
+                self._wait_for_guests()
+        except KeyboardInterrupt as error:  # interrupted again while waiting: stop now
+            interrupted = error
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -207,7 +240,11 @@ class EmbeddedCluster:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self.throwaway:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        # Ownership first: a command waiting to join finds the cluster free and owns it next.
         self._release_ownership()
+        self._leave_users()
+        if interrupted is not None:
+            raise interrupted
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -237,19 +274,69 @@ class EmbeddedCluster:
         if descriptor is not None:
             os.close(descriptor)
 
-    def _reuse_live_server(self) -> ClusterConnection:
-        """Another live command runs the server on this data directory: connect to it."""
-        self._socket_dir = self._choose_socket_dir()
-        self._own_socket_dir = False
-        connection = ClusterConnection(socket_dir=self._socket_dir)
+    def _users_lock_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.users.lock"
+
+    def _join_users(self) -> None:
+        """A shared flock on the users lock: held by a guest for its run. It waits only while
+        an owner is stopping its server (that owner holds the lock exclusively)."""
         try:
-            self._wait_ready(connection)
-        except ClusterError as error:
-            raise ClusterError(
-                f"another mips-loader command owns the embedded server on {self.data_dir}, "
-                f"but it does not answer: {error}"
-            ) from None
-        self.reused = True
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: one command at a time
+            return
+        descriptor = os.open(self._users_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        self._users_lock = descriptor
+
+    def _leave_users(self) -> None:
+        descriptor, self._users_lock = self._users_lock, None
+        if descriptor is not None:
+            os.close(descriptor)
+
+    def _wait_for_guests(self) -> None:
+        """Take the users lock exclusively: every guest has ended. Held until the server is
+        down, so no command joins a server that is stopping."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: one command at a time
+            return
+        descriptor = os.open(self._users_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+        self._users_lock = descriptor
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        sys.stderr.write(
+            f"mips-loader: other commands still use the embedded PostgreSQL on "
+            f"{self.data_dir}; waiting for them to end before stopping it "
+            "(interrupt again to stop it now)\n"
+        )
+        sys.stderr.flush()
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+
+    def _reuse_live_server(self) -> ClusterConnection:
+        """Another live command owns the server on this data directory: connect to it as a
+        guest (the shared users lock, taken in `start`, is held until `stop`)."""
+        self.reused = True  # from here on, stop() never touches the owner's server or data
+        try:
+            self._socket_dir = self._choose_socket_dir()
+            self._own_socket_dir = False
+            connection = ClusterConnection(socket_dir=self._socket_dir)
+            try:
+                self._wait_ready(connection)
+            except ClusterError as error:
+                raise ClusterError(
+                    f"another mips-loader command owns the embedded server on {self.data_dir}, "
+                    f"but it does not answer: {error}"
+                ) from None
+        except BaseException:
+            self.stop()
+            raise
         return connection
 
     # -- steps -------------------------------------------------------------------------------
@@ -323,7 +410,6 @@ class EmbeddedCluster:
                     return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise ClusterError("postgres did not accept connections within 60 s") from None
                 time.sleep(0.05)
 

@@ -19,6 +19,8 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from loader.errors import TerminalError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_SECONDS = 6 * 3600
@@ -26,8 +28,10 @@ DEFAULT_TTL_SECONDS = 6 * 3600
 _CONDITION_UNSUPPORTED = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest"})
 
 
-class S3LockError(Exception):
-    """The lock could not be read, taken or released for a reason other than another holder."""
+class S3LockError(TerminalError):
+    """The lock could not be read, taken or released for a reason other than another holder
+    (no bucket, access denied). A lock held by another run is `loader.export.ExportLocked`,
+    also a `TerminalError`: the run stops, nothing is retried."""
 
 
 @dataclass(frozen=True)

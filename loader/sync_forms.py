@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from loader.athena import AthenaClient, AthenaCsvReencoder, AthenaQueryError, quote_identifier
+from loader.athena import (
+    AthenaClient,
+    AthenaCsvReencoder,
+    AthenaQueryError,
+    QueryResult,
+    quote_identifier,
+)
+from loader.errors import TerminalError
 from loader.source_schema import FORMS_TABLE, read_sql, split_marked, split_statements
 
 FORMS_COLUMNS = (
@@ -35,8 +42,9 @@ SYNC_LOCK_KEY = 7_342_610_222
 _STAGING = "patient_forms_mips_sync"
 
 
-class FormsSyncError(Exception):
-    """The sync failed; PostgreSQL's forms table is as it was before. Safe to log."""
+class FormsSyncError(TerminalError):
+    """The sync failed (transient Athena failures were already retried); PostgreSQL's forms
+    table is as it was before. One line, safe to log."""
 
 
 @dataclass(frozen=True)
@@ -140,14 +148,14 @@ def sync_forms(
         raise FormsSyncError(f"sync-forms: cannot read {table}: {_pg_reason(exc)}") from exc
 
     since = watermark_before - overlap if watermark_before is not None else None
-    # The Athena query runs outside any PostgreSQL transaction: it can take minutes.
-    try:
-        result = athena.run_query(forms_query(source_relation, since))
-    except AthenaQueryError as exc:
-        raise FormsSyncError(f"sync-forms: {exc}; {table} unchanged") from exc
-
     reencoder = AthenaCsvReencoder(FORMS_COLUMNS)
-    try:
+    loaded: list[QueryResult] = []  # the query whose result is being loaded
+
+    def load(result: QueryResult) -> tuple[int, dt.datetime | None]:
+        """One transaction; a failure rolls it back, so a retry starts from the same table."""
+        nonlocal reencoder
+        loaded[:] = [result]
+        reencoder = AthenaCsvReencoder(FORMS_COLUMNS)
         with pg_conn.transaction(), pg_conn.cursor() as cursor:
             cursor.execute("select pg_advisory_xact_lock(%s)", (SYNC_LOCK_KEY,))
             # Athena writes timestamps without a zone, in UTC.
@@ -169,15 +177,23 @@ def sync_forms(
             with cursor.copy(copy_statement) as copy:
                 for block in reencoder.reencode(athena.stream_result_csv(result.output_location)):
                     copy.write(block)
-            rows_written = _upsert(cursor, forms_schema)
-            watermark_after = _watermark(cursor, forms_schema)
+            return _upsert(cursor, forms_schema), _watermark(cursor, forms_schema)
+
+    # The Athena query runs outside any PostgreSQL transaction (it can take minutes); query
+    # and load are one retried unit: a transient Athena failure, also while the result
+    # streams into COPY, rolls the transaction back and runs the query again.
+    try:
+        rows_written, watermark_after = athena.fetch(forms_query(source_relation, since), load)
     except AthenaQueryError as exc:
+        if not loaded or exc.query_execution_id:
+            raise FormsSyncError(f"sync-forms: {exc}; {table} unchanged") from exc
         raise FormsSyncError(
-            f"sync-forms: Athena query {result.query_execution_id}: {exc}; {table} unchanged"
+            f"sync-forms: Athena query {loaded[0].query_execution_id}: {exc}; {table} unchanged"
         ) from exc
     except PostgresError as exc:
+        query_id = loaded[0].query_execution_id if loaded else "?"
         raise FormsSyncError(
-            f"sync-forms: loading the result of Athena query {result.query_execution_id} "
+            f"sync-forms: loading the result of Athena query {query_id} "
             f"failed: {_pg_reason(exc)}; {table} unchanged"
         ) from exc
     return SyncReport(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loader.cluster import default_data_dir, running_cluster
-from loader.errors import ConfigurationError
+from loader.errors import ConfigurationError, TerminalError, TransientError
 
 PROFILE_NAME = "healthmonix_mips"
 EMBEDDED_TARGET = "dev"
@@ -24,6 +24,26 @@ EMBEDDED_TARGET = "dev"
 
 class WarehouseConfigError(ConfigurationError):
     """The project, profile or target is unusable; the message says which and why."""
+
+
+class WarehouseUnavailable(TransientError):
+    """The PostgreSQL server could not be reached (refused, timed out, name not resolved, a
+    socket that is not there): where it was looked for and the server's one-line reason."""
+
+
+class WarehouseAccessDenied(TerminalError):
+    """The server answered but refused us: a bad password or role, a missing database."""
+
+
+# libpq's words for a server that answered and said no (libpq gives no SQLSTATE for a failed
+# connection): retrying will not help. Anything else (refused, timed out, starting up, too
+# many clients) may pass.
+_REFUSALS = re.compile(
+    r"authentication failed|no pg_hba\.conf entry|role \".*\" does not exist|"
+    r"database \".*\" does not exist|permission denied|no password supplied|"
+    r"certificate|SSL (?:is )?(?:not )?(?:required|supported)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -69,9 +89,20 @@ class Warehouse:
                 f"target '{self.target_name}' is {self.adapter_type}, not postgres"
             )
         s = self.settings
+        missing = [key for key in ("host", "user") if not s.get(key)]
+        if not (s.get("dbname") or s.get("database")):
+            missing.append("dbname")
+        if missing:
+            raise WarehouseConfigError(f"target '{self.target_name}' has no {', '.join(missing)}")
+        try:
+            port = int(s.get("port", 5432))
+        except (TypeError, ValueError):
+            raise WarehouseConfigError(
+                f"target '{self.target_name}': port {s.get('port')!r} is not a number"
+            ) from None
         conninfo: dict[str, Any] = {
             "host": s["host"],
-            "port": int(s.get("port", 5432)),
+            "port": port,
             "user": s["user"],
             "dbname": s.get("dbname") or s.get("database"),
             "application_name": "mips-loader",
@@ -82,10 +113,47 @@ class Warehouse:
             conninfo["sslmode"] = s["sslmode"]
         return conninfo
 
+    def describe(self) -> str:
+        """Where the target's server is, without credentials: host:port or the socket dir."""
+        conninfo = self.postgres_conninfo()
+        host = str(conninfo["host"])
+        where = (
+            f"socket dir {host} (port {conninfo['port']})"
+            if host.startswith("/")
+            else f"{host}:{conninfo['port']}"
+        )
+        return f"{where}, database {conninfo['dbname']}"
+
     def connect(self, **kwargs: Any):
+        """A psycopg connection; an unreachable server is `WarehouseUnavailable`, a refusal
+        (authentication, missing database) `WarehouseAccessDenied`, each one safe line."""
         import psycopg
 
-        return psycopg.connect(**self.postgres_conninfo(), **kwargs)
+        conninfo = self.postgres_conninfo()
+        kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        try:
+            return psycopg.connect(**conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            reason = _connection_failure_reason(exc, conninfo.get("password"))
+            where = f"warehouse target '{self.target_name}' at {self.describe()}"
+            if _REFUSALS.search(reason):
+                raise WarehouseAccessDenied(f"{where} refused the connection: {reason}") from exc
+            raise WarehouseUnavailable(f"{where} is unavailable: {reason}") from exc
+
+
+CONNECT_TIMEOUT_S = 10
+
+
+def _connection_failure_reason(exc: Exception, password: str | None) -> str:
+    """libpq's first line without its `connection to server at … failed:` preamble."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    if " failed: " in reason:
+        reason = reason.rsplit(" failed: ", 1)[1]
+    reason = " ".join(reason.split())
+    if password:
+        reason = reason.replace(str(password), "***")
+    return reason or type(exc).__name__
 
 
 def _read_raw_profile(options: ProjectOptions) -> dict[str, Any]:

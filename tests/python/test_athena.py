@@ -25,17 +25,21 @@ from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_a
 
 from loader.athena import (
     AthenaClient,
+    AthenaConfigurationError,
     AthenaCsvReencoder,
     AthenaQueryError,
     AthenaResultError,
+    AthenaTerminalError,
+    AthenaTransientError,
     athena_slice_query,
     count_athena_slice,
     iter_csv_records,
     unload_athena_slice,
 )
 from loader.csv_layout import encode_record
-from loader.errors import MipsError
+from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
 from loader.export import ExportLocked
+from loader.retry import RetryPolicy
 from loader.s3_lock import S3LockError, s3_run_lock
 from loader.unload import unload_postgres_slice
 
@@ -46,6 +50,7 @@ CREDENTIALS = {
     "region_name": REGION,
 }
 RESULTS_BUCKET = "athena-results"
+ONE_TRY = RetryPolicy(attempts=1)
 SETTINGS = {
     "type": "athena",
     "s3_staging_dir": f"s3://{RESULTS_BUCKET}/staging/",
@@ -204,16 +209,21 @@ def test_failed_query_names_its_id_and_reason(aws):
         "Athena query q-1 failed: COLUMN_NOT_FOUND: line 1:8: Column 'x' cannot be resolved"
     )
     assert caught.value.query_execution_id == "q-1"
-    assert caught.value.retryable is False
+    assert isinstance(caught.value, AthenaTerminalError)
+    assert not isinstance(caught.value, TransientError)
     assert scripted.polls == 3
     assert scripted.stopped == []
 
 
-def test_failed_query_passes_on_athenas_retryable_verdict(aws):
+def test_failed_query_passes_on_athenas_retryable_verdict_as_its_class(aws):
     scripted = ScriptedAthena(["FAILED"], reason="Query exhausted resources", retryable=True)
-    with pytest.raises(AthenaQueryError) as caught:
-        AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None).run_query("x")
-    assert caught.value.retryable is True
+    client = AthenaClient(
+        SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None, retry_policy=ONE_TRY
+    )
+    with pytest.raises(AthenaTransientError) as caught:
+        client.run_query("x")
+    assert isinstance(caught.value, TransientError)
+    assert not hasattr(caught.value, "retryable"), "the class is the classification"
 
 
 def test_cancelled_query(aws):
@@ -314,9 +324,8 @@ def test_a_result_cut_short_is_a_result_error(aws):
 
     aws.s3.put_object(Bucket=RESULTS_BUCKET, Key="staging/cut.csv", Body=b"x" * 1000)
     client = AthenaClient(SETTINGS, client=aws.athena, s3=Truncating())
-    with pytest.raises(AthenaResultError, match="broke off: IncompleteReadError") as caught:
+    with pytest.raises(AthenaTransientError, match="broke off: IncompleteReadError"):
         b"".join(client.stream_result_csv(f"s3://{RESULTS_BUCKET}/staging/cut.csv"))
-    assert caught.value.retryable is True
 
 
 # --- the tokenizer ---------------------------------------------------------------------------
@@ -686,3 +695,164 @@ def test_a_retryable_failure_that_persists_gives_up_after_the_policy(aws):
         AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None).run_query("x")
     assert len(scripted.requests) == 4
     assert isinstance(caught.value, MipsError), "one line at the command line, no traceback"
+
+
+# --- retries against moto's Athena: the class decides, the one policy counts ------------------
+
+
+class _Body:
+    def __init__(self, payload: bytes):
+        self._payload = payload
+
+    def stream(self, **kwargs):
+        yield self._payload
+
+
+def single_attempt_athena(endpoint: str):
+    """moto's Athena as the loader's own clients talk to it: one attempt per request."""
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1})
+    return boto3.client("athena", endpoint_url=endpoint, config=config, **CREDENTIALS)
+
+
+def answer_with_error(client, operation: str, status: int, code: str, *, times: int = 1):
+    """The next `times` `operation` requests get Athena's JSON error instead of moto's answer
+    (botocore parses it as it would AWS's); returns the list of answered requests."""
+    from botocore.awsrequest import AWSResponse
+
+    answered: list[str] = []
+
+    def handler(request, **kwargs):
+        if len(answered) >= times:
+            return None
+        answered.append(operation)
+        body = json.dumps({"__type": code, "message": f"injected {code}"}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": "r-1"}
+        return AWSResponse(request.url, status, headers, _Body(body))
+
+    client.meta.events.register_first(f"before-send.athena.{operation}", handler)
+    return answered
+
+
+def test_a_throttled_query_is_retried_and_succeeds_against_moto(aws):
+    athena = single_attempt_athena(aws.endpoint)
+    answered = answer_with_error(athena, "StartQueryExecution", 400, "ThrottlingException")
+    recording = RecordingAthena(athena)
+    waits: list[float] = []
+    client = AthenaClient(SETTINGS, client=recording, s3=aws.s3, sleep=waits.append)
+    aws.queue_result(["answer"], [["42"]])
+    result = client.run_query("select 42 as answer")
+    assert answered == ["StartQueryExecution"], "the first start was throttled"
+    assert recording.queries == ["select 42 as answer"] * 2, "and the query was started again"
+    assert len([w for w in waits if w >= 0.25]) >= 1, "after the policy's backoff"
+    assert b"".join(client.stream_result_csv(result.output_location)) == b'"answer"\n"42"\n'
+
+
+def test_a_5xx_without_an_error_code_is_transient(aws):
+    athena = single_attempt_athena(aws.endpoint)
+    answer_with_error(athena, "GetQueryExecution", 503, "")
+    recording = RecordingAthena(athena)
+    client = AthenaClient(SETTINGS, client=recording, s3=aws.s3, sleep=lambda s: None)
+    client.run_query("select 1")
+    assert len(recording.queries) == 2, "the poll's 503 stopped the query and ran it again"
+
+
+def test_a_refused_query_is_terminal_and_not_retried_against_moto(aws):
+    athena = single_attempt_athena(aws.endpoint)
+    answer_with_error(athena, "StartQueryExecution", 400, "AccessDeniedException", times=10)
+    recording = RecordingAthena(athena)
+    client = AthenaClient(SETTINGS, client=recording, s3=aws.s3, sleep=lambda s: None)
+    with pytest.raises(AthenaTerminalError) as caught:
+        client.run_query("select 1")
+    assert str(caught.value) == (
+        "Athena query could not start: AccessDeniedException: injected AccessDeniedException"
+    )
+    assert not isinstance(caught.value, TransientError)
+    assert len(recording.queries) == 1
+
+
+def test_persistent_throttling_gives_up_after_the_policy_as_a_transient_error(aws):
+    athena = single_attempt_athena(aws.endpoint)
+    answered = answer_with_error(athena, "StartQueryExecution", 400, "ThrottlingException", times=9)
+    client = AthenaClient(
+        SETTINGS, client=athena, s3=aws.s3, sleep=lambda s: None, retry_policy=RetryPolicy(3)
+    )
+    with pytest.raises(AthenaTransientError, match="could not start: ThrottlingException"):
+        client.run_query("select 1")
+    assert len(answered) == 3, "exactly the policy's attempts"
+
+
+def test_default_clients_make_one_attempt_per_request(aws, monkeypatch, tmp_path):
+    # The retry budget is loader.retry's alone: botocore must not multiply it.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    settings = {**SETTINGS, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = AthenaClient(settings, sleep=lambda s: None, retry_policy=RetryPolicy(2))
+    answered = answer_with_error(
+        client._client, "StartQueryExecution", 400, "ThrottlingException", times=20
+    )
+    with pytest.raises(AthenaTransientError):
+        client.run_query("select 1")
+    assert len(answered) == 2
+
+
+def test_a_result_that_breaks_off_runs_the_whole_query_again(db, export_table, aws, tmp_path):
+    relation, load = export_table
+    rows = hostile_rows()
+    load(rows)
+    postgres = unload_postgres_slice(db, relation, 2025, "CA", header=FILE_COLUMNS, work_dir=None)
+
+    class DropsTheFirstDownload:
+        def __init__(self):
+            self.downloads = 0
+
+        def get_object(self, **request):
+            self.downloads += 1
+            response = aws.s3.get_object(**request)
+            if self.downloads == 1:
+                data = response["Body"].read()
+                response["Body"] = StreamingBody(io.BytesIO(data[: len(data) // 2]), len(data))
+            return response
+
+    aws.queue_result(FILE_COLUMNS, rows)  # the first run, whose download breaks off
+    aws.queue_result(FILE_COLUMNS, rows)  # the second run
+    recording = RecordingAthena(aws.athena)
+    s3 = DropsTheFirstDownload()
+    client = AthenaClient(SETTINGS, client=recording, s3=s3, sleep=lambda s: None)
+    work_dir = tmp_path / "athena"
+    work_dir.mkdir()
+    athena = unload_athena_slice(
+        client, relation, 2025, "CA", work_dir=work_dir, columns=FILE_COLUMNS
+    )
+    assert len(recording.queries) == 2 and s3.downloads == 2
+    assert (athena.rows, athena.bytes, athena.sha256) == (
+        postgres.rows,
+        postgres.bytes,
+        postgres.sha256,
+    )
+    assert list(work_dir.iterdir()) == [athena.path], "the broken first file is gone"
+
+
+def test_a_result_that_is_not_csv_is_not_retried(aws, tmp_path):
+    aws.s3.put_object(Bucket=RESULTS_BUCKET, Key="staging/q-1.csv", Body=b'"a","unterminated')
+    scripted = ScriptedAthena(["SUCCEEDED"])
+    client = AthenaClient(SETTINGS, client=scripted, s3=aws.s3, sleep=lambda s: None)
+    with pytest.raises(AthenaResultError):
+        unload_athena_slice(client, '"x"', 2025, "CA", work_dir=tmp_path, columns=["a", "b"])
+    assert len(scripted.requests) == 1
+    assert isinstance(AthenaResultError("x"), TerminalError)
+
+
+def test_bad_settings_are_configuration_errors(monkeypatch, tmp_path):
+    with pytest.raises(AthenaConfigurationError, match="s3_staging_dir 'results/staging'"):
+        AthenaClient({**SETTINGS, "s3_staging_dir": "results/staging"}, client=1, s3=1)
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    with pytest.raises(AthenaConfigurationError) as caught:
+        AthenaClient({**SETTINGS, "region_name": None})
+    assert isinstance(caught.value, ConfigurationError)
+    assert "\n" not in str(caught.value)

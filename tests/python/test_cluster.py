@@ -113,3 +113,130 @@ def test_restart_after_a_crash_reuses_the_data_dir(tmp_path):
     with running_cluster(data_dir) as connection, psycopg.connect(connection.conninfo()) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
     assert wait_until_gone(data_dir) == []
+
+
+# --- two commands on one data directory --------------------------------------------------------
+
+# The owner: starts the cluster, says READY, ends when its stdin closes (or on a signal).
+OWNER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from loader.cluster import running_cluster
+    with running_cluster(Path(sys.argv[1])):
+        print("READY", flush=True)
+        sys.stdin.read()
+        print("ENDING", flush=True)
+    print("STOPPED", flush=True)
+    """
+)
+# A guest: joins the running cluster and holds a connection in a slow query.
+GUEST = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import psycopg
+    from loader.cluster import running_cluster
+    with running_cluster(Path(sys.argv[1])) as connection:
+        with psycopg.connect(connection.conninfo()) as conn:
+            print("CONNECTED", flush=True)
+            conn.execute("select pg_sleep(%s)", (float(sys.argv[2]),))
+            print("DONE", flush=True)
+    """
+)
+
+
+def start_owner(data_dir: Path) -> subprocess.Popen:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(data_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a command in its own terminal
+    )
+    assert owner.stdout.readline().strip() == "READY", owner.stderr.read()
+    return owner
+
+
+def collect(process: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    """Wait for a process whose stdin may be closed already; its remaining stdout, stderr."""
+    process.wait(timeout=timeout)
+    return process.stdout.read(), process.stderr.read()
+
+
+def start_guest(data_dir: Path, seconds: float) -> subprocess.Popen:
+    guest = subprocess.Popen(
+        [sys.executable, "-c", GUEST, str(data_dir), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert guest.stdout.readline().strip() == "CONNECTED", guest.stderr.read()
+    return guest
+
+
+def test_an_owner_that_ends_waits_for_its_guests_query(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    owner = start_owner(data_dir)
+    [server] = postgres_pids(data_dir)
+    guest = start_guest(data_dir, 4)
+    owner.stdin.close()  # the owner's command is done while the guest's query runs
+    assert owner.stdout.readline().strip() == "ENDING"
+    time.sleep(1)
+    assert owner.poll() is None, "the owner waits for its guest"
+    assert postgres_pids(data_dir) == [server]
+    out, err = guest.communicate(timeout=60)
+    assert guest.returncode == 0, err
+    assert out.strip() == "DONE", "the guest's query completed"
+    rest, err = collect(owner)
+    assert owner.returncode == 0, err
+    assert rest.strip() == "STOPPED"
+    assert "waiting for them to end" in err and len(err.strip().splitlines()) == 1
+    assert wait_until_gone(data_dir) == [], "the owner stopped its server after the guest"
+
+
+def test_ctrl_c_at_the_owners_terminal_does_not_cut_a_guest_off(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    owner = start_owner(data_dir)
+    guest = start_guest(data_dir, 3)
+    os.killpg(owner.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    out, err = guest.communicate(timeout=60)
+    assert guest.returncode == 0, err
+    assert out.strip() == "DONE"
+    owner.communicate(timeout=60)
+    assert owner.returncode != 0, "the owner ends as interrupted"
+    assert wait_until_gone(data_dir) == []
+
+
+def test_a_second_interrupt_stops_the_server_without_waiting(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    owner = start_owner(data_dir)
+    guest = start_guest(data_dir, 60)
+    owner.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and owner.poll() is None:
+        time.sleep(0.5)
+        owner.send_signal(signal.SIGTERM)  # again, while it waits for the guest
+    owner.wait(timeout=30)
+    assert owner.returncode != 0
+    assert wait_until_gone(data_dir) == [], "stopped at once, guest or not"
+    guest.communicate(timeout=30)
+    assert guest.returncode != 0, "the guest was cut off, as the user asked"
+
+
+def test_a_guest_of_a_throwaway_cluster_never_deletes_its_data(tmp_path):
+    data_dir = tmp_path / "pgdata"
+    owner = start_owner(data_dir)
+    try:
+        with (
+            EmbeddedCluster(data_dir, throwaway=True) as connection,
+            psycopg.connect(connection.conninfo()) as conn,
+        ):
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert (data_dir / "PG_VERSION").exists(), "the guest left the owner's data alone"
+        assert len(postgres_pids(data_dir)) == 1
+    finally:
+        owner.stdin.close()
+        collect(owner)
+    assert wait_until_gone(data_dir) == []

@@ -16,6 +16,8 @@ from botocore.response import StreamingBody
 from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_athena_results
 
 from loader.athena import AthenaClient
+from loader.errors import TerminalError
+from loader.retry import DEFAULT_POLICY
 from loader.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 
 REGION = "us-east-1"
@@ -200,11 +202,44 @@ def test_a_broken_stream_leaves_the_forms_as_they_were(moto, forms_db):
 
     changed = [list(r) for r in FORMS]
     changed[0][5] = "99"
-    moto.answer(changed)
+    for _ in range(DEFAULT_POLICY.attempts):  # every try of the one retry policy breaks off
+        moto.answer(changed)
     with pytest.raises(FormsSyncError, match="broke off: IncompleteReadError") as caught:
         sync(moto, forms_db, s3=DroppingConnection())
     assert "unchanged" in str(caught.value)
     assert table_rows(forms_db) == before
+
+
+def test_a_stream_that_breaks_off_once_runs_the_query_again_and_syncs(moto, forms_db):
+    moto.answer(FORMS)
+    sync(moto, forms_db)
+    moto.athena.queries.clear()
+
+    class DropsTheFirstDownload:
+        def __init__(self):
+            self.downloads = 0
+
+        def get_object(self, **request):
+            self.downloads += 1
+            response = moto.s3.get_object(**request)
+            if self.downloads == 1:  # halfway through COPY, the connection drops
+                data = response["Body"].read()
+                response["Body"] = StreamingBody(io.BytesIO(data[: len(data) // 2]), len(data))
+            return response
+
+    changed = [list(r) for r in FORMS]
+    changed[3][5] = "99"
+    moto.answer(changed)  # the first run (broken off)
+    moto.answer(changed)  # the retry
+    s3 = DropsTheFirstDownload()
+    report = sync(moto, forms_db, s3=s3)
+    assert len(moto.athena.queries) == 2 and s3.downloads == 2
+    assert (report.rows_read, report.rows_written) == (4, 1)
+    assert str(table_rows(forms_db)[3][5]) == "99"
+
+
+def test_sync_errors_are_terminal_mips_errors():
+    assert issubclass(FormsSyncError, TerminalError)
 
 
 def test_a_failed_first_sync_creates_nothing(moto, forms_db):

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
 import pytest
 from conftest import PROJECT_DIR
 
-from loader.warehouse import ProjectOptions, WarehouseConfigError, render_target
+from loader.errors import ConfigurationError, TransientError
+from loader.warehouse import (
+    ProjectOptions,
+    Warehouse,
+    WarehouseAccessDenied,
+    WarehouseConfigError,
+    WarehouseUnavailable,
+    render_target,
+)
 
 ENVIRONMENT = {
     "MIPS_PG_SOCKET_DIR": "/tmp/socket-dir",
@@ -59,3 +68,73 @@ def test_the_export_path_does_not_import_dbt():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def postgres_target(tmp_path, monkeypatch, **environment) -> Warehouse:
+    shutil.copy(PROJECT_DIR / "profiles.example.yml", tmp_path / "profiles.yml")
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    return render_target(ProjectOptions(PROJECT_DIR, tmp_path, "postgres"))
+
+
+def test_an_unreachable_warehouse_is_one_transient_line_without_the_password(tmp_path, monkeypatch):
+    port = closed_port()
+    warehouse = postgres_target(
+        tmp_path,
+        monkeypatch,
+        MIPS_PG_HOST="127.0.0.1",
+        MIPS_PG_PORT=str(port),
+        MIPS_PG_USER="loader",
+        MIPS_PG_PASSWORD="pw-Zq81-secret",
+        MIPS_PG_DATABASE="warehouse",
+    )
+    with pytest.raises(WarehouseUnavailable) as caught:
+        warehouse.connect()
+    message = str(caught.value)
+    assert isinstance(caught.value, TransientError)
+    assert message == (
+        f"warehouse target 'postgres' at 127.0.0.1:{port}, database warehouse is unavailable: "
+        "Connection refused"
+    )
+    assert "\n" not in message and "pw-Zq81-secret" not in message
+
+
+def test_a_missing_socket_names_the_socket_dir(tmp_path, monkeypatch):
+    warehouse = postgres_target(
+        tmp_path,
+        monkeypatch,
+        MIPS_PG_HOST=str(tmp_path / "no-server-here"),
+        MIPS_PG_USER="postgres",
+        MIPS_PG_DATABASE="mips",
+    )
+    with pytest.raises(WarehouseUnavailable, match=r"socket dir .*no-server-here \(port 5432\)"):
+        warehouse.connect()
+
+
+def test_a_server_that_refuses_is_terminal_not_transient(tmp_path, monkeypatch, cluster):
+    warehouse = postgres_target(
+        tmp_path,
+        monkeypatch,
+        MIPS_PG_HOST=str(cluster.socket_dir),
+        MIPS_PG_USER="postgres",
+        MIPS_PG_DATABASE="no_such_database",
+    )
+    with pytest.raises(WarehouseAccessDenied, match='database "no_such_database" does not exist'):
+        warehouse.connect()
+    monkeypatch.setenv("MIPS_PG_DATABASE", "mips")
+    reachable = render_target(ProjectOptions(PROJECT_DIR, tmp_path, "postgres"))
+    with reachable.connect() as conn:
+        assert conn.execute("select current_database()").fetchone()[0] == "mips"
+
+
+def test_profile_errors_stay_configuration_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigurationError):
+        render_target(ProjectOptions(PROJECT_DIR, tmp_path, "postgres"))  # no profiles.yml
+    assert issubclass(WarehouseConfigError, ConfigurationError)
