@@ -7,6 +7,7 @@ S3 and the registry's SFTP server.
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,16 @@ def demo_options(project_dir: Path) -> ProjectOptions:
     )
 
 
-def run_demo(project_dir: Path, out: Path, *, scale: float, seed: int, echo: Callable[[str], None]):
+def run_demo(
+    project_dir: Path,
+    out: Path,
+    *,
+    scale: float,
+    seed: int,
+    echo: Callable[[str], None],
+    as_of: dt.date | None = None,
+):
+    """`as_of`: the synthetic data's "today" (None: today in MIPS_TIME_ZONE), see generate()."""
     from loader.synthetic import generate
 
     options = demo_options(project_dir)
@@ -40,7 +50,9 @@ def run_demo(project_dir: Path, out: Path, *, scale: float, seed: int, echo: Cal
         warehouse = render_target(options)
         echo(f"1/3 generating synthetic source data (scale {scale}, seed {seed})")
         with warehouse.connect(autocommit=True) as conn:
-            counts = generate(conn, seed=seed, scale=scale, app_schema="app", forms_schema="app")
+            counts = generate(
+                conn, seed=seed, scale=scale, app_schema="app", forms_schema="app", as_of=as_of
+            )
         echo("    " + ", ".join(f"{table} {rows:,}" for table, rows in counts.items()))
         echo("2/3 dbt build")
         outcome = run_dbt(options, ["build"])

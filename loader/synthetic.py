@@ -1,12 +1,15 @@
 """Deterministic synthetic source data for any PostgreSQL target (docs/synthetic-data.md).
 
 Everything is generated inside the database, set-based, by `sql/synthetic_data.sql`: each value
-is a hash of (seed, stream, row key), so the same seed and scale give identical tables.
+is a hash of (seed, stream, row key), so the same seed, scale and `as_of` date give identical
+tables. The data is anchored to `as_of` (default: today in the business time zone): care plans
+start from 2021-06-01 to `as_of`, visits up to `as_of` have happened, later ones are scheduled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import math
 import time
@@ -40,6 +43,8 @@ COUNTED_TABLES = (
     "settings",
 )
 _BIGINT_MAX = 2**63 - 1
+# The first care plan start of every data set; `as_of` must come after it.
+DATA_START = dt.date(2021, 6, 1)
 
 
 @dataclass(frozen=True)
@@ -81,18 +86,30 @@ def generate(
     app_schema: str,
     forms_schema: str,
     settings: str = "production",
+    as_of: dt.date | None = None,
 ) -> dict[str, int]:
     """Drop and recreate the source tables and fill them; returns rows per table.
 
     `settings="none"` leaves out the healthmonix program-year settings (like the company's
     alpha environment, which delivers nothing). Runs in one transaction: on any error the
     previous tables stay as they were.
+
+    `as_of` is the data's "today": the last day with completed visits and forms (None: today
+    in `MIPS_TIME_ZONE`, default America/Los_Angeles, the run date's zone).
     """
     if settings not in SETTINGS_CHOICES:
         raise ValueError(f"settings must be one of {SETTINGS_CHOICES}, not {settings!r}")
     if not -_BIGINT_MAX <= seed <= _BIGINT_MAX:
         raise ValueError("seed must fit in a signed 64-bit integer")
     size = SyntheticSize.for_scale(scale)
+    if as_of is None:
+        from loader.deliveries import today_for_run
+
+        as_of = today_for_run()
+    if isinstance(as_of, dt.datetime) or not isinstance(as_of, dt.date):
+        raise ValueError(f"as_of must be a date, not {as_of!r}")
+    if as_of <= DATA_START:
+        raise ValueError(f"as_of must be after {DATA_START.isoformat()}, not {as_of.isoformat()}")
     placeholders = {
         "app_schema": sql.Identifier(app_schema),
         "forms_schema": sql.Identifier(forms_schema),
@@ -103,6 +120,7 @@ def generate(
         "practices": sql.Literal(size.practices),
         "injury_stride": sql.Literal(size.injury_stride()),
         "program_settings": sql.Literal(settings == "production"),
+        "as_of": sql.Literal(as_of),
     }
     counts = dict.fromkeys(COUNTED_TABLES, 0)
     started = time.monotonic()
@@ -125,7 +143,13 @@ def generate(
         tables.append(sql.Identifier(forms_schema, FORMS_TABLE))
         with _timed("analyze"):
             cur.execute(sql.SQL("analyze {}").format(sql.SQL(", ").join(tables)))
-    log.info("generated scale %s seed %s in %.1f s", scale, seed, time.monotonic() - started)
+    log.info(
+        "generated scale %s seed %s as of %s in %.1f s",
+        scale,
+        seed,
+        as_of.isoformat(),
+        time.monotonic() - started,
+    )
     return counts
 
 

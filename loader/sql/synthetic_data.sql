@@ -3,8 +3,11 @@
 --
 -- Every value is a pure function of (seed, stream name, row key) through pg_temp.draw, so the
 -- same seed and scale give the same rows whatever plan or worker order the server picks.
--- Placeholders: schema identifiers, and integer/boolean literals sized in Python.
--- Data window: care plans start 2021-06-01 .. 2026-06-30; "today" for statuses is 2026-06-30.
+-- Placeholders: schema identifiers, integer/boolean literals sized in Python, and {as_of}, the
+-- date literal the data is anchored to (its "today").
+-- Data window: care plans start 2021-06-01 .. {as_of}; visits up to {as_of} have happened
+-- (completed, cancelled, no-show), later ones are `scheduled`. With as_of 2026-06-30 the data
+-- is exactly what the generator made before it took a date.
 
 -- step: random draws
 create or replace function pg_temp.draw(stream text, key bigint) returns double precision
@@ -111,7 +114,9 @@ create temporary table plan_shape on commit drop as
 with drawn as (
     select
         id,
-        date '2021-06-01' + floor(pg_temp.draw('plan.start', id) * 1856)::int as start_date,
+        date '2021-06-01'
+        + floor(pg_temp.draw('plan.start', id) * ({as_of} - date '2021-06-01' + 1))::int
+        as start_date,
         pg_temp.draw('plan.length_kind', id) as length_kind,
         pg_temp.draw('plan.length', id) as length_draw,
         pg_temp.draw('plan.status', id) as status_draw,
@@ -145,7 +150,7 @@ classified as (
         *,
         case
             when status_draw < 0.05 then 'cancelled'
-            when planned_end > date '2026-06-30' then 'active'
+            when planned_end > {as_of} then 'active'
             -- a few old plans nobody discharged: active, no end date, years later
             when status_draw < 0.06 then 'active'
             else 'discharged'
@@ -183,7 +188,7 @@ dated as (
         case
             when status = 'discharged' then planned_end
             when status = 'cancelled' and length_draw < 0.5
-                then least(start_date + floor(length_draw * 30)::int, date '2026-06-30')
+                then least(start_date + floor(length_draw * 30)::int, {as_of})
         end as end_date,
         -- the span visits are spread over; a cancelled plan stops within two weeks
         case
@@ -214,7 +219,8 @@ dated as (
             when
                 status != 'cancelled'
                 and wants_year_end_visits
-                and extract(year from start_date) <= 2025
+                -- both extra visits have happened by {as_of}
+                and make_date(extract(year from start_date)::int + 1, 1, 1) <= {as_of}
                 and planned_end >= make_date(extract(year from start_date)::int + 1, 1, 1)
                 then make_date(extract(year from start_date)::int, 12, 31)
         end as year_end
@@ -367,7 +373,7 @@ select
     end as clinician_id,
     local_start at time zone 'America/Los_Angeles' as starts_at,
     case
-        when local_start >= timestamp '2026-07-01' then 'scheduled'
+        when local_start >= {as_of} + 1 then 'scheduled'
         when visit_number > visit_count then 'completed'
         when status_draw < 0.86 then 'completed'
         when status_draw < 0.93 then 'cancelled'

@@ -62,6 +62,15 @@ def test_invocations_are_recorded_with_what_they_did(target, project_options):
     )  # fmt: skip
 
 
+def test_selection_text_with_a_quote_is_stored_as_given(target, project_options):
+    args = ["test", "-s", "stg_app__states", "--exclude", "tag:o'brien", *VARS]
+    quoted = run_dbt(project_options, args, quiet=True)
+    assert quoted.success, quoted.error
+    assert logged(target, quoted.invocation_id)[:4] == (
+        "test", "select=stg_app__states exclude=tag:o'brien", True, False,
+    )  # fmt: skip
+
+
 def test_a_failed_build_is_recorded_with_its_failed_nodes(target, project_options):
     key = "healthmonix_2025_integration_enabled"
     target.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))

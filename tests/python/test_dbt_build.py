@@ -7,14 +7,24 @@ rule broken in the models does not break the oracle the same way.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
 import psycopg
 import pytest
 from model_scenarios import Scenario, fetch_all
 
+from loader.deliveries import today_for_run
 from loader.synthetic import generate
 
 PRODUCTION = Scenario(app_schema="build_app", forms_schema="build_forms", models_schema="build")
 ALPHA = Scenario(app_schema="alpha_app", forms_schema="alpha_app", models_schema="alpha")
+FRESH = Scenario(app_schema="fresh_app", forms_schema="fresh_app", models_schema="fresh")
+# The production build's data is anchored to one day (in the 2025 submission season), so a
+# failure reproduces whatever the calendar says.
+AS_OF = dt.date(2026, 1, 15)
 
 # SPEC §5's measure-map table, typed out independently of the seed.
 MAPPED_BODY_PARTS = {
@@ -58,7 +68,9 @@ where s.postal_abbreviation = %(state)s
   and a.status = 'completed'
   and date_part('year', a.starts_at at time zone 'America/Los_Angeles') = %(year)s
   and cp.status != 'cancelled'
-  and age(cp.start_date, p.date_of_birth) >= interval '18 years'
+  -- the years field of age(), not `age(...) >= interval '18 years'`: interval comparison
+  -- counts 17 years 11 months 30 days as 18 years (found by data as of 2026-01-15)
+  and date_part('year', age(cp.start_date, p.date_of_birth)) >= 18
   and i.body_part_type = any(%(mapped)s)
   and case when %(strict)s
       then cp.start_date >= make_date(%(year)s, 1, 1)
@@ -79,6 +91,7 @@ def production_build(cluster, project_options):
             app_schema=PRODUCTION.app_schema,
             forms_schema=PRODUCTION.forms_schema,
             settings="production",
+            as_of=AS_OF,
         )
     return PRODUCTION.run(project_options, "build")
 
@@ -181,3 +194,43 @@ def test_alpha_environment_without_settings_delivers_nothing(db, project_options
     export_rows = fetch_all(db, f"select count(*) from {ALPHA.models_schema}.mips_export_v1")
     assert deliveries == [(0,)]
     assert export_rows == [(0,)]
+
+
+def source_freshness(db, project_options, *, days_ago: int) -> tuple[bool, dict[str, str]]:
+    """Generate data as of `days_ago` days before today, then `dbt source freshness` on it:
+    (command succeeded, status per checked source table)."""
+    generate(
+        db,
+        seed=11,
+        scale=0.1,
+        app_schema=FRESH.app_schema,
+        forms_schema=FRESH.forms_schema,
+        as_of=today_for_run() - dt.timedelta(days=days_ago),
+    )
+    results_file = Path(os.environ["DBT_TARGET_PATH"]) / "sources.json"
+    results_file.unlink(missing_ok=True)
+    outcome = FRESH.run(project_options, "source", "freshness")
+    results = json.loads(results_file.read_text())["results"]
+    return outcome.success, {r["unique_id"].rsplit(".", 1)[-1]: r["status"] for r in results}
+
+
+def test_source_freshness_passes_on_freshly_generated_data(db, project_options):
+    success, statuses = source_freshness(db, project_options, days_ago=0)
+    assert success
+    assert statuses == {"appointments": "pass", "patient_forms_mips": "pass"}
+
+
+def test_source_freshness_warns_after_three_quiet_days_and_errors_after_a_week(db, project_options):
+    # the data still has `scheduled` bookings after its last day: they must not look fresh
+    success, statuses = source_freshness(db, project_options, days_ago=4)
+    assert fetch_all(
+        db,
+        f"select count(*) > 0 from {FRESH.app_schema}.appointments"
+        " where status = 'scheduled' and starts_at > now()",
+    ) == [(True,)]
+    assert success  # a warning does not fail the command
+    assert statuses == {"appointments": "warn", "patient_forms_mips": "warn"}
+
+    success, statuses = source_freshness(db, project_options, days_ago=8)
+    assert not success
+    assert statuses == {"appointments": "error", "patient_forms_mips": "error"}

@@ -131,9 +131,12 @@ def test_sources_have_freshness_and_descriptions(manifest):
     sources = {s["name"]: s for s in manifest["sources"].values()}
     for name in ("appointments", "patient_forms_mips"):
         freshness = sources[name]["freshness"]
-        assert freshness["warn_after"]["count"], name
-        assert freshness.get("error_after", {}).get("count") is None, name
+        assert (freshness["warn_after"]["count"], freshness["warn_after"]["period"]) == (3, "day")
+        assert (freshness["error_after"]["count"], freshness["error_after"]["period"]) == (7, "day")
+        # only rows that have happened: future bookings must not make the source look fresh
+        assert "<= current_timestamp" in freshness["filter"], name
         assert sources[name]["loaded_at_field"] in ("starts_at", "completed_at")
+    assert "status = 'completed'" in sources["appointments"]["freshness"]["filter"]
     assert all(source["description"].strip() for source in sources.values())
 
 

@@ -9,8 +9,13 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
+from loader.deliveries import today_for_run
 from loader.source_schema import APP_TABLES, FORMS_TABLE, create_source_schema
 from loader.synthetic import COUNTED_TABLES, generate
+
+# The data's "today" for tests that assert exact data: the generator's output does not move
+# with the calendar. (2026-06-30 is the date the generator used before it took one.)
+AS_OF = date(2026, 6, 30)
 
 BODY_PART_TYPES = {
     "neck",
@@ -62,19 +67,25 @@ def scalar(conn, query: str):
 def synthetic(cluster):
     """One small data set (schema `app_cov`, forms in `forms_cov`) for the coverage checks."""
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        counts = generate(conn, seed=42, scale=0.1, app_schema="app_cov", forms_schema="forms_cov")
+        counts = generate(
+            conn, seed=42, scale=0.1, app_schema="app_cov", forms_schema="forms_cov", as_of=AS_OF
+        )
         conn.execute("set search_path = app_cov, forms_cov")
         yield conn, counts
 
 
 def test_same_seed_gives_identical_tables_and_another_seed_does_not(db):
-    first = generate(db, seed=7, scale=0.05, app_schema="app_det", forms_schema="app_det")
+    first = generate(
+        db, seed=7, scale=0.05, app_schema="app_det", forms_schema="app_det", as_of=AS_OF
+    )
     before = fingerprints(db, "app_det", "app_det")
-    again = generate(db, seed=7, scale=0.05, app_schema="app_det", forms_schema="app_det")
+    again = generate(
+        db, seed=7, scale=0.05, app_schema="app_det", forms_schema="app_det", as_of=AS_OF
+    )
     assert again == first
     assert fingerprints(db, "app_det", "app_det") == before
 
-    generate(db, seed=8, scale=0.05, app_schema="app_det", forms_schema="app_det")
+    generate(db, seed=8, scale=0.05, app_schema="app_det", forms_schema="app_det", as_of=AS_OF)
     after = fingerprints(db, "app_det", "app_det")
     for table in ("patients", "injuries", "care_plans", "appointments", FORMS_TABLE):
         assert after[table] != before[table], table
@@ -424,6 +435,8 @@ def test_scale_0_1_is_fast(db):
         ({"scale": float("nan")}, "scale"),
         ({"settings": "alpha"}, "settings"),
         ({"seed": 2**64}, "seed"),
+        ({"as_of": date(2021, 6, 1)}, "as_of"),
+        ({"as_of": "2026-01-15"}, "as_of"),
     ],
 )
 def test_bad_arguments_are_refused(db, kwargs, message):
@@ -440,3 +453,76 @@ def test_runs_inside_the_callers_transaction(cluster, db):
         assert scalar(conn, "select count(*) from app_tx.care_plans") == 100
         conn.rollback()
     assert scalar(db, "select to_regclass('app_tx.care_plans')") is None
+
+
+def _dated_summary(conn, schema: str):
+    """Last local dates of: a completed visit, a form, any visit that has happened."""
+    local_date = sql.SQL("max(({} at time zone 'America/Los_Angeles')::date)")
+    return conn.execute(
+        sql.SQL(
+            "select (select {starts} from {a} where status = 'completed'),"
+            " (select {completed} from {f}),"
+            " (select {starts} from {a} where status in ('completed', 'cancelled', 'no_show'))"
+        ).format(
+            starts=local_date.format(sql.Identifier("starts_at")),
+            completed=local_date.format(sql.Identifier("completed_at")),
+            a=sql.Identifier(schema, "appointments"),
+            f=sql.Identifier(schema, FORMS_TABLE),
+        )
+    ).fetchone()
+
+
+def test_data_is_anchored_to_as_of(db):
+    as_of = date(2026, 1, 15)
+    generate(db, seed=42, scale=0.1, app_schema="app_asof", forms_schema="app_asof", as_of=as_of)
+    last_completed, last_form, last_happened = _dated_summary(db, "app_asof")
+    assert last_completed == last_form == last_happened == as_of
+    # what is booked after as_of is `scheduled`, never completed
+    assert (
+        scalar(
+            db,
+            "select count(*) from app_asof.appointments"
+            " where (starts_at at time zone 'America/Los_Angeles')::date > '2026-01-15'"
+            " and status != 'scheduled'",
+        )
+        == 0
+    )
+    assert scalar(
+        db,
+        "select count(*) from app_asof.appointments"
+        " where (starts_at at time zone 'America/Los_Angeles')::date > '2026-01-15'",
+    )
+    assert scalar(db, "select max(start_date) from app_asof.care_plans") <= as_of
+    assert (
+        scalar(db, "select max(end_date) from app_asof.care_plans where status = 'discharged'")
+        <= as_of
+    )
+    # the production years all have completed visits to export
+    years = {
+        row[0]
+        for row in db.execute(
+            "select distinct extract(year from starts_at at time zone 'America/Los_Angeles')::int"
+            " from app_asof.appointments where status = 'completed'"
+        )
+    }
+    assert {2022, 2023, 2024, 2025} <= years
+
+
+def test_same_seed_and_date_are_identical_another_date_is_not(db):
+    def fingerprint_for(as_of):
+        generate(db, seed=7, scale=0.02, app_schema="app_day", forms_schema="app_day", as_of=as_of)
+        return fingerprints(db, "app_day", "app_day")
+
+    first = fingerprint_for(date(2026, 3, 1))
+    assert fingerprint_for(date(2026, 3, 1)) == first
+    other = fingerprint_for(date(2026, 3, 2))
+    assert other["appointments"] != first["appointments"]
+    assert other["settings"] == first["settings"]
+
+
+def test_default_as_of_is_today_in_los_angeles(db, monkeypatch):
+    monkeypatch.delenv("MIPS_TIME_ZONE", raising=False)
+    generate(db, seed=3, scale=0.1, app_schema="app_today", forms_schema="app_today")
+    today = today_for_run()
+    last_completed, last_form, _ = _dated_summary(db, "app_today")
+    assert last_completed == last_form == today
