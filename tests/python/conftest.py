@@ -58,6 +58,21 @@ def project_options(cluster, profiles_dir) -> ProjectOptions:
 
 
 @pytest.fixture
+def project_copy(tmp_path, monkeypatch, project_options) -> ProjectOptions:
+    """A copy of the dbt project whose seeds a test may edit, with its own target dir."""
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in ("dbt_project.yml", "models", "macros", "seeds", "tests"):
+        source = PROJECT_DIR / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("python"))
+        else:
+            shutil.copy(source, copy / name)
+    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
+    return ProjectOptions(project_dir=copy, profiles_dir=project_options.profiles_dir, target="dev")
+
+
+@pytest.fixture
 def db(cluster):
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         yield conn
@@ -99,6 +114,16 @@ def models(db, monkeypatch):
         f'add column export_relation text default \'"{HANDMADE_SCHEMA}"."mips_export_v1"\', '
         "add column file_header text default 'Patient ID,Treatment,Score', "
         "add column dbt_invocation_id text default 'handmade-invocation'"
+    )
+    # every year the calendar can ask about is configured: status and plan show no year rows
+    db.execute(
+        f"""
+        create table {HANDMADE_SCHEMA}.mips_expected_years as
+        select year as performance_year, make_date(year, 1, 1) as expected_from,
+            make_date(year + 1, 3, 31) as expected_until, 'configured' as readiness,
+            null::text as missing
+        from generate_series(2022, 2027) as year
+        """
     )
     record_build(db, HANDMADE_SCHEMA)
     monkeypatch.setenv("MIPS_DEV_SCHEMA", HANDMADE_SCHEMA)

@@ -8,9 +8,10 @@ example profile's `dev` target reads), so scenarios never see each other's table
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from loader.dbt_invocation import DbtOutcome, run_dbt
@@ -48,3 +49,16 @@ def _environment(**values: str) -> Iterator[None]:
 
 def fetch_all(db, query: str, params: object = None) -> list[tuple]:
     return db.execute(query, params).fetchall()
+
+
+def edit_seed(project: ProjectOptions, seed: str, edit: Callable[[list[dict]], list[dict]]) -> None:
+    """Rewrites `seeds/{seed}.csv` of a project copy with `edit(rows)`, keeping its columns."""
+    path = project.project_dir / "seeds" / f"{seed}.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fieldnames = list(rows[0])
+    rows = edit(rows)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

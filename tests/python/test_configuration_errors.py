@@ -7,18 +7,12 @@ leave the marts unbuilt, so a loader run afterwards finds nothing new to deliver
 
 from __future__ import annotations
 
-import csv
-import shutil
-from pathlib import Path
-
 import psycopg
 import pytest
-from model_scenarios import Scenario, fetch_all
+from model_scenarios import Scenario, edit_seed, fetch_all
 
 from loader.synthetic import generate
-from loader.warehouse import ProjectOptions
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 SCENARIO = Scenario(app_schema="config_app", forms_schema="config_app", models_schema="config")
 
 
@@ -58,33 +52,6 @@ def settings(db, source_data):
     return set_value
 
 
-@pytest.fixture
-def project_copy(tmp_path, monkeypatch, project_options):
-    """A copy of the dbt project whose seeds a test may edit; its own target dir."""
-    copy = tmp_path / "project"
-    copy.mkdir()
-    for name in ("dbt_project.yml", "models", "macros", "seeds", "tests"):
-        source = PROJECT_DIR / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("python"))
-        else:
-            shutil.copy(source, copy / name)
-    monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
-    return ProjectOptions(project_dir=copy, profiles_dir=project_options.profiles_dir, target="dev")
-
-
-def edit_seed(project: ProjectOptions, seed: str, edit) -> None:
-    path = project.project_dir / "seeds" / f"{seed}.csv"
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    fieldnames = list(rows[0])
-    rows = edit(rows)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def assert_build_fails_naming(outcome, db, *expected: str) -> None:
     assert not outcome.success
     reported = "\n".join([*outcome.failures, outcome.error or ""])
@@ -102,6 +69,7 @@ def assert_build_fails_naming(outcome, db, *expected: str) -> None:
     [
         ("healthmonix_2024_integration_enabled", "yes"),
         ("healthmonix_2022_strictly_contained", " "),
+        ("healthmonix_2026_reported", "nope"),
     ],
 )
 def test_malformed_boolean_names_the_key(settings, db, project_options, key, value):
@@ -124,6 +92,17 @@ def test_enabled_state_without_registration_names_year_and_state(settings, db, p
     outcome = SCENARIO.run(project_options, "build")
     assert_build_fails_naming(
         outcome, db, "performance year 2025, state NV: SFTP integration is enabled"
+    )
+
+
+def test_year_declared_not_reported_but_with_states_names_both_keys(settings, db, project_options):
+    settings("healthmonix_2025_reported", "false")
+    outcome = SCENARIO.run(project_options, "build")
+    assert_build_fails_naming(
+        outcome,
+        db,
+        "setting healthmonix_2025_reported declares performance year 2025 not reported, but "
+        "healthmonix_2025_states lists states to deliver: remove one of the two",
     )
 
 

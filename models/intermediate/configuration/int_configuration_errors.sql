@@ -66,6 +66,35 @@ malformed_booleans as (
     from program_years
     where strictly_contained_setting_key is not null and is_strictly_contained is null
 
+    union all
+
+    select
+        'malformed_boolean' as error_kind,
+        performance_year,
+        cast(null as {{ dbt.type_string() }}) as state_code,
+        reported_setting_key as setting_key,
+        'setting ' || reported_setting_key || ': '
+        || coalesce('''' || reported_setting_value || '''', 'null')
+        || ' is not a boolean (accepted: true, false, t, f, 1, 0, in any case)' as error_message
+    from program_years
+    where reported_setting_key is not null and is_reported is null
+
+),
+
+unreported_years_with_states as (
+
+    select
+        'unreported_year_with_states' as error_kind,
+        performance_year,
+        cast(null as {{ dbt.type_string() }}) as state_code,
+        reported_setting_key as setting_key,
+        'setting ' || reported_setting_key || ' declares performance year '
+        || cast(performance_year as {{ dbt.type_string() }})
+        || ' not reported, but ' || states_setting_key
+        || ' lists states to deliver: remove one of the two' as error_message
+    from program_years
+    where is_configured and not is_reported
+
 ),
 
 unknown_states as (
@@ -199,6 +228,8 @@ sample_registrations as (
 configuration_errors as (
 
     select * from malformed_booleans
+    union all
+    select * from unreported_years_with_states
     union all
     select * from unknown_states
     union all

@@ -1,5 +1,8 @@
-{#- The three per-year keys of SPEC §4: healthmonix_{year}_{setting_name}. -#}
-{%- set key_pattern = '^healthmonix_[0-9]{4}_(states|integration_enabled|strictly_contained)$' -%}
+{#-
+    The per-year keys healthmonix_{year}_{setting_name}: the three of SPEC §4, and `reported`,
+    which declares a year the company deliberately does not report (false; missing means true).
+-#}
+{%- set key_pattern = '^healthmonix_[0-9]{4}_(states|integration_enabled|strictly_contained|reported)$' -%}
 
 with
 
@@ -35,7 +38,9 @@ program_years as (
         max(case when setting_name = 'strictly_contained' then setting_key end)
             as strictly_contained_setting_key,
         max(case when setting_name = 'strictly_contained' then setting_value end)
-            as strictly_contained_setting_value
+            as strictly_contained_setting_value,
+        max(case when setting_name = 'reported' then setting_key end) as reported_setting_key,
+        max(case when setting_name = 'reported' then setting_value end) as reported_setting_value
     from program_year_settings
     group by performance_year
 
@@ -51,6 +56,8 @@ parsed as (
         integration_enabled_setting_value,
         strictly_contained_setting_key,
         strictly_contained_setting_value,
+        reported_setting_key,
+        reported_setting_value,
         -- a year takes part when its states list exists (SPEC §4: missing -> no deliveries)
         states_setting_key is not null as is_configured,
         -- missing means false; present but malformed stays null and is reported as an error
@@ -61,7 +68,12 @@ parsed as (
         case
             when strictly_contained_setting_key is null then false
             else {{ parse_setting_boolean('strictly_contained_setting_value') }}
-        end as is_strictly_contained
+        end as is_strictly_contained,
+        -- missing means the year is reported (expected from its January on)
+        case
+            when reported_setting_key is null then true
+            else {{ parse_setting_boolean('reported_setting_value') }}
+        end as is_reported
     from program_years
 
 )
