@@ -347,11 +347,13 @@ def plan_command(
     project_dir, profiles_dir, target, years, states, run_date, max_build_age, as_json
 ):
     """Show what `export` would deliver (keys, file names, row counts, the build they come
-    from); writes nothing.
+    from) and the performance years expected on the date that are not configured or declared
+    not reported; writes nothing. Any --date is accepted, so a new year can be checked before
+    it starts.
 
     Exit status: 0 export would deliver, 1 the publish gate would refuse, 2 usage error.
 
-    Example: mips-loader plan --year 2023
+    Example: mips-loader plan --date 2027-01-04 --year 2027
     """
     request = _export_request(years, states, run_date, None, None, max_build_age=max_build_age)
     report = _run(
@@ -433,10 +435,12 @@ def status_command(
     manifest's size and checksum), the last SFTP delivery, whether that file is on the server
     now (its size; with --verify its bytes read back and hashed), and a verdict: ok, stale,
     missing on server, altered on server, missing in S3, altered in S3, latest run failed,
-    never delivered, disabled. Reads only.
+    never delivered, disabled. Also one row per performance year expected on the date (the
+    current one; January to March also the previous one) that has no settings: not
+    configured, or not reported when declared so. Reads only.
 
-    Exit status: 0 every delivery is ok or disabled, 1 any is not, 2 usage or configuration
-    error.
+    Exit status: 0 every delivery is ok or disabled and every expected year configured or not
+    reported, 1 anything else, 2 usage or configuration error.
 
     Example: mips-loader status --year 2025 --verify --json
     """

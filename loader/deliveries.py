@@ -189,12 +189,18 @@ def read_deliveries(conn, schema: str) -> list[Delivery]:
 
 
 def select_deliveries(
-    deliveries: list[Delivery], years: tuple[int, ...] = (), states: tuple[str, ...] = ()
+    deliveries: list[Delivery],
+    years: tuple[int, ...] = (),
+    states: tuple[str, ...] = (),
+    *,
+    shown_years: tuple[int, ...] = (),
 ) -> list[Delivery]:
     """The deliveries of the years and states asked for (all when none is asked for).
 
     A selection that matches nothing is a usage error, not an empty success: `--state XX`
-    with a typo must not look like a run that had nothing to do.
+    with a typo must not look like a run that had nothing to do. `shown_years` are years the
+    command reports without deliveries (an expected year that is not configured): asking for
+    one of them is an answer, not a typo.
     """
     wanted_states = {s.strip().upper() for s in states}
     selected = [
@@ -203,7 +209,7 @@ def select_deliveries(
         if (not years or d.performance_year in years)
         and (not wanted_states or d.state_code in wanted_states)
     ]
-    if (years or states) and not selected:
+    if (years or states) and not selected and not set(years) & set(shown_years):
         asked = ", ".join(
             [f"--year {y}" for y in years] + [f"--state {s}" for s in sorted(wanted_states)]
         )

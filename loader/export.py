@@ -20,6 +20,7 @@ from loader.deliveries import Delivery, run_time_zone, select_deliveries, today_
 from loader.destinations import open_destination
 from loader.destinations.base import DeliveryError
 from loader.errors import INTERRUPTED, ConfigurationError, TerminalError
+from loader.expected_years import ExpectedYear, years_needing_a_look
 from loader.records import (
     SFTP_DELIVERED,
     SFTP_DISABLED,
@@ -85,6 +86,8 @@ class ExportReport:
     # Set when a signal stopped the run; `not_attempted` deliveries were never started.
     interrupted: bool = False
     not_attempted: int = 0
+    # `plan` and the demo: years expected on the run date not configured or not reported.
+    expected_years: list[ExpectedYear] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -344,11 +347,20 @@ def _record(s3, record: DeliveryRecord, *, with_manifest: bool) -> None:
 
 def plan_export(warehouse, request: ExportRequest) -> ExportReport:
     """What `run_export` would deliver, with row counts and the gate's verdict; writes nothing
-    and takes no lock."""
-    check_run_date(request.run_date)
+    and takes no lock. Unlike `export` it accepts a future date: a new year is checked before
+    its first delivery."""
     report = ExportReport(run_id="plan", run_date=request.run_date)
     with open_slice_source(warehouse) as source:
-        deliveries = select_deliveries(source.deliveries(), request.years, request.states)
+        stated = source.deliveries()
+        report.expected_years = years_needing_a_look(
+            source.expected_years(), request.run_date, request.years
+        )
+        deliveries = select_deliveries(
+            stated,
+            request.years,
+            request.states,
+            shown_years=tuple(y.performance_year for y in report.expected_years),
+        )
         _judge_build(report, source, deliveries, request, warehouse.schema)
         for delivery in deliveries:
             record = _new_record(delivery, report, STATUS_PLANNED)

@@ -15,7 +15,11 @@ EXPORT_COLUMNS = ("year", "state", "rows", "bytes", "S3 key", "SFTP name", "stat
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [["" if v is None else str(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    numeric = [all(_is_number(r[i]) for r in rows) and rows for i in range(len(headers))]
+    # A column of numbers (empty cells allowed) is right-aligned.
+    numeric = [
+        all(r[i] is None or _is_number(r[i]) for r in rows) and any(_is_number(r[i]) for r in rows)
+        for i in range(len(headers))
+    ]
     lines = []
     for index, row in enumerate(cells):
         parts = [
@@ -82,6 +86,9 @@ def export_summary(report) -> str:
         ]
     if not report.results:
         lines += ["", "nothing to deliver: no performance year is configured in settings"]
+    if report.expected_years:
+        lines += ["", f"performance years expected on {report.run_date.isoformat()}:"]
+        lines += [f"- {year.describe()}" for year in report.expected_years]
     return "\n".join(lines)
 
 
@@ -96,6 +103,7 @@ def export_json(report) -> str:
             "interrupted": report.interrupted,
             "not_attempted": report.not_attempted,
             "deliveries": [asdict(r) for r in report.results],
+            "expected_years": [y.to_dict() for y in report.expected_years],
         },
         indent=2,
         sort_keys=True,

@@ -17,6 +17,13 @@ from pathlib import Path
 
 from loader.build_gate import BUILD_LOG_COLUMNS, BUILD_LOG_MODEL, BuildRecord, build_record
 from loader.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, Delivery, read_deliveries
+from loader.expected_years import (
+    EXPECTED_YEARS_COLUMNS,
+    EXPECTED_YEARS_MODEL,
+    ExpectedYear,
+    expected_year_from_text,
+    read_expected_years,
+)
 from loader.unload import UnloadedSlice, count_postgres_slice, unload_postgres_slice
 
 ATHENA_LOCK_NAME = "mips-loader/export.lock"
@@ -27,6 +34,10 @@ class SliceSource:
 
     def deliveries(self) -> list[Delivery]:
         """Every delivery the deliveries model states (select with `select_deliveries`)."""
+        raise NotImplementedError
+
+    def expected_years(self) -> list[ExpectedYear]:
+        """Every performance year the expected-years model states, in year order."""
         raise NotImplementedError
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
@@ -50,6 +61,9 @@ class PostgresSliceSource(SliceSource):
 
     def deliveries(self) -> list[Delivery]:
         return read_deliveries(self.conn, self.schema)
+
+    def expected_years(self) -> list[ExpectedYear]:
+        return read_expected_years(self.conn, self.schema)
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
         return unload_postgres_slice(
@@ -104,6 +118,18 @@ class AthenaSliceSource(SliceSource):
         records = iter_csv_records(self.client.stream_result_csv(result.output_location))
         next(records, None)  # the header
         return [_delivery_from_text(record) for record in records]
+
+    def expected_years(self) -> list[ExpectedYear]:
+        from loader.athena import iter_csv_records, quote_identifier
+
+        relation = (
+            f"{quote_identifier(self.client.schema)}.{quote_identifier(EXPECTED_YEARS_MODEL)}"
+        )
+        selected = ", ".join(EXPECTED_YEARS_COLUMNS)
+        result = self.client.run_query(f"select {selected} from {relation} order by 1")
+        records = iter_csv_records(self.client.stream_result_csv(result.output_location))
+        next(records, None)  # the header
+        return [expected_year_from_text(record) for record in records]
 
     def latest_build(self) -> BuildRecord | None:
         from loader.athena import AthenaQueryError, iter_csv_records, quote_identifier

@@ -1,9 +1,11 @@
-"""`mips-loader status`: is every configured delivery in S3 and on the registry's server now?
+"""`mips-loader status`: is every configured delivery in S3 and on the registry's server now,
+and is every performance year the registry expects today configured?
 
-Reads only: the deliveries model and the build log, the manifests and run log in the S3 store,
-a HEAD of each snapshot object, and a stat of each delivered file on the SFTP server. With
-`verify`, both stored files are read back and hashed. A verdict is "ok" only when all of these
-agree with what the last delivery recorded, and the latest run of the delivery did not fail.
+Reads only: the deliveries and expected-years models and the build log, the manifests and run
+log in the S3 store, a HEAD of each snapshot object, and a stat of each delivered file on the
+SFTP server. With `verify`, both stored files are read back and hashed. A verdict is "ok" only
+when all of these agree with what the last delivery recorded, and the latest run of the
+delivery did not fail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from loader.build_gate import BuildRecord
 from loader.deliveries import Delivery, select_deliveries
 from loader.destinations.base import Destination, Digest
 from loader.errors import ConfigurationError
+from loader.expected_years import ExpectedYear, years_needing_a_look
 from loader.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
 from loader.report import build_line, table
 from loader.slices import open_slice_source
@@ -66,12 +69,16 @@ class DeliveryStatus:
 @dataclass
 class StatusReport:
     statuses: list[DeliveryStatus] = field(default_factory=list)
+    # Years expected on the status date that are not configured, or declared not reported.
+    years: list[ExpectedYear] = field(default_factory=list)
     build: BuildRecord | None = None
     verified: bool = False
 
     @property
     def ok(self) -> bool:
-        return not any(s.needs_attention for s in self.statuses)
+        return not any(s.needs_attention for s in self.statuses) and not any(
+            y.needs_attention for y in self.years
+        )
 
 
 def last_snapshot(store: Destination, delivery: Delivery) -> DeliveryRecord | None:
@@ -123,8 +130,15 @@ def collect_status(
     verify: bool = False,
 ) -> StatusReport:
     with open_slice_source(warehouse) as source:
-        deliveries = select_deliveries(source.deliveries(), tuple(years), tuple(states))
-        report = StatusReport(build=source.latest_build(), verified=verify)
+        stated = source.deliveries()
+        expected = years_needing_a_look(source.expected_years(), today, tuple(years))
+        deliveries = select_deliveries(
+            stated,
+            tuple(years),
+            tuple(states),
+            shown_years=tuple(y.performance_year for y in expected),
+        )
+        report = StatusReport(build=source.latest_build(), verified=verify, years=expected)
     if sftp is None and any(d.sftp_enabled for d in deliveries):
         raise ConfigurationError("SFTP is enabled for some years: pass --sftp-url or MIPS_SFTP_URL")
     for delivery in deliveries:
@@ -205,11 +219,19 @@ def status_rows(statuses: list[DeliveryStatus]) -> list[list]:
     ]
 
 
+def year_rows(years: list[ExpectedYear]) -> list[list]:
+    """A row per expected year without deliveries: no state, no file, only the verdict."""
+    return [
+        [y.performance_year, "all", "-", None, None, "-", "-", "-", "-", y.readiness] for y in years
+    ]
+
+
 def status_text(report: StatusReport) -> str:
-    lines = [build_line(report.build), "", table(STATUS_COLUMNS, status_rows(report.statuses))]
+    rows = status_rows(report.statuses) + year_rows(report.years)
+    lines = [build_line(report.build), "", table(STATUS_COLUMNS, rows)]
     details = [
         f"- {s.performance_year}/{s.state_code}: {s.detail}" for s in report.statuses if s.detail
-    ]
+    ] + [f"- {y.describe()}" for y in report.years]
     if details:
         lines += ["", "details:", *details]
     return "\n".join(lines)
@@ -222,6 +244,7 @@ def status_json(report: StatusReport) -> str:
             "verified": report.verified,
             "build": report.build.to_dict() if report.build is not None else None,
             "deliveries": [asdict(s) for s in report.statuses],
+            "expected_years": [y.to_dict() for y in report.years],
         },
         indent=2,
         sort_keys=True,

@@ -18,6 +18,7 @@ from transport_servers import moto_api, queue_athena_results
 
 from loader.build_gate import BUILD_LOG_COLUMNS
 from loader.deliveries import DELIVERIES_COLUMNS
+from loader.expected_years import EXPECTED_YEARS_COLUMNS
 from loader.export import ExportLocked, ExportRequest, plan_export, run_export
 from loader.warehouse import Warehouse
 
@@ -43,6 +44,15 @@ def build_row(invocation_id: str = "inv-1", success: bool = True) -> list[str]:
 
 
 # Glue keeps lower-case names; the header comes from the deliveries model instead.
+EXPECTED_YEARS = list(EXPECTED_YEARS_COLUMNS)
+EXPECTED_2025 = ["2025", "2025-01-01", "2026-03-31", "configured", ""]
+EXPECTED_2026 = [
+    "2026",
+    "2026-01-01",
+    "2027-03-31",
+    "not configured",
+    "setting healthmonix_2026_states",
+]
 ATHENA_COLUMNS = ["patient_id", "date_of_service", "score"]
 
 
@@ -119,9 +129,19 @@ def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
 
 def test_plan_on_athena_counts_rows(athena_target):
     warehouse, queue, _ = athena_target
-    queue((DELIVERY_COLUMNS, DELIVERY_ROWS[1:]), (BUILD_LOG, [build_row()]), (["rows"], [["12"]]))
+    queue(
+        (DELIVERY_COLUMNS, DELIVERY_ROWS[1:]),
+        (EXPECTED_YEARS, [EXPECTED_2025, EXPECTED_2026]),
+        (BUILD_LOG, [build_row()]),
+        (["rows"], [["12"]]),
+    )
     request = ExportRequest(run_date=dt.date(2026, 1, 15), s3_url=None, sftp_url=None)
     report = plan_export(warehouse, request)
+    # in January, 2025 is still in its window (configured: its deliveries speak for it)
+    assert [year.describe() for year in report.expected_years] == [
+        "2026: not configured (expected 2026-01-01 to 2027-03-31); missing: "
+        "setting healthmonix_2026_states"
+    ]
     assert [(r.performance_year, r.state_code, r.rows) for r in report.results] == [
         (2025, "TX", 12)
     ]

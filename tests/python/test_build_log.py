@@ -43,7 +43,8 @@ def test_invocations_are_recorded_with_what_they_did(target, project_options):
     good = run_dbt(project_options, ["build", *VARS], quiet=True)
     assert good.success, good.error
     assert logged(target, good.invocation_id) == (
-        "build", "", True, True, "mips_deliveries,mips_export_v1", 0, 0, 0, "", True,
+        "build", "", True, True, "mips_deliveries,mips_expected_years,mips_export_v1",
+        0, 0, 0, "", True,
     )  # fmt: skip
     delivered_by = target.execute(
         f"select distinct dbt_invocation_id from {TARGET_SCHEMA}.mips_deliveries"

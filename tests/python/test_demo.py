@@ -1,7 +1,9 @@
-"""`mips-loader demo` then `mips-loader status`: every production delivery written and ok."""
+"""`mips-loader demo` then `mips-loader status`: every production delivery written and ok,
+and every performance year the registry expects today that the demo's settings lack named."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from click.testing import CliRunner
@@ -9,10 +11,13 @@ from conftest import PROJECT_DIR
 from test_end_to_end import PRODUCTION_SLICES
 
 from loader.cli import cli
+from loader.deliveries import today_for_run
 from loader.demo import demo_options
 
 
-def test_demo_delivers_everything_and_status_says_ok(profiles_dir, cluster, tmp_path, monkeypatch):
+def test_demo_delivers_everything_and_status_names_unconfigured_years(
+    profiles_dir, cluster, tmp_path, monkeypatch
+):
     # The demo builds into the dev target's default schema of the session's own cluster.
     monkeypatch.delenv("MIPS_DEV_SCHEMA", raising=False)
     out = tmp_path / "demo-output"
@@ -45,7 +50,20 @@ def test_demo_delivers_everything_and_status_says_ok(profiles_dir, cluster, tmp_
         ],  # fmt: skip
         catch_exceptions=False,
     )
-    assert status.exit_code == 0, status.output
-    verdicts = [d["verdict"] for d in json.loads(status.stdout)["deliveries"]]
+    document = json.loads(status.stdout)
+    verdicts = [d["verdict"] for d in document["deliveries"]]
     assert verdicts.count("ok") == len(PRODUCTION_SLICES) - 1
     assert verdicts.count("disabled") == 1
+    # The demo's settings end at 2025, as production's do: status tells the truth about
+    # every later year the registry expects today, and that alone makes it exit 1.
+    unconfigured = unconfigured_years_expected(today_for_run())
+    assert [y["performance_year"] for y in document["expected_years"]] == unconfigured
+    assert {y["readiness"] for y in document["expected_years"]} <= {"not configured"}
+    assert status.exit_code == (1 if unconfigured else 0), status.output
+
+
+def unconfigured_years_expected(today: dt.date) -> list[int]:
+    """Years after 2025 whose registry window holds `today`: the current one, and from
+    January to March the previous one."""
+    years = [today.year - 1, today.year] if today.month <= 3 else [today.year]
+    return [year for year in years if year > 2025]

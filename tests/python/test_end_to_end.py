@@ -162,11 +162,16 @@ def test_every_delivery_lands_identical_in_s3_and_sftp(built, servers, profiles_
         profiles_dir, "status", "--date", RUN_DATE, "--s3-url", servers["s3_url"],
         "--sftp-url", servers["sftp_url"],
     )  # fmt: skip
-    assert status.exit_code == 0, status.output
+    # every delivery is fine; what needs attention is 2026, a year nobody configured yet
+    assert status.exit_code == 1, status.output
     assert status.output.startswith("build: dbt build ")
-    verdicts = [line.split()[-1] for line in status.output.splitlines()[4:]]
+    table = [line.split() for line in status.output.splitlines() if line[:2] == "20"]
+    # a year row's verdict is two words; its empty cells take no tokens
+    verdicts = [" ".join(cells[-2:]) if cells[1] == "all" else cells[-1] for cells in table]
     assert verdicts.count("ok") == len(PRODUCTION_SLICES) - 1
     assert verdicts.count("disabled") == 1
+    assert table[-1][:2] == ["2026", "all"] and verdicts[-1] == "not configured"
+    assert len(verdicts) == len(PRODUCTION_SLICES) + 1
 
 
 def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir, monkeypatch):

@@ -1,0 +1,231 @@
+"""A new performance year never arrives silently (SPEC §7, expected years).
+
+The demo's production settings end at 2025. Built by dbt on the embedded PostgreSQL, the
+expected-years model makes `status` and `plan` name every year the registry expects on their
+date that has no settings: the current year always, the previous one from January to March.
+A year declared not reported (`healthmonix_{year}_reported = false`) is shown as such and is
+not an error. The calendar edges (Dec 31 23:30 and Jan 1 00:30 in Los Angeles, the window's
+last day) are the model's dbt unit tests; here the loader reads what dbt built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from model_scenarios import Scenario
+
+from loader.cli import cli
+from loader.synthetic import generate
+
+SCENARIO = Scenario(app_schema="years_app", forms_schema="years_app", models_schema="years")
+ROLLOVER = Scenario(
+    app_schema="rollover_app", forms_schema="rollover_app", models_schema="rollover"
+)
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+# What the loader reads for status and plan; the export itself is not needed here.
+SELECTION = [
+    "--select", "+mips_expected_years", "+mips_deliveries",
+    "--resource-type", "model", "--resource-type", "seed",
+]  # fmt: skip
+MISSING_2026 = (
+    "setting healthmonix_2026_states; a mips_program_years row; "
+    "measure codes in mips_measure_map; registrations in mips_registrations"
+)
+
+
+@pytest.fixture(scope="module")
+def built(cluster, project_options):
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        generate(
+            conn,
+            seed=5,
+            scale=0.02,
+            app_schema=SCENARIO.app_schema,
+            forms_schema=SCENARIO.forms_schema,
+            settings="production",
+        )
+    outcome = SCENARIO.run(project_options, "build", *SELECTION)
+    assert outcome.success, outcome.error
+
+
+@pytest.fixture
+def loader(built, profiles_dir, tmp_path, monkeypatch):
+    """Runs a loader command against the scenario's models, with empty S3 and SFTP stand-ins."""
+    return loader_for(SCENARIO, profiles_dir, tmp_path, monkeypatch)
+
+
+def loader_for(scenario, profiles_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MIPS_DEV_SCHEMA", scenario.models_schema)
+    s3, sftp = tmp_path / "s3", tmp_path / "sftp"
+    s3.mkdir()
+    sftp.mkdir()
+
+    def run(command: str, *args: str):
+        stores = ["--s3-url", s3.as_uri(), "--sftp-url", sftp.as_uri()]
+        store = stores if command == "status" else []
+        return CliRunner().invoke(
+            cli,
+            [command, *store, *args, "--profiles-dir", str(profiles_dir), "--target", "dev"],
+            catch_exceptions=False,
+        )
+
+    return run
+
+
+def expected_years(result) -> list[tuple[int, str]]:
+    document = json.loads(result.stdout)
+    return [(y["performance_year"], y["readiness"]) for y in document["expected_years"]]
+
+
+def test_in_december_the_current_year_is_not_configured(loader):
+    result = loader("status", "--date", "2026-12-02", "--json")
+    assert result.exit_code == 1, result.output
+    document = json.loads(result.stdout)
+    assert document["ok"] is False
+    assert document["expected_years"] == [
+        {
+            "performance_year": 2026,
+            "expected_from": "2026-01-01",
+            "expected_until": "2027-03-31",
+            "readiness": "not configured",
+            "missing": MISSING_2026,
+            "needs_attention": True,
+        }
+    ]
+
+
+def test_asking_for_the_year_shows_only_its_row(loader):
+    result = loader("status", "--date", "2026-12-02", "--year", "2026")
+    assert result.exit_code == 1, result.output
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("2026")]
+    assert rows == [["2026", "all", "-", "-", "-", "-", "-", "not", "configured"]]
+    assert (
+        f"- 2026: not configured (expected 2026-01-01 to 2027-03-31); missing: {MISSING_2026}"
+        in (result.stdout)
+    )
+
+
+@pytest.mark.parametrize(
+    ("date", "years"),
+    [
+        # the submission window of 2026 runs to March 31, 2027, its last day included
+        ("2027-01-01", [2026, 2027]),
+        ("2027-02-15", [2026, 2027]),
+        ("2027-03-31", [2026, 2027]),
+        ("2027-04-01", [2027]),
+        # 2025 is configured: its deliveries speak for it, not a year row
+        ("2026-02-15", [2026]),
+    ],
+)
+def test_the_window_decides_which_years_are_listed(loader, date, years):
+    result = loader("status", "--date", date, "--json")
+    assert result.exit_code == 1, result.output
+    assert expected_years(result) == [(year, "not configured") for year in years]
+
+
+def test_plan_lists_them_too_without_changing_its_exit_status(loader):
+    result = loader("plan", "--date", "2026-12-02", "--json")
+    assert result.exit_code == 0, result.output
+    assert expected_years(result) == [(2026, "not configured")]
+    text = loader("plan", "--date", "2026-12-02")
+    assert "performance years expected on 2026-12-02:\n- 2026: not configured" in text.stdout
+
+
+def test_a_year_declared_not_reported_is_shown_and_is_not_an_error(loader, db, project_options):
+    settings = f"{SCENARIO.app_schema}.settings"
+    db.execute(
+        f"insert into {settings} select max(id) + 1, 'healthmonix_2026_reported', 'false', "
+        f"'boolean' from {settings}"
+    )
+    try:
+        assert SCENARIO.run(project_options, "build", *SELECTION).success
+        result = loader("status", "--date", "2026-12-02", "--year", "2026", "--json")
+        assert result.exit_code == 0, result.output
+        assert expected_years(result) == [(2026, "not reported")]
+        assert json.loads(result.stdout)["expected_years"][0]["needs_attention"] is False
+        text = loader("status", "--date", "2026-12-02", "--year", "2026")
+        assert "- 2026: not reported, declared with setting healthmonix_2026_reported" in (
+            text.stdout
+        )
+        # the next year is still expected, and still not configured
+        february = loader("status", "--date", "2027-02-15", "--year", "2026", "--year", "2027")
+        assert february.exit_code == 1, february.output
+    finally:
+        db.execute(f"delete from {settings} where key = 'healthmonix_2026_reported'")
+        assert SCENARIO.run(project_options, "build", *SELECTION).success
+
+
+def test_a_run_date_the_build_did_not_consider_is_an_error(loader):
+    result = loader("status", "--date", "2031-06-01", "--year", "2025", "--json")
+    assert result.exit_code == 2, result.output
+    message = json.loads(result.stdout)["error"]["message"]
+    assert message.startswith("run date 2031-06-01 is in 2031, a year mips_expected_years does")
+
+
+def rollover_procedure() -> tuple[dict[str, list[str]], str]:
+    """The year-rollover section of docs/operations.md: the rows its diff adds, per seed file,
+    and its settings SQL, exactly as a reader would copy them."""
+    text = OPERATIONS.read_text()
+    section = text.split("## A new performance year (year rollover)", 1)[1]
+    section = section.split("### A year the company does not report", 1)[0]
+    added: dict[str, list[str]] = {}
+    for block in re.findall(r"```diff\n(.*?)```", section, flags=re.S):
+        path = None
+        for line in block.splitlines():
+            if line.startswith("+++ b/"):
+                path = line.removeprefix("+++ b/")
+            elif line.startswith("+") and not line.startswith("+++"):
+                added.setdefault(path, []).append(line[1:])
+    (settings_sql,) = re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    return added, settings_sql
+
+
+def test_the_documented_rollover_configures_the_year(
+    cluster, db, project_copy, profiles_dir, tmp_path, monkeypatch
+):
+    added, settings_sql = rollover_procedure()
+    assert sorted(added) == [
+        "seeds/mips_measure_map.csv",
+        "seeds/mips_program_years.csv",
+        "seeds/mips_registrations.csv",
+    ]
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        generate(
+            conn,
+            seed=6,
+            scale=0.01,
+            app_schema=ROLLOVER.app_schema,
+            forms_schema=ROLLOVER.forms_schema,
+            settings="production",
+        )
+    for path, rows in added.items():
+        with (project_copy.project_dir / path).open("a") as seed:
+            seed.writelines(f"{row}\n" for row in rows)
+    run = loader_for(ROLLOVER, profiles_dir, tmp_path, monkeypatch)
+
+    # the seeds alone change no delivery: 2027 is still expected and still not configured
+    assert ROLLOVER.run(project_copy, "build", *SELECTION).success
+    february = run("status", "--date", "2027-02-15", "--year", "2027", "--json")
+    assert json.loads(february.stdout)["expected_years"][0]["missing"] == (
+        "setting healthmonix_2027_states"
+    )
+
+    db.execute(settings_sql.replace("app.settings", f"{ROLLOVER.app_schema}.settings"))
+    assert ROLLOVER.run(project_copy, "build", *SELECTION).success
+    # 2027 is configured (no year row); 2026, in its window, is still not
+    status = run("status", "--date", "2027-02-15", "--json")
+    assert expected_years(status) == [(2026, "not configured")]
+    planned = run("plan", "--date", "2027-01-04", "--year", "2027", "--json")
+    assert planned.exit_code == 0, planned.output
+    plan = json.loads(planned.stdout)
+    assert plan["expected_years"] == []
+    assert [(d["state_code"], d["s3_key"]) for d in plan["deliveries"]][:2] == [
+        ("AZ", "2027/AZ/2027-01-04/data.csv"),
+        ("CA", "2027/CA/2027-01-04/data.csv"),
+    ]
+    assert len(plan["deliveries"]) == 9
