@@ -5,7 +5,7 @@
 -#}
 {% macro parse_setting_boolean(value_expression) -%}
     case
-        when lower(trim({{ value_expression }})) in ('true', 't', '1') then true
-        when lower(trim({{ value_expression }})) in ('false', 'f', '0') then false
+        when lower({{ trim_spaces(value_expression) }}) in ('true', 't', '1') then true
+        when lower({{ trim_spaces(value_expression) }}) in ('false', 'f', '0') then false
     end
 {%- endmacro %}

@@ -1,7 +1,8 @@
 {#-
     Fresh planner statistics for a table just built, so the next joins are planned from real
     row counts and distinct values (PostgreSQL does not analyze a new table until autovacuum
-    gets to it; guessed counts turn hash joins into nested loops). Athena plans without them.
+    gets to it; guessed counts turn hash joins into nested loops). Athena plans without them,
+    and so does any other adapter: the default does nothing, which is right everywhere.
 -#}
 {% macro analyze_table(relation) -%}
     {{ return(adapter.dispatch('analyze_table', 'healthmonix_mips')(relation)) }}
@@ -12,8 +13,4 @@
 
 {% macro postgres__analyze_table(relation) -%}
     analyze {{ relation }}
-{%- endmacro %}
-
-{% macro athena__analyze_table(relation) -%}
-    {{ default__analyze_table(relation) }}
 {%- endmacro %}

@@ -4,6 +4,7 @@
     select_columns_for_layout(columns): the select list. Athena requires the `partitioned_by`
     columns last in a CTAS select, so they move to the end there; elsewhere the list stays in
     the contract's order. Contracts match columns by name, so both satisfy the same contract.
+    The defaults are plain SQL every engine runs (PostgreSQL uses them).
 
     order_rows_for_layout(columns): PostgreSQL writes the rows in slice order, so the index
     on the slice columns reads each slice from adjacent pages; Athena partitions instead.
@@ -14,10 +15,6 @@
 
 {% macro default__select_columns_for_layout(columns) -%}
     {{ columns | join(',\n    ') }}
-{%- endmacro %}
-
-{% macro postgres__select_columns_for_layout(columns) -%}
-    {{ default__select_columns_for_layout(columns) }}
 {%- endmacro %}
 
 {% macro athena__select_columns_for_layout(columns) -%}
@@ -38,10 +35,6 @@
 
 {% macro default__order_rows_for_layout(columns) -%}
     order by {{ columns | join(', ') }}
-{%- endmacro %}
-
-{% macro postgres__order_rows_for_layout(columns) -%}
-    {{ default__order_rows_for_layout(columns) }}
 {%- endmacro %}
 
 {% macro athena__order_rows_for_layout(columns) -%}

@@ -128,7 +128,7 @@ visit_measures as (
                 when 'pain' then eligible_visits.nprs_score
                 else {{ dbt.datediff('eligible_visits.start_date', 'eligible_visits.visit_date', 'day') }}
             end
-            as {{ dbt.type_numeric() }}
+            as decimal(28, 6)
         ) as score
     from eligible_visits
     cross join measure_kinds

@@ -40,7 +40,7 @@ delivery_parts as (
     left join registrations
         on
             program_year_states.performance_year = registrations.performance_year
-            and program_year_states.state_code = upper(trim(registrations.state_code))
+            and program_year_states.state_code = upper({{ trim_spaces('registrations.state_code') }})
 
 ),
 

@@ -50,7 +50,7 @@ export_rows as (
         upper(visit_type) as visit_type,
         cast(measure_code as {{ dbt.type_string() }}) as treatment,
         cast(instrument as {{ dbt.type_string() }}) as instrument,
-        {{ format_decimal_plain('score') }} as score
+        {{ format_decimal_plain('score', 28, 6) }} as score
 
     from visit_measures
 

@@ -163,7 +163,7 @@ missing_registrations as (
     left join registrations
         on
             program_year_states.performance_year = registrations.performance_year
-            and program_year_states.state_code = upper(trim(registrations.state_code))
+            and program_year_states.state_code = upper({{ trim_spaces('registrations.state_code') }})
     where
         program_year_states.is_integration_enabled
         and registrations.performance_year is null
@@ -184,7 +184,7 @@ malformed_registrations as (
         || coalesce('''' || registrations.registration_id || '''', 'null')
         || ', which is not numeric' as error_message
     from registrations
-    where not coalesce({{ matches_regex('registrations.registration_id', '^[0-9]+$') }}, false)
+    where not coalesce({{ fully_matches('registrations.registration_id', '[0-9]+') }}, false)
 
     union all
 
@@ -198,7 +198,7 @@ malformed_registrations as (
         || coalesce('''' || registrations.integration_key || '''', 'null')
         || ', which is not 10 letters and digits' as error_message
     from registrations
-    where not coalesce({{ matches_regex('registrations.integration_key', '^[A-Za-z0-9]{10}$') }}, false)
+    where not coalesce({{ fully_matches('registrations.integration_key', '[A-Za-z0-9]{10}') }}, false)
 
 ),
 
@@ -216,7 +216,7 @@ sample_registrations as (
     inner join registrations
         on
             program_year_states.performance_year = registrations.performance_year
-            and program_year_states.state_code = upper(trim(registrations.state_code))
+            and program_year_states.state_code = upper({{ trim_spaces('registrations.state_code') }})
     where
         -- production runs set the var; dev and demo deliver to file:// with the samples
         {{ 'true' if var('mips_reject_sample_registrations', false) else 'false' }}

@@ -18,7 +18,7 @@ listed_states as (
     select
         program_years.performance_year,
         -- the list is typed by hand: " ca, AZ,,CA " means CA and AZ
-        upper(trim(listed.state_code)) as state_code
+        upper({{ trim_spaces('listed.state_code') }}) as state_code
     from program_years
     {{ split_to_rows('program_years.states_setting_value', 'listed', 'state_code') }}
 

@@ -2,7 +2,7 @@
     The per-year keys healthmonix_{year}_{setting_name}: the three of SPEC §4, and `reported`,
     which declares a year the company deliberately does not report (false; missing means true).
 -#}
-{%- set key_pattern = '^healthmonix_[0-9]{4}_(states|integration_enabled|strictly_contained|reported)$' -%}
+{%- set key_pattern = 'healthmonix_[0-9]{4}_(states|integration_enabled|strictly_contained|reported)' -%}
 
 with
 
@@ -21,7 +21,7 @@ program_year_settings as (
         setting_key,
         setting_value
     from settings
-    where {{ matches_regex('setting_key', key_pattern) }}
+    where {{ fully_matches('setting_key', key_pattern) }}
 
 ),
 

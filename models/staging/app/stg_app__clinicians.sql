@@ -12,8 +12,8 @@ renamed as (
         -- ids
         cast(id as {{ dbt.type_bigint() }}) as clinician_id,
         -- identifiers are text: leading zeros matter
-        trim(npi) as npi,
-        trim(tin) as tin,
+        {{ trim_spaces('npi') }} as npi,
+        {{ trim_spaces('tin') }} as tin,
 
         -- strings
         first_name,

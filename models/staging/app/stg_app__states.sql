@@ -15,7 +15,7 @@ renamed as (
         -- strings
         name as state_name,
         -- settings list postal codes in any case and spacing; compare on the clean form
-        upper(trim(postal_abbreviation)) as state_code
+        upper({{ trim_spaces('postal_abbreviation') }}) as state_code
 
     from source
 

@@ -16,7 +16,7 @@ renamed as (
         cast(patient_id as {{ dbt.type_bigint() }}) as patient_id,
 
         -- strings
-        upper(trim(instrument)) as instrument,
+        upper({{ trim_spaces('instrument') }}) as instrument,
 
         -- numerics
         functional_score,

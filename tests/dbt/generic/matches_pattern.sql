@@ -1,5 +1,6 @@
 {#-
-    Every non-null value of the column matches the regular expression (anchored by the caller).
+    Every non-null value of the column matches the regular expression as a whole (write it
+    without ^ and $: fully_matches anchors it exactly, on every engine).
     The loader names files and keys after these values, so a bad one must fail the build, and
     the failure names the rows: on `dbt build`/`dbt test` the test raises with the first five
     offending rows' keys and values (only identifiers such as state codes, NPIs and TINs are
@@ -14,7 +15,7 @@ select
 from {{ model }}
 where
     {{ column_name }} is not null
-    and not {{ matches_regex(column_name, pattern) }}
+    and not {{ fully_matches(column_name, pattern) }}
     {%- endset -%}
 
     {%- if execute and invocation_args_dict.get('which') in ['build', 'test'] -%}
@@ -25,7 +26,7 @@ where
             {%- do named.append(row_key ~ ' ' ~ row[0] ~ ': ' ~ (row[1] | tojson)) -%}
         {%- endfor -%}
         {{ exceptions.raise_compiler_error(
-            model.identifier ~ '.' ~ column_name ~ ' must match ' ~ pattern ~ '; failing rows: '
+            model.identifier ~ '.' ~ column_name ~ ' must match ' ~ pattern ~ ' as a whole; failing rows: '
             ~ named | join('; ')
         ) }}
     {%- endif -%}
