@@ -20,7 +20,15 @@ alone is not enough — sqlglot's Trino reader is lenient and would quietly acce
   the TRINO_FUNCTIONS list below knows;
 - PostgreSQL-only constructs (ILIKE, DISTINCT ON, SIMILAR TO, `interval '1 day'`,
   `extract(epoch …)`, LATERAL over a function);
-- anything sqlglot itself cannot express in Trino (generation with unsupported_level=RAISE).
+- anything sqlglot itself cannot express in Trino (generation with unsupported_level=RAISE);
+- SQL that runs on both engines but means something else on Trino: a one-argument trim()
+  (Trino strips every whitespace character, PostgreSQL only spaces: use macro trim_spaces)
+  and a `$` anchor in regexp_like (Trino's also matches before a final newline: use macro
+  fully_matches).
+
+Then every file is parsed with Trino's own grammar (the `trino-query-parser` package: the
+ANTLR grammar of Trino 422, generated for Python), which rejects what sqlglot's lenient
+reader lets through.
 
 Exit status: 0 clean, 1 findings, 2 compile or usage error.
 """
@@ -38,9 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlglot
+from antlr4 import CommonTokenStream, InputStream
+from antlr4.error.ErrorListener import ConsoleErrorListener
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, TokenError, UnsupportedError
 from sqlglot.tokens import Token, TokenType
+from trino_query_parser.error import TrinoErrorListener, TrinoSyntaxError
+from trino_query_parser.SqlBaseLexer import SqlBaseLexer
+from trino_query_parser.SqlBaseParser import SqlBaseParser
 
 DIALECT = "trino"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -174,6 +187,7 @@ def lint_sql(sql: str, path: str = "<sql>") -> list[Finding]:
     """Findings for one compiled SQL text (empty when it is clean Trino)."""
     if not sql.strip():
         return []
+    grammar = trino_grammar_findings(sql, path)
     try:
         tokens = sqlglot.tokenize(sql, read=DIALECT)
     except TokenError as error:
@@ -185,7 +199,7 @@ def lint_sql(sql: str, path: str = "<sql>") -> list[Finding]:
         line = error.errors[0].get("line", 1) if error.errors else 1
         detail = error.errors[0].get("description", str(error)) if error.errors else str(error)
         findings.append(Finding(path, line or 1, "parse", f"does not parse as Trino: {detail}"))
-        return _unique(findings)
+        return _unique(findings + grammar)
     for statement in statements:
         if statement is None:
             continue
@@ -194,7 +208,23 @@ def lint_sql(sql: str, path: str = "<sql>") -> list[Finding]:
             statement.sql(dialect=DIALECT, unsupported_level=ErrorLevel.RAISE)
         except UnsupportedError as error:
             findings.append(Finding(path, 1, "unsupported", f"not expressible in Trino: {error}"))
-    return _unique(findings)
+    return _unique(findings + grammar)
+
+
+def trino_grammar_findings(sql: str, path: str = "<sql>") -> list[Finding]:
+    """A finding when Trino's own grammar (Trino 422's SqlBase.g4) rejects the statement."""
+    # the grammar's keywords are upper case (Trino's lexer upper-cases its input the same way)
+    lexer = SqlBaseLexer(InputStream(sql.strip().rstrip(";").upper()))
+    parser = SqlBaseParser(CommonTokenStream(lexer))
+    for recognizer in (lexer, parser):
+        recognizer.removeErrorListener(ConsoleErrorListener.INSTANCE)
+        recognizer.addErrorListener(TrinoErrorListener())
+    try:
+        parser.singleStatement()
+    except TrinoSyntaxError as error:
+        message = f"Trino's grammar rejects it at {error.line}:{error.column}: {error.msg}"
+        return [Finding(path, error.line, "trino-grammar", message[:300])]
+    return []
 
 
 def _token_findings(tokens: list[Token], path: str) -> Iterator[Finding]:
@@ -258,6 +288,30 @@ def _tree_findings(statement: exp.Expression, path: str) -> Iterator[Finding]:
                     f"{name}() is not a function sqlglot's Trino dialect knows; if Athena "
                     "has it, add it to TRINO_FUNCTIONS in scripts/athena_lint.py",
                 )
+        elif (
+            isinstance(node, exp.Trim)
+            and node.args.get("expression") is None
+            and node.args.get("position") is None
+        ):
+            yield Finding(
+                path,
+                1,
+                "trim",
+                "trim(x) strips every whitespace character on Trino but only spaces on "
+                "PostgreSQL: use {{ trim_spaces(x) }}",
+            )
+        elif (
+            isinstance(node, exp.RegexpLike)
+            and isinstance(node.expression, exp.Literal)
+            and end_anchors(node.expression.this)
+        ):
+            yield Finding(
+                path,
+                1,
+                "regex-end-anchor",
+                f"regexp_like pattern '{node.expression.this}': Trino's `$` also matches before "
+                "a final newline; use {{ fully_matches(x, pattern) }}, which anchors with \\z",
+            )
         elif isinstance(node, exp.ILike):
             yield Finding(path, 1, "ilike", "ILIKE: Trino has none; compare lower() with LIKE")
         elif isinstance(node, exp.Distinct) and node.args.get("on") is not None:
@@ -274,6 +328,24 @@ def _tree_findings(statement: exp.Expression, path: str) -> Iterator[Finding]:
                 "LATERAL over a function: Trino's UNNEST is lateral already; LATERAL takes a "
                 "subquery",
             )
+
+
+def end_anchors(pattern: str) -> list[int]:
+    """Positions of the `$` anchors in a regex: unescaped and outside a character class."""
+    found, in_class, index = [], False, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        elif char == "$" and not in_class:
+            found.append(index)
+        index += 1
+    return found
 
 
 def _unique(findings: Iterable[Finding]) -> list[Finding]:
@@ -302,7 +374,7 @@ OFFLINE_ATHENA_ENV = {
 
 
 @contextlib.contextmanager
-def _offline_env() -> Iterator[None]:
+def offline_env() -> Iterator[None]:
     """The placeholders, where the environment has no real values; restored afterwards."""
     added = [key for key in OFFLINE_ATHENA_ENV if key not in os.environ]
     for key in added:
@@ -314,31 +386,38 @@ def _offline_env() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+def athena_dbt_args(project_dir: Path, profiles_dir: Path, target_dir: Path) -> list[str]:
+    """The options of an offline dbt invocation for the athena target (after the command)."""
+    return [
+        "--quiet",
+        "--target",
+        "athena",
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
+        str(profiles_dir),
+        "--target-path",
+        str(target_dir),
+        "--log-path",
+        str(target_dir / "logs"),
+    ]
+
+
 def compile_for_athena(
     project_dir: Path, target_dir: Path, profiles_dir: Path | None = None
 ) -> Path:
     """`dbt compile --target athena` offline into target_dir; returns its compiled/ directory."""
     from dbt.cli.main import dbtRunner
 
-    with _offline_env(), tempfile.TemporaryDirectory(prefix="athena-lint-profiles-") as scratch:
+    with offline_env(), tempfile.TemporaryDirectory(prefix="athena-lint-profiles-") as scratch:
         if profiles_dir is None:
             profiles_dir = Path(scratch)
             shutil.copy(project_dir / "profiles.example.yml", profiles_dir / "profiles.yml")
         result = dbtRunner().invoke(
             [
-                "--quiet",
                 "compile",
-                "--target",
-                "athena",
                 "--no-populate-cache",
-                "--project-dir",
-                str(project_dir),
-                "--profiles-dir",
-                str(profiles_dir),
-                "--target-path",
-                str(target_dir),
-                "--log-path",
-                str(target_dir / "logs"),
+                *athena_dbt_args(project_dir, profiles_dir, target_dir),
             ]
         )
     if not result.success:

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from athena_duckdb import AthenaCompilation, compile_for_athena
+from model_scenarios import PRODUCTION, PRODUCTION_AS_OF, copy_project
 
 from loader.cluster import running_cluster
+from loader.dbt_invocation import DbtOutcome
+from loader.synthetic import generate
 from loader.warehouse import ProjectOptions
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -57,17 +61,37 @@ def project_options(cluster, profiles_dir) -> ProjectOptions:
     return ProjectOptions(project_dir=PROJECT_DIR, profiles_dir=profiles_dir, target="dev")
 
 
+@pytest.fixture(scope="session")
+def production_build(cluster, project_options) -> DbtOutcome:
+    """`dbt build` of production-like data (scale 0.1, production settings) into `build`.
+
+    Built once per session: test_dbt_build checks it against an oracle, test_athena_duckdb
+    runs the Athena SQL over the same source rows. Nobody writes to its schemas.
+    """
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        generate(
+            conn,
+            seed=11,
+            scale=0.1,
+            app_schema=PRODUCTION.app_schema,
+            forms_schema=PRODUCTION.forms_schema,
+            settings="production",
+            as_of=PRODUCTION_AS_OF,
+        )
+    return PRODUCTION.run(project_options, "build")
+
+
+@pytest.fixture(scope="session")
+def athena_compilation(tmp_path_factory, profiles_dir) -> AthenaCompilation:
+    """The project compiled for the `athena` target, offline, once per session."""
+    target = tmp_path_factory.mktemp("athena-target")
+    return compile_for_athena(PROJECT_DIR, target, profiles_dir)
+
+
 @pytest.fixture
 def project_copy(tmp_path, monkeypatch, project_options) -> ProjectOptions:
     """A copy of the dbt project whose seeds a test may edit, with its own target dir."""
-    copy = tmp_path / "project"
-    copy.mkdir()
-    for name in ("dbt_project.yml", "models", "macros", "seeds", "tests"):
-        source = PROJECT_DIR / name
-        if source.is_dir():
-            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("python"))
-        else:
-            shutil.copy(source, copy / name)
+    copy = copy_project(tmp_path / "project")
     monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "target"))
     return ProjectOptions(project_dir=copy, profiles_dir=project_options.profiles_dir, target="dev")
 

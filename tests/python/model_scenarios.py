@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from loader.dbt_invocation import DbtOutcome, run_dbt
 from loader.warehouse import ProjectOptions
@@ -31,6 +34,15 @@ class Scenario:
         """`dbt <args> --vars ...` building into this scenario's schema."""
         with _environment(MIPS_DEV_SCHEMA=self.models_schema):
             return run_dbt(options, [*args, "--vars", self.dbt_vars()], quiet=True)
+
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+# The suite's production-like build (conftest's `production_build`): generated data with the
+# production settings, anchored to one day in the 2025 submission season so a failure
+# reproduces whatever the calendar says.
+PRODUCTION = Scenario(app_schema="build_app", forms_schema="build_forms", models_schema="build")
+PRODUCTION_AS_OF = dt.date(2026, 1, 15)
 
 
 @contextlib.contextmanager
@@ -62,3 +74,15 @@ def edit_seed(project: ProjectOptions, seed: str, edit: Callable[[list[dict]], l
         writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def copy_project(destination: Path) -> Path:
+    """The dbt project's own files (not the Python tests) under `destination`, to edit there."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("dbt_project.yml", "models", "macros", "seeds", "tests"):
+        source = PROJECT_DIR / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("python"))
+        else:
+            shutil.copy(source, destination / name)
+    return destination

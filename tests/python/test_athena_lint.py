@@ -5,27 +5,12 @@ Also proves the linter itself: PostgreSQL-only snippets are flagged, clean Trino
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import sys
-from pathlib import Path
+import re
 
 import pytest
+from athena_duckdb import load_athena_lint
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-
-def _load_linter():
-    path = PROJECT_DIR / "scripts" / "athena_lint.py"
-    spec = importlib.util.spec_from_file_location("athena_lint", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["athena_lint"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-athena_lint = _load_linter()
+athena_lint = load_athena_lint()
 
 
 @pytest.mark.parametrize(
@@ -50,6 +35,9 @@ athena_lint = _load_linter()
         ("select extract(epoch from ts) from t", "extract-epoch"),
         ("select * from t cross join lateral unnest(split(a, ',')) as x (item)", "lateral"),
         ("select a from t where a similar to 'x%'", "similar-to"),
+        ("select upper(trim(a)) from t", "trim"),
+        ("select a from t where regexp_like(a, '^[0-9]+$')", "regex-end-anchor"),
+        ("select a from t where regexp_like(a, '^(?:x|y$)')", "regex-end-anchor"),
     ],
 )
 def test_postgres_only_sql_is_flagged(sql, rule):
@@ -60,10 +48,11 @@ def test_postgres_only_sql_is_flagged(sql, rule):
 def test_clean_trino_sql_passes():
     sql = """
     with listed as (
-        select p.performance_year, upper(trim(x.item)) as state_code
+        select p.performance_year, upper(trim(both ' ' from x.item)) as state_code
         from program_years as p
         cross join unnest(split(p.states_value, ',')) as x (item)
-        where regexp_like(p.setting_key, '^healthmonix_[0-9]{4}_states$')
+        where regexp_like(p.setting_key, '^(?:healthmonix_[0-9]{4}_states)\\z')
+          and regexp_like(p.setting_value, '^[$0-9]+\\$')
     )
     select
         cast(performance_year as integer) as performance_year,
@@ -87,35 +76,11 @@ def test_unknown_functions_are_reported_not_ignored():
     assert "frobnicate" in findings[0].message
 
 
-def test_project_parses_compiles_and_lints_clean_for_athena(tmp_path, monkeypatch):
-    from dbt.cli.main import dbtRunner
-
-    for key, value in athena_lint.OFFLINE_ATHENA_ENV.items():
-        monkeypatch.setenv(key, os.environ.get(key, value))
-    profiles = tmp_path / "profiles"
-    profiles.mkdir()
-    shutil.copy(PROJECT_DIR / "profiles.example.yml", profiles / "profiles.yml")
-    common = ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(profiles)]
-    target = tmp_path / "target"
-
-    parsed = dbtRunner().invoke(
-        [
-            "--quiet",
-            "parse",
-            "--target",
-            "athena",
-            "--target-path",
-            str(target),
-            "--log-path",
-            str(tmp_path / "logs"),
-            *common,
-        ]
-    )
-    assert parsed.success, parsed.exception
-
-    compiled = athena_lint.compile_for_athena(PROJECT_DIR, target, profiles)
+def test_project_compiles_and_lints_clean_for_athena(athena_compilation):
+    compiled = athena_compilation.compiled_dir
     sql_files = list(compiled.rglob("*.sql"))
     assert len(sql_files) > 50
+    assert any("/tests/" in str(path) for path in sql_files)  # data tests are linted too
     assert athena_lint.lint_directory(compiled) == []
 
     # Athena wants the partition columns last in the CTAS select (macros/cross_database/).
@@ -126,6 +91,34 @@ def test_project_parses_compiles_and_lints_clean_for_athena(tmp_path, monkeypatc
     assert columns[0] == "file_row_number"
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select a::int from t",
+        "select a from t where a ~ '^x'",
+        "select distinct on (a) a, b from t",
+        "select a from t where b ilike 'x%'",
+        "select a from t where b similar to 'x%'",
+        "select a ->> 'b' from t",
+    ],
+)
+def test_trinos_own_grammar_rejects_postgres_syntax(sql):
+    [finding] = athena_lint.trino_grammar_findings(sql, "snippet.sql")
+    assert finding.rule == "trino-grammar" and finding.line == 1
+    assert "Trino's grammar rejects it at 1:" in finding.message
+
+
+def test_trinos_own_grammar_accepts_what_the_project_writes():
+    sql = """
+    select cast(a as decimal(28, 6)), trim(both ' ' from b), regexp_like(c, '^(?:x)\\z'),
+        date_format(d, '%Y-%m-%d'), count(*) filter (where e = 'completed')
+    from "awsdatacatalog"."mips_analytics"."t"
+    cross join unnest(split(f, ',')) as listed (item)
+    group by 1, 2, 3, 4
+    """
+    assert athena_lint.trino_grammar_findings(sql) == []
+
+
 def test_linter_command_line_reports_findings(tmp_path):
     compiled = tmp_path / "compiled"
     compiled.mkdir()
@@ -133,3 +126,37 @@ def test_linter_command_line_reports_findings(tmp_path):
     assert athena_lint.main(["--compiled-dir", str(compiled)]) == 0
     (compiled / "dirty.sql").write_text("select a::text from t")
     assert athena_lint.main(["--compiled-dir", str(compiled)]) == 1
+
+
+# Dispatched macros whose default__ is plain SQL every engine runs the same way. Any other
+# default would hand a third adapter some engine's SQL silently; without one, dbt stops with
+# "no implementation" for that adapter, which is what we want (as does a default that raises).
+PORTABLE_DEFAULTS = {
+    "analyze_table": "does nothing, right for an engine that plans without statistics",
+    "select_columns_for_layout": "the column list in the contract's order",
+    "order_rows_for_layout": "order by the slice columns",
+}
+
+
+def test_a_default_is_portable_or_absent(athena_compilation):
+    macros = {
+        macro["name"]: macro["macro_sql"]
+        for macro in athena_compilation.manifest["macros"].values()
+        if macro["package_name"] == "healthmonix_mips"
+    }
+    prefixes = ("default__", "postgres__", "athena__")
+    dispatched = {name.split("__", 1)[1] for name in macros if name.startswith(prefixes)}
+    assert {"local_date", "fully_matches", "format_decimal_plain"} <= dispatched
+    for name in sorted(dispatched):
+        if f"default__{name}" in macros:
+            loud = "raise_compiler_error" in macros[f"default__{name}"]
+            assert name in PORTABLE_DEFAULTS or loud, f"default__{name} is not known portable"
+        else:
+            assert f"postgres__{name}" in macros and f"athena__{name}" in macros, name
+        for adapter in ("postgres", "athena"):
+            body = macros.get(f"{adapter}__{name}", "")
+            inner = re.search(r"%}(.*){%-?\s*endmacro", body, re.S)
+            calls_default_only = inner and re.fullmatch(
+                r"\s*\{\{\s*default__\w+\(.*\)\s*\}\}\s*", inner.group(1), re.S
+            )
+            assert not calls_default_only, f"{adapter}__{name} only calls the default: drop it"

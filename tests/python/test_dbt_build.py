@@ -12,19 +12,14 @@ import json
 import os
 from pathlib import Path
 
-import psycopg
 import pytest
-from model_scenarios import Scenario, fetch_all
+from model_scenarios import PRODUCTION, Scenario, fetch_all
 
 from loader.deliveries import today_for_run
 from loader.synthetic import generate
 
-PRODUCTION = Scenario(app_schema="build_app", forms_schema="build_forms", models_schema="build")
 ALPHA = Scenario(app_schema="alpha_app", forms_schema="alpha_app", models_schema="alpha")
 FRESH = Scenario(app_schema="fresh_app", forms_schema="fresh_app", models_schema="fresh")
-# The production build's data is anchored to one day (in the 2025 submission season), so a
-# failure reproduces whatever the calendar says.
-AS_OF = dt.date(2026, 1, 15)
 
 # SPEC §5's measure-map table, typed out independently of the seed.
 MAPPED_BODY_PARTS = {
@@ -79,21 +74,6 @@ where s.postal_abbreviation = %(state)s
            and (cp.end_date is null or cp.end_date >= make_date(%(year)s, 1, 1))
       end
 """
-
-
-@pytest.fixture(scope="module")
-def production_build(cluster, project_options):
-    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        generate(
-            conn,
-            seed=11,
-            scale=0.1,
-            app_schema=PRODUCTION.app_schema,
-            forms_schema=PRODUCTION.forms_schema,
-            settings="production",
-            as_of=AS_OF,
-        )
-    return PRODUCTION.run(project_options, "build")
 
 
 def test_build_passes_on_production_like_data(production_build):
