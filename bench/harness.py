@@ -182,7 +182,7 @@ def _generator_fingerprint() -> str:
 
 def ensure_data(conn, scale: float, seed: int, progress: Progress) -> dict[str, Any]:
     """Generate the source data unless this cluster already holds exactly this data set."""
-    from loader.synthetic import generate
+    from loader.environment.synthetic import generate
 
     fingerprint = f"{scale}:{seed}:{_generator_fingerprint()}"
     conn.execute("create table if not exists public.bench_data_set (fingerprint text, info text)")
@@ -641,7 +641,7 @@ def _data_facts(info: dict, deliveries: list[dict]) -> dict[str, Any]:
 
 def run_benchmark(options: Options) -> dict[str, Any]:
     """Generate (or reuse) the data, run every contender `options.runs` times, check agreement."""
-    from loader.cluster import running_cluster
+    from loader.environment.cluster import running_cluster
 
     home = options.home.resolve()
     options.home = home

@@ -27,7 +27,7 @@ BLOCK = 1 << 20
 
 
 def _sink(path: Path):
-    from loader.unload import CsvRowCounter
+    from loader.engines.postgres import CsvRowCounter
 
     digest, counter = hashlib.sha256(), CsvRowCounter()
     handle = open(path, "wb")  # noqa: SIM115 - closed by the caller through the returned tuple
@@ -41,7 +41,7 @@ def _sink(path: Path):
 
 
 def loader_today(conn, relation, columns, slices, work: Path) -> None:
-    from loader.unload import unload_postgres_slice
+    from loader.engines.postgres import unload_postgres_slice
 
     for year, state in slices:
         unloaded = unload_postgres_slice(conn, relation, year, state, header=columns, work_dir=work)
@@ -49,7 +49,7 @@ def loader_today(conn, relation, columns, slices, work: Path) -> None:
 
 
 def buffered_copy(conn, relation, slices, work: Path) -> None:
-    from loader.unload import slice_query
+    from loader.engines.postgres import slice_query
 
     for year, state in slices:
         take, handle = _sink(work / "buffered.csv")
@@ -68,7 +68,7 @@ def buffered_copy(conn, relation, slices, work: Path) -> None:
 
 
 def psql_pipe(conninfo, relation, columns, slices, work: Path) -> None:
-    from loader.cluster import binary_dir
+    from loader.environment.cluster import binary_dir
 
     for year, state in slices:
         command = copy_command(relation, columns, year, state, Path("-"))
@@ -99,7 +99,7 @@ def main(home: Path, passes: int) -> None:
     """Time the three unload paths over every slice of the export model in --home's cluster."""
     import psycopg
 
-    from loader.cluster import running_cluster
+    from loader.environment.cluster import running_cluster
 
     relation = f'"{TARGET_SCHEMA}"."{EXPORT_MODEL}"'
     with (

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from loader.build_gate import parse_duration
-from loader.deliveries import today_for_run
+from loader.clock import today_for_run
+from loader.environment.warehouse import ProjectOptions, open_warehouse
 from loader.errors import (
     EXIT_FAILED,
     INTERRUPTED,
@@ -20,7 +20,8 @@ from loader.errors import (
     MipsError,
     TransientError,
 )
-from loader.export import (
+from loader.run.build_gate import parse_duration
+from loader.run.export import (
     DEFAULT_MAX_SHRINK,
     ExportConfigError,
     ExportRequest,
@@ -28,8 +29,7 @@ from loader.export import (
     run_export,
     s3_store_url,
 )
-from loader.report import error_json, export_json, export_summary
-from loader.warehouse import ProjectOptions, open_warehouse
+from loader.run.report import error_json, export_json, export_summary
 
 
 def project_options(function):
@@ -154,7 +154,7 @@ def dbt_command(project_dir, profiles_dir, target, dbt_args) -> None:
 
     Example: mips-loader dbt build --select staging
     """
-    from loader.dbt_invocation import run_dbt
+    from loader.environment.dbt_invocation import run_dbt
 
     options = _options(project_dir, profiles_dir, target)
     with open_warehouse(options):
@@ -184,7 +184,7 @@ def generate_command(
 
     Replaces whatever the source tables held. Example: mips-loader generate --scale 0.1
     """
-    from loader.synthetic import generate
+    from loader.environment.synthetic import generate
 
     options = _options(project_dir, profiles_dir, target)
     with open_warehouse(options) as warehouse, warehouse.connect() as conn:
@@ -446,7 +446,7 @@ def status_command(
     """
     from loader.destinations import open_destination
     from loader.destinations.base import DeliveryError
-    from loader.status import collect_status, status_json, status_text
+    from loader.run.status import collect_status, status_json, status_text
 
     if not s3_url:
         raise click.UsageError("no S3 store: pass --s3-url or set MIPS_S3_URL")
@@ -521,9 +521,9 @@ def sync_forms_command(
     import datetime as dt
     import json
 
-    from loader.athena import AthenaClient, AthenaQueryError
-    from loader.sync_forms import FormsSyncError, sync_forms
-    from loader.warehouse import render_target
+    from loader.engines.athena_client import AthenaClient, AthenaQueryError
+    from loader.environment.sync_forms import FormsSyncError, sync_forms
+    from loader.environment.warehouse import render_target
 
     athena_options = _options(project_dir, profiles_dir, athena_target)
     athena = render_target(athena_options)

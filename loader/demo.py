@@ -12,14 +12,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from loader.cluster import default_data_dir, running_cluster
-from loader.dbt_invocation import run_dbt
-from loader.deliveries import today_for_run
-from loader.expected_years import years_needing_a_look
-from loader.export import ExportRequest, run_export
-from loader.report import export_summary
-from loader.slices import open_slice_source
-from loader.warehouse import EMBEDDED_TARGET, ProjectOptions, render_target
+from loader.clock import today_for_run
+from loader.environment.cluster import default_data_dir, running_cluster
+from loader.environment.dbt_invocation import run_dbt
+from loader.environment.warehouse import EMBEDDED_TARGET, ProjectOptions, render_target
+from loader.run.expected_years import years_needing_a_look
+from loader.run.export import ExportRequest, run_export
+from loader.run.report import export_summary
+from loader.run.source import open_slice_source
 
 
 def demo_options(project_dir: Path) -> ProjectOptions:
@@ -42,7 +42,7 @@ def run_demo(
     as_of: dt.date | None = None,
 ):
     """`as_of`: the synthetic data's "today" (None: today in MIPS_TIME_ZONE), see generate()."""
-    from loader.synthetic import generate
+    from loader.environment.synthetic import generate
 
     options = demo_options(project_dir)
     s3_dir, sftp_dir = out / "s3", out / "sftp"

@@ -3,7 +3,7 @@
 {#-
     The build log: one row per dbt invocation in {{ target.schema }}.mips_build_log, written by
     the on-run-end hook (dbt_project.yml), so it exists wherever dbt runs. The loader's publish
-    gate reads it (loader/build_gate.py, docs/operations.md): it delivers only when the newest
+    gate reads it (loader/run/build_gate.py, docs/operations.md): it delivers only when the newest
     invocation that touched the marts succeeded and built both of them.
 
     touched_marts: a result's node is a model under models/marts, or a test or unit test of one.

@@ -59,6 +59,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
+from loader.aws import error_code
 from loader.destinations.base import (
     HASH_CHUNK_SIZE,
     ConfigurationError,
@@ -167,7 +168,7 @@ class S3Destination(Destination):
             try:
                 response = self._client.get_object(Bucket=self.bucket, Key=self._key(name))
             except ClientError as error:
-                if _error_code(error) in NOT_FOUND_CODES:
+                if error_code(error) in NOT_FOUND_CODES:
                     return None
                 raise
             return response["Body"].read()
@@ -177,7 +178,7 @@ class S3Destination(Destination):
             try:
                 head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
             except ClientError as error:
-                if _error_code(error) in NOT_FOUND_CODES:
+                if error_code(error) in NOT_FOUND_CODES:
                     return None
                 raise
         return StoredObject(
@@ -202,7 +203,7 @@ class S3Destination(Destination):
             try:
                 response = self._client.get_object(Bucket=self.bucket, Key=self._key(name))
             except ClientError as error:
-                if _error_code(error) in NOT_FOUND_CODES:
+                if error_code(error) in NOT_FOUND_CODES:
                     return None
                 raise
             digest = hashlib.sha256()
@@ -231,7 +232,7 @@ class S3Destination(Destination):
                     self._raise_preflight_error(error)
 
     def _raise_preflight_error(self, error: ClientError) -> None:
-        code = _error_code(error)
+        code = error_code(error)
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         if status >= 500 or code in TRANSIENT_ERROR_CODES:
             raise error
@@ -302,7 +303,7 @@ class S3Destination(Destination):
 
     def _classify(self, error: BaseException, name: str | None) -> DeliveryError:
         if isinstance(error, ClientError):
-            code = _error_code(error)
+            code = error_code(error)
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             message = error.response.get("Error", {}).get("Message", "")
             reason = f"S3 {error.operation_name} failed: {code} (HTTP {status}) {message}".rstrip()
@@ -315,10 +316,6 @@ class S3Destination(Destination):
         if isinstance(error, TRANSIENT_CLIENT_ERRORS):
             return self._error(TransientDeliveryError, f"S3 connection failed: {error}", name)
         return self._error(TerminalDeliveryError, f"S3 request failed: {error}", name)
-
-
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _digest_and_crc32(path: Path) -> tuple[Digest, str]:

@@ -1,6 +1,6 @@
 -- The source contract of SPEC §3: the application tables the dbt project reads.
 --
--- `{app_schema}` and `{forms_schema}` are filled in by loader/source_schema.py as quoted
+-- `{app_schema}` and `{forms_schema}` are filled in by loader/environment/source_schema.py as quoted
 -- identifiers. The file runs in three sections so a bulk load can sit between "tables" and
 -- "keys": building keys and indexes once after loading is much faster than per row.
 -- Closed value sets are checked; body_part_type and setting_type are not (new values appear).

@@ -1,4 +1,4 @@
--- Deterministic synthetic source data (see docs/synthetic-data.md), run by loader/synthetic.py
+-- Deterministic synthetic source data (see docs/synthetic-data.md), run by loader/environment/synthetic.py
 -- between the "tables" and "keys" sections of source_schema.sql, in one transaction.
 --
 -- Every value is a pure function of (seed, stream name, row key) through pg_temp.draw, so the

@@ -15,10 +15,10 @@ import pytest
 from athena_duckdb import AthenaCompilation, compile_for_athena
 from model_scenarios import PRODUCTION, PRODUCTION_AS_OF, copy_project
 
-from loader.cluster import running_cluster
-from loader.dbt_invocation import DbtOutcome
-from loader.synthetic import generate
-from loader.warehouse import ProjectOptions
+from loader.environment.cluster import running_cluster
+from loader.environment.dbt_invocation import DbtOutcome
+from loader.environment.synthetic import generate
+from loader.environment.warehouse import ProjectOptions
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 HANDMADE_SCHEMA = "export_t"

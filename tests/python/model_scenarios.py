@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.dbt_invocation import DbtOutcome, run_dbt
-from loader.warehouse import ProjectOptions
+from loader.environment.dbt_invocation import DbtOutcome, run_dbt
+from loader.environment.warehouse import ProjectOptions
 
 
 @dataclass(frozen=True)

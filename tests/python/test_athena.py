@@ -23,25 +23,21 @@ from botocore.response import StreamingBody
 from psycopg import sql
 from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_athena_results
 
-from loader.athena import (
+from loader.engines.athena_client import (
     AthenaClient,
     AthenaConfigurationError,
-    AthenaCsvReencoder,
     AthenaQueryError,
     AthenaResultError,
     AthenaTerminalError,
     AthenaTransientError,
-    athena_slice_query,
-    count_athena_slice,
-    iter_csv_records,
-    unload_athena_slice,
 )
-from loader.csv_layout import encode_record
+from loader.engines.athena_csv import AthenaCsvReencoder, iter_csv_records
+from loader.engines.athena_slices import athena_slice_query, count_athena_slice, unload_athena_slice
+from loader.engines.csv_layout import encode_record
+from loader.engines.postgres import unload_postgres_slice
 from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
-from loader.export import ExportLocked
 from loader.retry import RetryPolicy
-from loader.s3_lock import S3LockError, s3_run_lock
-from loader.unload import unload_postgres_slice
+from loader.run.locks import ExportLocked, S3LockError, s3_run_lock
 
 REGION = "us-east-1"
 CREDENTIALS = {

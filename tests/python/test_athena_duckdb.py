@@ -24,7 +24,7 @@ from athena_duckdb import (
 )
 from model_scenarios import PRODUCTION, PROJECT_DIR, Scenario, copy_project
 
-from loader.synthetic import generate
+from loader.environment.synthetic import generate
 
 # Every fix-up the project's Athena SQL needs today, and how often (athena_duckdb.FIXUPS says
 # why each exists). A new one is a reviewable change of this line, never silent.

@@ -16,11 +16,12 @@ import pytest
 from test_athena import CREDENTIALS, RESULTS_BUCKET, SETTINGS, moto_endpoint  # noqa: F401
 from transport_servers import moto_api, queue_athena_results
 
-from loader.build_gate import BUILD_LOG_COLUMNS
-from loader.deliveries import DELIVERIES_COLUMNS
-from loader.expected_years import EXPECTED_YEARS_COLUMNS
-from loader.export import ExportLocked, ExportRequest, plan_export, run_export
-from loader.warehouse import Warehouse
+from loader.environment.warehouse import Warehouse
+from loader.run.build_gate import BUILD_LOG_COLUMNS
+from loader.run.deliveries import DELIVERIES_COLUMNS
+from loader.run.expected_years import EXPECTED_YEARS_COLUMNS
+from loader.run.export import ExportRequest, plan_export, run_export
+from loader.run.locks import ExportLocked
 
 DELIVERY_COLUMNS = list(DELIVERIES_COLUMNS)
 RELATION = '"awsdatacatalog"."mips"."mips_export_v1"'
@@ -114,7 +115,7 @@ def test_export_on_athena_writes_the_postgres_layout(athena_target, tmp_path):
 
 def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
     warehouse, queue, s3 = athena_target
-    from loader.slices import open_slice_source
+    from loader.run.source import open_slice_source
 
     with open_slice_source(warehouse) as source, source.run_lock():
         request = ExportRequest(

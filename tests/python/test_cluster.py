@@ -14,14 +14,14 @@ import psutil
 import psycopg
 import pytest
 
-from loader.cluster import EmbeddedCluster, running_cluster
+from loader.environment.cluster import EmbeddedCluster, running_cluster
 
 # A child process that starts a cluster, prints READY, then waits to be stopped.
 CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from loader.cluster import running_cluster
+    from loader.environment.cluster import running_cluster
     with running_cluster(Path(sys.argv[1])) as connection:
         print("READY", flush=True)
         time.sleep(120)
@@ -122,7 +122,7 @@ OWNER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from loader.cluster import running_cluster
+    from loader.environment.cluster import running_cluster
     with running_cluster(Path(sys.argv[1])):
         print("READY", flush=True)
         sys.stdin.read()
@@ -136,7 +136,7 @@ GUEST = textwrap.dedent(
     import sys
     from pathlib import Path
     import psycopg
-    from loader.cluster import running_cluster
+    from loader.environment.cluster import running_cluster
     with running_cluster(Path(sys.argv[1])) as connection:
         with psycopg.connect(connection.conninfo()) as conn:
             print("CONNECTED", flush=True)

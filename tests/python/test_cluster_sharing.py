@@ -10,7 +10,7 @@ from pathlib import Path
 
 from test_cluster import postgres_pids
 
-from loader.cluster import running_cluster
+from loader.environment.cluster import running_cluster
 
 # The first command: starts the cluster, says READY, then runs a slow query to the end.
 SLOW = textwrap.dedent(
@@ -18,7 +18,7 @@ SLOW = textwrap.dedent(
     import sys
     from pathlib import Path
     import psycopg
-    from loader.cluster import running_cluster
+    from loader.environment.cluster import running_cluster
     with running_cluster(Path(sys.argv[1])) as connection:
         with psycopg.connect(connection.conninfo()) as conn:
             print("READY", flush=True)
@@ -32,7 +32,7 @@ QUICK = textwrap.dedent(
     import sys
     from pathlib import Path
     import psycopg
-    from loader.cluster import running_cluster
+    from loader.environment.cluster import running_cluster
     with running_cluster(Path(sys.argv[1])) as connection:
         with psycopg.connect(connection.conninfo()) as conn:
             print(conn.execute("select 41 + 1").fetchone()[0], flush=True)

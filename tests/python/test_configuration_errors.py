@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from model_scenarios import Scenario, edit_seed, fetch_all
 
-from loader.synthetic import generate
+from loader.environment.synthetic import generate
 
 SCENARIO = Scenario(app_schema="config_app", forms_schema="config_app", models_schema="config")
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from psycopg import sql
 
-from loader.csv_layout import encode_record
+from loader.engines.csv_layout import encode_record
 
 HOSTILE = [
     "plain",

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from model_scenarios import PRODUCTION, Scenario, fetch_all
 
-from loader.deliveries import today_for_run
-from loader.synthetic import generate
+from loader.clock import today_for_run
+from loader.environment.synthetic import generate
 
 ALPHA = Scenario(app_schema="alpha_app", forms_schema="alpha_app", models_schema="alpha")
 FRESH = Scenario(app_schema="fresh_app", forms_schema="fresh_app", models_schema="fresh")

@@ -11,7 +11,7 @@ from conftest import PROJECT_DIR
 from test_end_to_end import PRODUCTION_SLICES
 
 from loader.cli import cli
-from loader.deliveries import today_for_run
+from loader.clock import today_for_run
 from loader.demo import demo_options
 
 

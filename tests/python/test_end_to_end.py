@@ -29,8 +29,8 @@ from transport_servers import (
 )
 
 from loader.cli import cli
-from loader.dbt_invocation import run_dbt
-from loader.synthetic import generate
+from loader.environment.dbt_invocation import run_dbt
+from loader.environment.synthetic import generate
 
 APP_SCHEMA = "app_e2e"
 TARGET_SCHEMA = "analytics_e2e"

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from model_scenarios import Scenario
 
 from loader.cli import cli
-from loader.synthetic import generate
+from loader.environment.synthetic import generate
 
 SCENARIO = Scenario(app_schema="years_app", forms_schema="years_app", models_schema="years")
 ROLLOVER = Scenario(

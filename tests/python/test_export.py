@@ -18,7 +18,8 @@ from conftest import HANDMADE_SCHEMA as SCHEMA
 from conftest import record_build
 
 from loader.cli import cli
-from loader.export import EXPORT_LOCK_KEY, s3_store_url
+from loader.run.export import s3_store_url
+from loader.run.locks import EXPORT_LOCK_KEY
 
 RUN_DATE = "2026-01-15"
 

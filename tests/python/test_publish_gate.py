@@ -15,8 +15,8 @@ from conftest import HANDMADE_SCHEMA as SCHEMA
 from conftest import record_build
 from test_export import export, files_under, invoke
 
-from loader.build_gate import parse_duration
 from loader.errors import ConfigurationError
+from loader.run.build_gate import parse_duration
 
 
 def run_log(s3_root):

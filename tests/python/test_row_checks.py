@@ -11,8 +11,8 @@ import os
 import psycopg
 import pytest
 
-from loader.dbt_invocation import run_dbt
-from loader.synthetic import generate
+from loader.environment.dbt_invocation import run_dbt
+from loader.environment.synthetic import generate
 
 APP_SCHEMA = "app_rowcheck"
 TARGET_SCHEMA = "analytics_rowcheck"

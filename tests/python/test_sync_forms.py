@@ -15,10 +15,10 @@ import pytest
 from botocore.response import StreamingBody
 from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_athena_results
 
-from loader.athena import AthenaClient
+from loader.engines.athena_client import AthenaClient
+from loader.environment.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 from loader.errors import TerminalError
 from loader.retry import DEFAULT_POLICY
-from loader.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 
 REGION = "us-east-1"
 CREDENTIALS = {

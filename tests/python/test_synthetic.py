@@ -9,9 +9,9 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from loader.deliveries import today_for_run
-from loader.source_schema import APP_TABLES, FORMS_TABLE, create_source_schema
-from loader.synthetic import COUNTED_TABLES, generate
+from loader.clock import today_for_run
+from loader.environment.source_schema import APP_TABLES, FORMS_TABLE, create_source_schema
+from loader.environment.synthetic import COUNTED_TABLES, generate
 
 # The data's "today" for tests that assert exact data: the generator's output does not move
 # with the calendar. (2026-06-30 is the date the generator used before it took one.)

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from loader.export import shrink_refusal
-from loader.unload import CsvRowCounter, count_postgres_slice, unload_postgres_slice
+from loader.engines.postgres import CsvRowCounter, count_postgres_slice, unload_postgres_slice
+from loader.run.export import shrink_refusal
 
 HEADER = ["Patient ID", "Treatment", "Score"]
 HOSTILE = [

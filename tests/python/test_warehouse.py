@@ -11,8 +11,7 @@ import sys
 import pytest
 from conftest import PROJECT_DIR
 
-from loader.errors import ConfigurationError, TransientError
-from loader.warehouse import (
+from loader.environment.warehouse import (
     ProjectOptions,
     Warehouse,
     WarehouseAccessDenied,
@@ -20,6 +19,7 @@ from loader.warehouse import (
     WarehouseUnavailable,
     render_target,
 )
+from loader.errors import ConfigurationError, TransientError
 
 ENVIRONMENT = {
     "MIPS_PG_SOCKET_DIR": "/tmp/socket-dir",
@@ -63,7 +63,7 @@ def test_missing_variable_names_the_setting(tmp_path, monkeypatch):
 
 def test_the_export_path_does_not_import_dbt():
     code = (
-        "import sys; import loader.cli, loader.export, loader.status, loader.slices; "
+        "import sys; import loader.cli, loader.run.export, loader.run.status, loader.run.source; "
         "print(any(m == 'dbt' or m.startswith('dbt.') for m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from loader.source_schema import (
+from loader.clock import today_for_run
+from loader.environment.source_schema import (
     APP_TABLES,
     FORMS_TABLE,
     add_source_keys,
@@ -103,8 +104,6 @@ def generate(
         raise ValueError("seed must fit in a signed 64-bit integer")
     size = SyntheticSize.for_scale(scale)
     if as_of is None:
-        from loader.deliveries import today_for_run
-
         as_of = today_for_run()
     if isinstance(as_of, dt.datetime) or not isinstance(as_of, dt.date):
         raise ValueError(f"as_of must be a date, not {as_of!r}")

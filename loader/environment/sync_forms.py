@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from loader.athena import (
+from loader.engines.athena_client import (
     AthenaClient,
-    AthenaCsvReencoder,
     AthenaQueryError,
     QueryResult,
     quote_identifier,
 )
+from loader.engines.athena_csv import AthenaCsvReencoder
+from loader.environment.source_schema import FORMS_TABLE, read_sql, split_marked, split_statements
 from loader.errors import TerminalError
-from loader.source_schema import FORMS_TABLE, read_sql, split_marked, split_statements
 
 FORMS_COLUMNS = (
     "id",

@@ -1,7 +1,7 @@
-"""The run lock for Athena targets: one small object in S3, created only if absent.
+"""The run lock that keeps two exports apart, for either engine.
 
-PostgreSQL targets lock with an advisory lock (`loader.export.export_lock`); Athena has none,
-so the lock is an S3 object written with `If-None-Match: *` (S3 answers 412 when it already
+PostgreSQL targets hold a session advisory lock (`export_lock`). Athena has none, so its lock
+(`s3_run_lock`) is an S3 object written with `If-None-Match: *` (S3 answers 412 when it already
 exists). Its JSON body says who holds it and until when. A lock past its `expires_at` (a
 crashed run) is removed with `If-Match: <its ETag>`, so of two runs that both find it expired
 only one wins, and taken once more. At exit the lock is deleted only if its ETag is still ours.
@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from loader.aws import error_code, http_status
 from loader.errors import TerminalError
 
 logger = logging.getLogger(__name__)
@@ -26,11 +27,38 @@ logger = logging.getLogger(__name__)
 DEFAULT_TTL_SECONDS = 6 * 3600
 # Answers of a store that does not accept a condition on DeleteObject.
 _CONDITION_UNSUPPORTED = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest"})
+# The advisory lock key of a PostgreSQL export (any constant the database does not use).
+EXPORT_LOCK_KEY = 7_342_610_221
+
+
+class ExportLocked(TerminalError):
+    """Another export holds the lock on this database."""
+
+
+@contextlib.contextmanager
+def export_lock(conn) -> Iterator[None]:
+    """A session advisory lock: a second concurrent export against this database stops."""
+    locked = conn.execute("select pg_try_advisory_lock(%s)", (EXPORT_LOCK_KEY,)).fetchone()[0]
+    if not locked:
+        holder = conn.execute(
+            "select pid from pg_locks where locktype = 'advisory' and objid = %s and granted",
+            (EXPORT_LOCK_KEY & 0xFFFFFFFF,),
+        ).fetchone()
+        who = f" (held by backend pid {holder[0]})" if holder else ""
+        raise ExportLocked(f"another mips-loader export is running on this database{who}")
+    try:
+        yield
+    finally:
+        # A lost connection has lost the lock with it: the run's results must still be told.
+        try:
+            conn.execute("select pg_advisory_unlock(%s)", (EXPORT_LOCK_KEY,))
+        except Exception as exc:  # noqa: BLE001 - psycopg's errors when the database is gone
+            logger.warning("could not release the export lock: %s", type(exc).__name__)
 
 
 class S3LockError(TerminalError):
     """The lock could not be read, taken or released for a reason other than another holder
-    (no bucket, access denied). A lock held by another run is `loader.export.ExportLocked`,
+    (no bucket, access denied). A lock held by another run is `ExportLocked`,
     also a `TerminalError`: the run stops, nothing is retried."""
 
 
@@ -64,26 +92,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: Exception) -> int | None:
-    response = getattr(exc, "response", None) or {}
-    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
 def _precondition_failed(exc: Exception) -> bool:
     # 409 ConditionalRequestConflict: another conditional write to the key is in flight.
-    return _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or _status(exc) in (
-        412,
-        409,
-    )
+    conflicts = ("PreconditionFailed", "ConditionalRequestConflict")
+    return error_code(exc) in conflicts or http_status(exc) in (412, 409)
 
 
 def _not_found(exc: Exception) -> bool:
-    return _code(exc) in ("NoSuchKey", "404", "NotFound") or _status(exc) == 404
+    return error_code(exc) in ("NoSuchKey", "404", "NotFound") or http_status(exc) == 404
 
 
 def _same_etag(a: str, b: str) -> bool:
@@ -104,7 +120,9 @@ def _read_holder(s3_client, bucket: str, key: str, ttl_seconds: int) -> _Holder 
     except ClientError as exc:
         if _not_found(exc):
             return None
-        raise S3LockError(f"cannot read the run lock s3://{bucket}/{key}: {_code(exc)}") from exc
+        raise S3LockError(
+            f"cannot read the run lock s3://{bucket}/{key}: {error_code(exc)}"
+        ) from exc
     etag = response["ETag"]
     try:
         data = json.loads(body)
@@ -134,9 +152,9 @@ def _delete_if_unchanged(s3_client, bucket: str, key: str, etag: str) -> bool:
     except ClientError as exc:
         if _precondition_failed(exc) or _not_found(exc):
             return False
-        if _code(exc) not in _CONDITION_UNSUPPORTED:
+        if error_code(exc) not in _CONDITION_UNSUPPORTED:
             raise S3LockError(
-                f"cannot delete the run lock s3://{bucket}/{key}: {_code(exc)}"
+                f"cannot delete the run lock s3://{bucket}/{key}: {error_code(exc)}"
             ) from exc
     # This store ignores conditions on delete: compare, then delete (a narrow race remains).
     try:
@@ -148,7 +166,9 @@ def _delete_if_unchanged(s3_client, bucket: str, key: str, etag: str) -> bool:
     except ClientError as exc:
         if _not_found(exc):
             return False
-        raise S3LockError(f"cannot delete the run lock s3://{bucket}/{key}: {_code(exc)}") from exc
+        raise S3LockError(
+            f"cannot delete the run lock s3://{bucket}/{key}: {error_code(exc)}"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -164,9 +184,7 @@ def s3_run_lock(
 
     `ttl_seconds` should exceed the longest run: past it, another run may take the lock.
     """
-    # Imported here: loader.export will use this module, and must not import it circularly.
-    from loader.export import ExportLocked
-
+    # Imported here: loader.run.export will use this module, and must not import it circularly.
     ClientError = _client_error()
     acquired_at = _now()
     expires_at = acquired_at + dt.timedelta(seconds=ttl_seconds)
@@ -196,7 +214,7 @@ def s3_run_lock(
             break
         except ClientError as exc:
             if not _precondition_failed(exc):
-                raise S3LockError(f"cannot take the run lock {where}: {_code(exc)}") from exc
+                raise S3LockError(f"cannot take the run lock {where}: {error_code(exc)}") from exc
         holder = _read_holder(s3_client, bucket, key, ttl_seconds)
         if holder is None:
             if attempt == 1:

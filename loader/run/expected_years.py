@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from loader.deliveries import DeliveriesError
 from loader.errors import ConfigurationError
+from loader.run.deliveries import DeliveriesError
 
 EXPECTED_YEARS_MODEL = "mips_expected_years"
 EXPECTED_YEARS_COLUMNS = (

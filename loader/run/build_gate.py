@@ -19,8 +19,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from loader.deliveries import Delivery, relation_parts
 from loader.errors import ConfigurationError, MipsError
+from loader.names import relation_parts
+from loader.run.deliveries import Delivery
 
 BUILD_LOG_MODEL = "mips_build_log"
 BUILD_LOG_COLUMNS = (

@@ -15,16 +15,31 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from loader.build_gate import BUILD_LOG_COLUMNS, BUILD_LOG_MODEL, BuildRecord, build_record
-from loader.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, Delivery, read_deliveries
-from loader.expected_years import (
+from loader.engines.athena_client import (
+    AthenaClient,
+    AthenaQueryError,
+    quote_identifier,
+    split_s3_url,
+)
+from loader.engines.athena_csv import iter_csv_records
+from loader.engines.athena_slices import (
+    athena_file_columns,
+    count_athena_slice,
+    unload_athena_slice,
+)
+from loader.engines.postgres import count_postgres_slice, unload_postgres_slice
+from loader.engines.slice_files import UnloadedSlice
+from loader.environment.warehouse import WarehouseConfigError
+from loader.run.build_gate import BUILD_LOG_COLUMNS, BUILD_LOG_MODEL, BuildRecord, build_record
+from loader.run.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, Delivery, read_deliveries
+from loader.run.expected_years import (
     EXPECTED_YEARS_COLUMNS,
     EXPECTED_YEARS_MODEL,
     ExpectedYear,
     expected_year_from_text,
     read_expected_years,
 )
-from loader.unload import UnloadedSlice, count_postgres_slice, unload_postgres_slice
+from loader.run.locks import export_lock, s3_run_lock
 
 ATHENA_LOCK_NAME = "mips-loader/export.lock"
 
@@ -98,8 +113,6 @@ class PostgresSliceSource(SliceSource):
         return build_record(row) if row else None
 
     def run_lock(self):
-        from loader.export import export_lock
-
         return export_lock(self.conn)
 
 
@@ -110,8 +123,6 @@ class AthenaSliceSource(SliceSource):
         self._columns: dict[str, list[str]] = {}
 
     def deliveries(self) -> list[Delivery]:
-        from loader.athena import iter_csv_records, quote_identifier
-
         relation = f"{quote_identifier(self.client.schema)}.{quote_identifier(DELIVERIES_MODEL)}"
         selected = ", ".join(DELIVERIES_COLUMNS)
         result = self.client.run_query(f"select {selected} from {relation} order by 1, 2")
@@ -120,8 +131,6 @@ class AthenaSliceSource(SliceSource):
         return [_delivery_from_text(record) for record in records]
 
     def expected_years(self) -> list[ExpectedYear]:
-        from loader.athena import iter_csv_records, quote_identifier
-
         relation = (
             f"{quote_identifier(self.client.schema)}.{quote_identifier(EXPECTED_YEARS_MODEL)}"
         )
@@ -132,8 +141,6 @@ class AthenaSliceSource(SliceSource):
         return [expected_year_from_text(record) for record in records]
 
     def latest_build(self) -> BuildRecord | None:
-        from loader.athena import AthenaQueryError, iter_csv_records, quote_identifier
-
         relation = f"{quote_identifier(self.client.schema)}.{quote_identifier(BUILD_LOG_MODEL)}"
         try:
             result = self.client.run_query(
@@ -150,8 +157,6 @@ class AthenaSliceSource(SliceSource):
         return build_record(row) if row else None
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
-        from loader.athena import athena_file_columns, unload_athena_slice
-
         relation = delivery.export_relation
         if relation not in self._columns:
             self._columns[relation] = athena_file_columns(self.client, relation)
@@ -166,15 +171,11 @@ class AthenaSliceSource(SliceSource):
         )
 
     def count(self, delivery: Delivery) -> int:
-        from loader.athena import count_athena_slice
-
         return count_athena_slice(
             self.client, delivery.export_relation, delivery.performance_year, delivery.state_code
         )
 
     def run_lock(self):
-        from loader.athena import split_s3_url
-        from loader.s3_lock import s3_run_lock
 
         staging = str(self.settings["s3_staging_dir"]).rstrip("/")
         bucket, prefix = split_s3_url(staging + "/")
@@ -213,12 +214,8 @@ def open_slice_source(warehouse) -> Iterator[SliceSource]:
             with contextlib.suppress(Exception):
                 conn.close()
     elif warehouse.adapter_type == "athena":
-        from loader.athena import AthenaClient
-
         yield AthenaSliceSource(AthenaClient(warehouse.settings), warehouse.settings)
     else:
-        from loader.warehouse import WarehouseConfigError
-
         raise WarehouseConfigError(
             f"target '{warehouse.target_name}' is {warehouse.adapter_type}: "
             "the loader reads PostgreSQL or Athena"

@@ -14,14 +14,14 @@ import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 
-from loader.build_gate import BuildRecord
-from loader.deliveries import Delivery, select_deliveries
 from loader.destinations.base import Destination, Digest
 from loader.errors import ConfigurationError
-from loader.expected_years import ExpectedYear, years_needing_a_look
-from loader.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
-from loader.report import build_line, table
-from loader.slices import open_slice_source
+from loader.run.build_gate import BuildRecord
+from loader.run.deliveries import Delivery, select_deliveries
+from loader.run.expected_years import ExpectedYear, years_needing_a_look
+from loader.run.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
+from loader.run.report import build_line, table
+from loader.run.source import open_slice_source
 
 OK = "ok"
 STALE = "stale"

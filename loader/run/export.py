@@ -10,18 +10,21 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from loader.build_gate import DEFAULT_MAX_BUILD_AGE, BuildRecord, gate_refusal
-from loader.deliveries import Delivery, run_time_zone, select_deliveries, today_for_run
+from loader.clock import run_time_zone, today_for_run
 from loader.destinations import open_destination
 from loader.destinations.base import DeliveryError
-from loader.errors import INTERRUPTED, ConfigurationError, TerminalError
-from loader.expected_years import ExpectedYear, years_needing_a_look
-from loader.records import (
+from loader.engines.slice_files import UnloadedSlice, private_work_dir
+from loader.errors import INTERRUPTED, ConfigurationError
+from loader.retry import retrying
+from loader.run.build_gate import DEFAULT_MAX_BUILD_AGE, BuildRecord, gate_refusal
+from loader.run.deliveries import Delivery, select_deliveries
+from loader.run.expected_years import ExpectedYear, years_needing_a_look
+from loader.run.records import (
     SFTP_DELIVERED,
     SFTP_DISABLED,
     SFTP_FAILED,
@@ -31,12 +34,9 @@ from loader.records import (
     last_sftp_delivery,
     manifest_name,
 )
-from loader.retry import retrying
-from loader.slices import open_slice_source
-from loader.unload import UnloadedSlice, private_work_dir
+from loader.run.source import open_slice_source
 
 # Any constant works; it only has to be the same for every loader on the database.
-EXPORT_LOCK_KEY = 7_342_610_221
 DEFAULT_MAX_SHRINK = Decimal("0.2")
 # SPEC §6: an S3 URL naming only a bucket means this prefix in it.
 DEFAULT_S3_PREFIX = "business-operations/healthmonix"
@@ -45,7 +45,7 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_DRY_RUN = "dry run"
 STATUS_PLANNED = "planned"
-# Nothing was uploaded because the publish gate is closed (see loader.build_gate).
+# Nothing was uploaded because the publish gate is closed (see loader.run.build_gate).
 STATUS_REFUSED = "refused"
 # A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run during this delivery.
 STATUS_INTERRUPTED = "interrupted"
@@ -55,10 +55,6 @@ logger = logging.getLogger(__name__)
 
 class ExportConfigError(ConfigurationError):
     """The run cannot start: a destination is missing or unusable (exit code 2)."""
-
-
-class ExportLocked(TerminalError):
-    """Another export holds the lock on this database."""
 
 
 @dataclass(frozen=True)
@@ -121,27 +117,6 @@ def shrink_refusal(previous_rows: int, rows: int, max_shrink: Decimal) -> str | 
             f"(more than {max_shrink:.0%}); pass --allow-shrink if this is expected"
         )
     return None
-
-
-@contextlib.contextmanager
-def export_lock(conn) -> Iterator[None]:
-    """A session advisory lock: a second concurrent export against this database stops."""
-    locked = conn.execute("select pg_try_advisory_lock(%s)", (EXPORT_LOCK_KEY,)).fetchone()[0]
-    if not locked:
-        holder = conn.execute(
-            "select pid from pg_locks where locktype = 'advisory' and objid = %s and granted",
-            (EXPORT_LOCK_KEY & 0xFFFFFFFF,),
-        ).fetchone()
-        who = f" (held by backend pid {holder[0]})" if holder else ""
-        raise ExportLocked(f"another mips-loader export is running on this database{who}")
-    try:
-        yield
-    finally:
-        # A lost connection has lost the lock with it: the run's results must still be told.
-        try:
-            conn.execute("select pg_advisory_unlock(%s)", (EXPORT_LOCK_KEY,))
-        except Exception as exc:  # noqa: BLE001 - psycopg's errors when the database is gone
-            logger.warning("could not release the export lock: %s", type(exc).__name__)
 
 
 def s3_store_url(url: str) -> str:

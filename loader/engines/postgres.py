@@ -9,32 +9,15 @@ private temporary file while rows are counted and the SHA-256 computed; memory s
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-from loader.csv_layout import encode_record
-from loader.deliveries import STATE_CODE, relation_parts
-from loader.destinations.base import process_alive
-
-WORK_DIR_PREFIX = "mips-export-"
+from loader.engines.csv_layout import encode_record
+from loader.engines.slice_files import SLICE_COLUMNS, UnloadedSlice, spool
+from loader.names import relation_parts
 
 BLOCK_SIZE = 1 << 20
-# Columns of the export model that select and order a slice; every other column is the file.
-SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
-
-
-@dataclass(frozen=True)
-class UnloadedSlice:
-    path: Path | None  # None for a dry run, which keeps no bytes
-    rows: int
-    bytes: int
-    sha256: str
 
 
 class CsvRowCounter:
@@ -99,20 +82,6 @@ def _blocks(chunks: Iterable[bytes], size: int = BLOCK_SIZE) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def _drain(header: bytes, chunks: Iterable[bytes], sink: BinaryIO | None) -> tuple[int, int, str]:
-    digest = hashlib.sha256()
-    counter = CsvRowCounter()
-    size = 0
-    for block in _blocks(itertools.chain((header,), chunks)):
-        digest.update(block)
-        counter.feed(block)
-        size += len(block)
-        if sink is not None:
-            sink.write(block)
-    # The header is one record; every record ends with a newline.
-    return max(counter.newlines - 1, 0), size, digest.hexdigest()
-
-
 def unload_postgres_slice(
     conn,
     relation: str,
@@ -125,57 +94,18 @@ def unload_postgres_slice(
     """The header, then the slice's COPY, into a 0600 file in `work_dir` (None: count and
     hash only, keep nothing)."""
     query = slice_query(conn, relation, year, state)
-    header_line = encode_record(header)
+    counter = CsvRowCounter()
+
+    def counted(blocks: Iterable[bytes]) -> Iterator[bytes]:
+        for block in blocks:
+            counter.feed(block)
+            yield block
+
     with conn.cursor() as cursor, cursor.copy(query) as copy:
-        if work_dir is None:
-            rows, size, sha = _drain(header_line, copy, None)
-            return UnloadedSlice(path=None, rows=rows, bytes=size, sha256=sha)
-        if not STATE_CODE.fullmatch(state):
-            raise ValueError(f"refusing to name a file after state code {state!r}")
-        fd, name = tempfile.mkstemp(prefix=f"{int(year)}-{state}-", suffix=".csv", dir=work_dir)
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as sink:
-                rows, size, sha = _drain(header_line, copy, sink)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-    return UnloadedSlice(path=path, rows=rows, bytes=size, sha256=sha)
-
-
-def private_work_dir() -> tempfile.TemporaryDirectory:
-    """A 0700 directory for slice files, removed with everything in it when closed.
-
-    Its name carries our pid (`mips-export-{pid}-XXXX`), so a later run can tell the directory
-    of a killed run (SIGKILL leaves it behind) from one in use: see `remove_stale_work_dirs`.
-    """
-    remove_stale_work_dirs()
-    return tempfile.TemporaryDirectory(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-")
-
-
-def remove_stale_work_dirs(parent: Path | None = None) -> list[Path]:
-    """Remove the work directories of dead runs: ours by name and owner, whose pid is gone."""
-    import shutil
-
-    parent = Path(parent or tempfile.gettempdir())
-    removed = []
-    for candidate in parent.glob(f"{WORK_DIR_PREFIX}*-*"):
-        pid_text = candidate.name[len(WORK_DIR_PREFIX) :].split("-", 1)[0]
-        try:
-            info = candidate.lstat()
-        except OSError:
-            continue
-        if (
-            not pid_text.isdigit()
-            or not candidate.is_dir()
-            or candidate.is_symlink()
-            or info.st_uid != os.getuid()
-            or process_alive(int(pid_text))
-        ):
-            continue
-        shutil.rmtree(candidate, ignore_errors=True)
-        removed.append(candidate)
-    return removed
+        blocks = counted(_blocks(itertools.chain((encode_record(header),), copy)))
+        path, size, sha = spool(blocks, work_dir, year, state)
+    # The header is one record; every record ends with a newline.
+    return UnloadedSlice(path=path, rows=max(counter.newlines - 1, 0), bytes=size, sha256=sha)
 
 
 def count_postgres_slice(conn, relation: str, year: int, state: str) -> int:

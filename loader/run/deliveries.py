@@ -8,17 +8,14 @@ placeholders that depend on the run, not on business rules: `{run_date}` (YYYY-M
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import string
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loader.errors import ConfigurationError
+from loader.names import STATE_CODE, RelationNameError, relation_parts
 
 DELIVERIES_MODEL = "mips_deliveries"
-RUN_TIME_ZONE_ENV = "MIPS_TIME_ZONE"
-DEFAULT_RUN_TIME_ZONE = "America/Los_Angeles"
 
 DELIVERIES_COLUMNS = (
     "performance_year",
@@ -38,15 +35,12 @@ DELIVERIES_COLUMNS = (
 
 # The placeholders a template may carry; anything else in braces is a configuration error.
 PLACEHOLDERS = ("run_date", "run_date_compact")
-STATE_CODE = re.compile(r"[A-Z]{2}")
 # A file or key name: no separators beyond the model's own '/', nothing a shell or SFTP
 # server reads specially.
 SAFE_NAME = re.compile(r"[A-Za-z0-9._/{}-]+")
-# `"schema"."table"` or `"catalog"."schema"."table"`, as dbt renders a relation.
-QUOTED_PART = re.compile(r'"((?:[^"]|"")+)"')
 
 
-class DeliveriesError(ConfigurationError):
+class DeliveriesError(RelationNameError):
     """The deliveries model is missing or says something the loader cannot act on."""
 
 
@@ -118,50 +112,10 @@ def check_template(template: str | None, what: str) -> None:
         )
 
 
-def relation_parts(relation: str, what: str = "export_relation") -> tuple[str, ...]:
-    """The identifiers of a dbt-rendered relation (`"schema"."table"`), checked."""
-    parts = []
-    rest = relation or ""
-    while rest:
-        match = QUOTED_PART.match(rest)
-        if not match:
-            break
-        parts.append(match.group(1).replace('""', '"'))
-        rest = rest[match.end() :]
-        if rest.startswith("."):
-            rest = rest[1:]
-            if not rest:
-                parts = []
-                break
-        elif rest:
-            parts = []
-            break
-    if not 2 <= len(parts) <= 3:
-        raise DeliveriesError(
-            f'{what}: export_relation must be a quoted relation like "schema"."table"'
-        )
-    return tuple(parts)
-
-
 def _fill(template: str, run_date: dt.date) -> str:
     return template.format(
         run_date=run_date.isoformat(), run_date_compact=run_date.strftime("%Y%m%d")
     )
-
-
-def run_time_zone() -> ZoneInfo:
-    name = os.environ.get(RUN_TIME_ZONE_ENV) or DEFAULT_RUN_TIME_ZONE
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigurationError(
-            f"{RUN_TIME_ZONE_ENV}={name!r} is not a time zone name (like America/Los_Angeles)"
-        ) from None
-
-
-def today_for_run() -> dt.date:
-    """The run date: today in the business time zone, never the machine's UTC date."""
-    return dt.datetime.now(run_time_zone()).date()
 
 
 def deliveries_relation(schema: str) -> str:

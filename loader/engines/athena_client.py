@@ -1,35 +1,20 @@
-"""Athena (Trino) as the warehouse: run a query, stream its CSV result, unload a slice.
+"""Athena (Trino) as the warehouse: run a query under the retry policy, stream its result.
 
-Athena writes every query result as a CSV object in S3: every non-NULL value in double quotes
-(quotes inside doubled), NULL as an empty unquoted field, so the empty string is `""`, and
-`\\n` after each record. The file layout is PostgreSQL's CSV instead (quotes only where
-needed), so a slice is re-encoded record by record through `csv_layout.encode_record` while it
-streams from S3 to a private temporary file: both engines deliver the same bytes.
-
-Python's `csv` module cannot tell NULL from the empty string, so this module carries its own
-small RFC 4180 tokenizer. Records that hold no quote, comma, CR or NUL inside a value and no
-empty string take a bulk path (one regular expression over a whole block, then three byte
-replacements); anything else is parsed field by field. Memory stays flat: one S3 chunk (plus
-the one record spanning it) at a time.
+The result is read inside `fetch`, so a transient failure while reading reruns the query;
+`athena_csv` turns the result into records, `athena_slices` unloads and counts slices.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
-from loader.csv_layout import encode_record
+from loader.aws import error_code, http_status
 from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
 from loader.retry import DEFAULT_POLICY, RetryPolicy, retrying
-from loader.unload import SLICE_COLUMNS, UnloadedSlice
 
 logger = logging.getLogger(__name__)
 
@@ -101,20 +86,14 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", type(exc).__name__))
+def _code_or_type(exc: BaseException) -> str:
+    return error_code(exc) or type(exc).__name__
 
 
 def _error_message(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     text = str(response.get("Error", {}).get("Message", "")) or str(exc)
     return " ".join(text.split())
-
-
-def _http_status(exc: Exception) -> int | None:
-    response = getattr(exc, "response", None) or {}
-    return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
 def _is_aws_error(exc: BaseException) -> bool:
@@ -145,8 +124,8 @@ def _is_transient(exc: BaseException) -> bool:
         ),
     ):
         return True
-    status = _http_status(exc)
-    return _error_code(exc) in _RETRYABLE_CODES or status == 429 or (status or 0) >= 500
+    status = http_status(exc)
+    return _code_or_type(exc) in _RETRYABLE_CODES or status == 429 or (status or 0) >= 500
 
 
 def _is_configuration(exc: BaseException) -> bool:
@@ -169,7 +148,7 @@ def _aws_failure(
         )
     cls = AthenaTransientError if _is_transient(exc) else terminal
     return cls(
-        f"{message}: {_error_code(exc)}: {_error_message(exc)}",
+        f"{message}: {_code_or_type(exc)}: {_error_message(exc)}",
         query_execution_id=query_execution_id,
     )
 
@@ -347,7 +326,7 @@ class AthenaClient:
             self._client.stop_query_execution(QueryExecutionId=query_execution_id)
         except Exception as exc:  # noqa: BLE001 - best effort on a path that is already failing
             logger.warning(
-                "could not stop Athena query %s: %s", query_execution_id, _error_code(exc)
+                "could not stop Athena query %s: %s", query_execution_id, _code_or_type(exc)
             )
 
     def result_columns(self, query_execution_id: str) -> list[str]:
@@ -413,325 +392,3 @@ def _ended_badly(query_execution_id: str, state: str, status: Mapping[str, Any])
     # resources or an internal error; anything else (a query error) is final.
     cls = AthenaTransientError if athena_error.get("Retryable") else AthenaTerminalError
     return cls(message, query_execution_id=query_execution_id)
-
-
-# --- the CSV tokenizer -------------------------------------------------------------------------
-
-_QUOTED_FIELD = re.compile(rb'"([^"]*(?:""[^"]*)*)"')
-_BARE_FIELD = re.compile(rb'[^,"\r\n]*')
-# A value the bulk path may copy without its quotes: PostgreSQL would not quote it either.
-# NUL is excluded because the bulk path uses it as a placeholder for "".
-_PLAIN_FIELD = rb'(?:"[^",\r\n\x00]+"|""|)'
-
-
-class CsvRecordSplitter:
-    """Cuts a CSV byte stream into blocks of whole records, whatever the chunk boundaries.
-
-    A newline ends a record only outside quotes, i.e. where the number of quotes since the
-    start of the record is even (a doubled quote inside a value counts twice).
-    """
-
-    def __init__(self) -> None:
-        self._pending: list[bytes] = []
-        self._odd_quotes = False  # quote parity of the pending (incomplete) record
-        self.offset = 0  # stream offset of the first pending byte, for error messages
-
-    def feed(self, chunk: bytes) -> bytes:
-        """The whole records completed by `chunk` (possibly b""); the rest waits."""
-        quotes = chunk.count(b'"')
-        end_parity = self._odd_quotes ^ bool(quotes & 1)
-        quotes_after = 0
-        stop = len(chunk)
-        newline = chunk.rfind(b"\n")
-        while newline >= 0:
-            quotes_after += chunk.count(b'"', newline, stop)
-            if not (end_parity ^ bool(quotes_after & 1)):
-                break  # even parity before this newline: it ends a record
-            stop = newline
-            newline = chunk.rfind(b"\n", 0, newline)
-        if newline < 0:
-            self._pending.append(chunk)
-            self._odd_quotes = end_parity
-            return b""
-        block = b"".join([*self._pending, chunk[: newline + 1]])
-        rest = chunk[newline + 1 :]
-        self._pending = [rest] if rest else []
-        self._odd_quotes = bool(quotes_after & 1)
-        self.offset += len(block)
-        return block
-
-    def finish(self) -> bytes:
-        """What is left at the end of the stream: a last record without its newline, or b""."""
-        rest = b"".join(self._pending)
-        self._pending = []
-        if self._odd_quotes:
-            raise AthenaResultError(
-                f"result is not valid CSV: it ends inside a quoted value (byte {self.offset})"
-            )
-        if not rest:
-            return b""
-        self.offset += len(rest)
-        return rest + b"\n"
-
-
-def _decode(raw: bytes, offset: int) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise AthenaResultError(
-            f"result is not valid UTF-8 near byte {offset + exc.start}"
-        ) from None
-
-
-def parse_record(block: bytes, pos: int, offset: int = 0) -> tuple[list[str | None], int]:
-    """The record starting at `pos` of a block of whole records, and where the next starts.
-
-    A quoted field is a string (`""` is the empty string); an empty unquoted field is None.
-    `offset` is the block's position in the stream, for error messages.
-    """
-    fields: list[str | None] = []
-    while True:
-        if block.startswith(b'"', pos):
-            match = _QUOTED_FIELD.match(block, pos)
-            if match is None:
-                raise AthenaResultError(
-                    f"result is not valid CSV: unterminated quoted value at byte {offset + pos}"
-                )
-            raw = match.group(1)
-            value = raw.replace(b'""', b'"') if b'"' in raw else raw
-            fields.append(_decode(value, offset + pos + 1))
-        else:
-            match = _BARE_FIELD.match(block, pos)
-            raw = match.group()
-            fields.append(_decode(raw, offset + pos) if raw else None)
-        pos = match.end()
-        if block.startswith(b",", pos):
-            pos += 1
-        elif block.startswith(b"\n", pos):
-            return fields, pos + 1
-        elif block.startswith(b"\r\n", pos):
-            return fields, pos + 2
-        else:
-            raise AthenaResultError(
-                f"result is not valid CSV: unexpected byte {block[pos : pos + 1]!r} "
-                f"at byte {offset + pos}"
-            )
-
-
-def iter_csv_records(chunks: Iterable[bytes]) -> Iterator[list[str | None]]:
-    """Every record of a CSV byte stream, NULL (unquoted empty) kept apart from ""."""
-    splitter = CsvRecordSplitter()
-
-    def records(block: bytes, offset: int) -> Iterator[list[str | None]]:
-        pos = 0
-        while pos < len(block):
-            fields, pos = parse_record(block, pos, offset)
-            yield fields
-
-    for chunk in chunks:
-        offset = splitter.offset
-        yield from records(splitter.feed(chunk), offset)
-    offset = splitter.offset
-    yield from records(splitter.finish(), offset)
-
-
-class AthenaCsvReencoder:
-    """Athena's result CSV in, the file layout's bytes out, block by block.
-
-    The first record is Athena's header: when `columns` is given it must name them (compared
-    case-insensitively, as Athena/Glue lower-case column names) and the header written is
-    `header` (default: `columns`; else Athena's own). Every record must have as many fields
-    as the header. `rows` counts the data records written so far.
-    """
-
-    def __init__(
-        self, columns: Sequence[str] | None = None, *, header: Sequence[str] | None = None
-    ):
-        self.columns = list(columns) if columns is not None else None
-        self.header = list(header) if header is not None else self.columns
-        if (
-            self.header is not None
-            and self.columns is not None
-            and (len(self.header) != len(self.columns))
-        ):
-            raise ValueError("header and columns differ in length")
-        self.rows = 0
-        self._splitter = CsvRecordSplitter()
-        self._width: int | None = None
-        self._bulk: re.Pattern[bytes] | None = None
-
-    def reencode(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            block = self.feed(chunk)
-            if block:
-                yield block
-        block = self.finish()
-        if block:
-            yield block
-
-    def feed(self, chunk: bytes) -> bytes:
-        offset = self._splitter.offset
-        return self._convert(self._splitter.feed(bytes(chunk)), offset)
-
-    def finish(self) -> bytes:
-        offset = self._splitter.offset
-        out = self._convert(self._splitter.finish(), offset)
-        if self._width is None:
-            # No header at all (an empty object): the file still gets one.
-            if self.header is None:
-                raise AthenaResultError("result is empty: not even a header row")
-            self._width = len(self.header)
-            out = encode_record(self.header)
-        return out
-
-    def _start(self, athena_header: list[str | None], offset: int) -> bytes:
-        names = [name or "" for name in athena_header]
-        if self.columns is not None and [n.lower() for n in names] != [
-            c.lower() for c in self.columns
-        ]:
-            raise AthenaResultError(
-                f"result columns {names} are not the ones selected {self.columns}"
-            )
-        if self.header is None:
-            self.header = names
-        self._width = len(names)
-        if self._width > 1:
-            # Whole records of plain values; one regex pass, no Python per field.
-            record = _PLAIN_FIELD + (rb"," + _PLAIN_FIELD) * (self._width - 1) + rb"\n"
-            self._bulk = re.compile(rb"(?:" + record + rb")*")
-        return encode_record(self.header)
-
-    def _convert(self, block: bytes, offset: int) -> bytes:
-        out: list[bytes] = []
-        pos = 0
-        if block and self._width is None:
-            athena_header, pos = parse_record(block, 0, offset)
-            out.append(self._start(athena_header, offset))
-        while pos < len(block):
-            if self._bulk is not None:
-                end = self._bulk.match(block, pos).end()
-                if end > pos:
-                    plain = block[pos:end]
-                    _decode(plain, offset + pos)  # validates UTF-8; the bytes pass through
-                    out.append(
-                        plain.replace(b'""', b"\x00").replace(b'"', b"").replace(b"\x00", b'""')
-                    )
-                    self.rows += plain.count(b"\n")
-                    pos = end
-                    continue
-            fields, next_pos = parse_record(block, pos, offset)
-            if len(fields) != self._width:
-                raise AthenaResultError(
-                    f"result is not valid CSV: a record at byte {offset + pos} has "
-                    f"{len(fields)} fields, the header {self._width}"
-                )
-            out.append(encode_record(fields))
-            self.rows += 1
-            pos = next_pos
-        return b"".join(out)
-
-
-# --- slices ------------------------------------------------------------------------------------
-
-
-def athena_file_columns(client: AthenaClient, relation: str) -> list[str]:
-    """The export model's file columns, in table order (one `limit 0` query: pass them on)."""
-    slice_columns = {c.lower() for c in SLICE_COLUMNS}
-    names = client.fetch(
-        f"select * from {relation} limit 0",
-        lambda result: client.result_columns(result.query_execution_id),
-    )
-    return [c for c in names if c.lower() not in slice_columns]
-
-
-def _slice_filter(year: int, state: str) -> str:
-    return f"performance_year = {int(year)} and state_code = {quote_literal(state)}"
-
-
-def athena_slice_query(relation: str, year: int, state: str, columns: Sequence[str]) -> str:
-    selected = ", ".join(quote_identifier(c) for c in columns)
-    return (
-        f"select {selected} from {relation} where {_slice_filter(year, state)}"
-        " order by file_row_number"
-    )
-
-
-def _drain(blocks: Iterable[bytes], sink: BinaryIO | None) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    for block in blocks:
-        digest.update(block)
-        size += len(block)
-        if sink is not None:
-            sink.write(block)
-    return size, digest.hexdigest()
-
-
-def unload_athena_slice(
-    client: AthenaClient,
-    relation: str,
-    year: int,
-    state: str,
-    *,
-    work_dir: Path | None,
-    columns: Sequence[str] | None = None,
-    header: Sequence[str] | None = None,
-) -> UnloadedSlice:
-    """The slice in the file layout, in a 0600 file in `work_dir` (None: count and hash only).
-
-    `columns` are the file columns to select (default: `athena_file_columns`, one extra
-    query); `header` the header row to write (default: `columns`). Errors name the slice.
-    """
-    label = f"{year}/{state}"
-    last_query: list[str] = []  # the id of the query being read, for error messages
-
-    def read(result: QueryResult) -> UnloadedSlice:
-        last_query[:] = [result.query_execution_id]
-        reencoder = AthenaCsvReencoder(columns, header=header)
-        blocks = reencoder.reencode(client.stream_result_csv(result.output_location))
-        if work_dir is None:
-            size, sha = _drain(blocks, None)
-            return UnloadedSlice(path=None, rows=reencoder.rows, bytes=size, sha256=sha)
-        fd, name = tempfile.mkstemp(prefix=f"{year}-{state}-", suffix=".csv", dir=work_dir)
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as sink:
-                size, sha = _drain(blocks, sink)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return UnloadedSlice(path=path, rows=reencoder.rows, bytes=size, sha256=sha)
-
-    try:
-        if columns is None:
-            columns = athena_file_columns(client, relation)
-        # One retried unit: a result that breaks off runs the query again, into a new file.
-        return client.fetch(athena_slice_query(relation, year, state, columns), read)
-    except AthenaQueryError as exc:
-        raise exc.in_context(_context(label, exc, last_query)) from exc
-
-
-def _context(label: str, exc: AthenaQueryError, last_query: list[str]) -> str:
-    """`label`, plus the query id when the error (a result problem) does not name it."""
-    if exc.query_execution_id is None and last_query:
-        return f"{label}: Athena query {last_query[0]}"
-    return label
-
-
-def count_athena_slice(client: AthenaClient, relation: str, year: int, state: str) -> int:
-    label = f"{year}/{state}"
-    last_query: list[str] = []
-
-    def read(result: QueryResult) -> int:
-        last_query[:] = [result.query_execution_id]
-        records = list(iter_csv_records(client.stream_result_csv(result.output_location)))
-        if len(records) != 2 or len(records[1]) != 1 or not (records[1][0] or "").isdigit():
-            raise AthenaResultError("count result is not one number")
-        return int(records[1][0])
-
-    try:
-        return client.fetch(
-            f'select count(*) as "rows" from {relation} where {_slice_filter(year, state)}', read
-        )
-    except AthenaQueryError as exc:
-        raise exc.in_context(_context(label, exc, last_query)) from exc

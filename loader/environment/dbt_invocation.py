@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loader.warehouse import ProjectOptions
+from loader.environment.warehouse import ProjectOptions
 
 # Node statuses that make a dbt command fail (a test with severity warn reports "warn").
 _FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loader.cluster import default_data_dir, running_cluster
+from loader.environment.cluster import default_data_dir, running_cluster
 from loader.errors import ConfigurationError, TerminalError, TransientError
 
 PROFILE_NAME = "healthmonix_mips"

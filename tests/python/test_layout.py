@@ -1,0 +1,107 @@
+"""The loader's layout: every module imports, nothing imports in a circle, layers point down.
+
+    loader.cli, loader.demo           the commands
+    loader.run.*                      one export run: deliveries, gate, export, records, status
+    loader.engines.*                  slices out of PostgreSQL or Athena, in the file layout
+    loader.environment.*              the warehouse, the embedded cluster, dbt, the source data
+    loader.destinations.*             S3, SFTP, local directories
+    loader.errors, retry, names, clock, aws  what every layer shares
+
+(docs/loader.md says what lives where.)
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import loader
+
+LOADER_DIR = Path(loader.__file__).parent
+SHARED = {"loader", "loader.errors", "loader.retry", "loader.names", "loader.clock", "loader.aws"}
+# What each package may import from the loader, besides itself and SHARED.
+ALLOWED = {
+    "loader.destinations": set(),
+    "loader.engines": {"loader.destinations"},
+    "loader.environment": {"loader.engines"},
+    "loader.run": {"loader.engines", "loader.environment", "loader.destinations"},
+    "loader.cli": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
+                   "loader.demo"},
+    "loader.demo": {"loader.run", "loader.engines", "loader.environment", "loader.destinations"},
+}  # fmt: skip
+
+
+def _modules() -> list[str]:
+    return sorted(
+        ["loader"] + [module.name for module in pkgutil.walk_packages(loader.__path__, "loader.")]
+    )
+
+
+def _imports(module: str) -> set[str]:
+    """Every loader module `module` imports, at the top or inside a function."""
+    path = LOADER_DIR.parent / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = LOADER_DIR.parent / module.replace(".", "/") / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("loader"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("loader"))
+    return found
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def test_every_module_imports_on_its_own():
+    for module in _modules():
+        importlib.import_module(module)
+    # and the entry point starts in a fresh interpreter (no import order hides a circle)
+    subprocess.run([sys.executable, "-c", "import loader.cli"], check=True)
+
+
+def test_no_module_imports_in_a_circle():
+    graph = {module: _imports(module) - {module} for module in _modules()}
+    sorter = graphlib.TopologicalSorter(graph)
+    sorter.prepare()  # raises CycleError naming the circle
+
+
+def test_every_layer_imports_only_downwards():
+    wrong = []
+    for module in _modules():
+        if module in SHARED:
+            continue
+        package = _package(module)
+        for imported in _imports(module):
+            target = _package(imported)
+            if imported in SHARED or target == package or target in ALLOWED[package]:
+                continue
+            wrong.append(f"{module} imports {imported}")
+    assert wrong == []
+
+
+def test_the_layout_is_the_documented_one():
+    packages = {_package(module) for module in _modules()} - SHARED
+    assert packages == set(ALLOWED)
+    docs = LOADER_DIR.parent / "docs"
+    documented = (docs / "loader.md").read_text() + (docs / "destinations.md").read_text()
+    for module in _modules():
+        parts = module.split(".")
+        if module == "loader" or parts[-1] == "__init__":
+            continue
+        if (LOADER_DIR.parent / "/".join(parts)).is_dir():
+            assert f"`{'/'.join(parts)}/`" in documented, f"docs/loader.md lacks {module}"
+            continue
+        full = "/".join(parts) + ".py"
+        in_package = (
+            f"`{'/'.join(parts[:-1])}/`" in documented and f"`{parts[-1]}.py`" in documented
+        )
+        assert f"`{full}`" in documented or in_package, f"docs/loader.md does not place {full}"
