@@ -160,10 +160,9 @@ class Transports:
 
 
 def _transport_servers():
-    """tests/python/transport_servers.py: the same loopback servers the transport tests use."""
-    if str(TESTS_DIR) not in sys.path:
-        sys.path.insert(0, str(TESTS_DIR))
-    import transport_servers
+    """The same loopback servers the transport tests use (imported when a run needs them:
+    they pull in moto and asyncssh)."""
+    from tests.support import transport_servers
 
     return transport_servers
 

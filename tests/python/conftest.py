@@ -12,16 +12,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from athena_duckdb import AthenaCompilation, compile_for_athena
-from model_scenarios import PRODUCTION, PRODUCTION_AS_OF, copy_project
 
 from loader.environment.cluster import running_cluster
 from loader.environment.dbt_invocation import DbtOutcome
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-HANDMADE_SCHEMA = "export_t"
+from tests.support.athena_duckdb import AthenaCompilation, compile_for_athena
+from tests.support.fault_rig import fault_rig
+from tests.support.handmade import HANDMADE_SCHEMA, record_build
+from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
+from tests.support.transport_servers import moto_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +156,20 @@ def models(db, monkeypatch):
     return db
 
 
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    """moto's S3 (and Athena) server on loopback, one per test module."""
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def rig(tmp_path, monkeypatch, models):
+    """The hand-made models exported to S3 behind a fault proxy and a faulty SFTP server."""
+    with fault_rig(tmp_path, monkeypatch) as wired:
+        yield wired
+
+
 @pytest.fixture
 def stores(tmp_path):
     """Local directories standing in for S3 and the SFTP server: (s3, sftp)."""
@@ -163,41 +177,3 @@ def stores(tmp_path):
     s3.mkdir()
     sftp.mkdir()
     return s3, sftp
-
-
-def record_build(
-    db,
-    schema: str,
-    *,
-    invocation_id: str = "handmade-invocation",
-    success: bool = True,
-    touched_marts: bool = True,
-    marts_built: str = "mips_deliveries,mips_export_v1",
-    age: str = "5 minutes",
-    failed_nodes: str = "",
-) -> None:
-    """A row in the build log as dbt's on-run-end hook writes it (the publish gate reads it)."""
-    db.execute(
-        f"""
-        create table if not exists {schema}.mips_build_log (
-            invocation_id text, command text, selection text, started_at timestamptz,
-            completed_at timestamptz, success boolean, touched_marts boolean, marts_built text,
-            errors int, failures int, warnings int, skipped int, failed_nodes text,
-            dbt_version text, target_name text)
-        """
-    )
-    db.execute(
-        f"insert into {schema}.mips_build_log values (%s, 'build', '', "
-        "now() - %s::interval - interval '1 minute', now() - %s::interval, %s, %s, %s, "
-        "%s, 0, 0, 0, %s, '1.11', 'dev')",
-        (
-            invocation_id,
-            age,
-            age,
-            success,
-            touched_marts,
-            marts_built,
-            0 if success else 1,
-            failed_nodes,
-        ),
-    )

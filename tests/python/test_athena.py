@@ -21,7 +21,6 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.response import StreamingBody
 from psycopg import sql
-from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_athena_results
 
 from loader.engines.athena_client import (
     AthenaClient,
@@ -38,23 +37,14 @@ from loader.engines.postgres import unload_postgres_slice
 from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
 from loader.retry import RetryPolicy
 from loader.run.locks import ExportLocked, S3LockError, s3_run_lock
+from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
+from tests.support.transport_servers import (
+    RecordingAthena,
+    moto_api,
+    queue_athena_results,
+)
 
-REGION = "us-east-1"
-CREDENTIALS = {
-    "aws_access_key_id": "testing",
-    "aws_secret_access_key": "testing",
-    "region_name": REGION,
-}
-RESULTS_BUCKET = "athena-results"
 ONE_TRY = RetryPolicy(attempts=1)
-SETTINGS = {
-    "type": "athena",
-    "s3_staging_dir": f"s3://{RESULTS_BUCKET}/staging/",
-    "region_name": REGION,
-    "database": "awsdatacatalog",
-    "schema": "mips",
-    "work_group": "mips",
-}
 FILE_COLUMNS = ["Patient ID", "Treatment", "Instrument", "Score"]
 EXPORT_COLUMNS = ["performance_year", "state_code", "file_row_number", *FILE_COLUMNS]
 HOSTILE = [
@@ -75,12 +65,6 @@ HOSTILE = [
 
 
 # --- moto ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 @dataclass

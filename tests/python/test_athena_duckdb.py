@@ -15,16 +15,16 @@ from collections import Counter
 
 import psycopg
 import pytest
-from athena_duckdb import (
+
+from loader.environment.synthetic import generate
+from tests.support.athena_duckdb import (
     FIXUPS,
     AthenaOnDuckDB,
     Transpiler,
     compile_for_athena,
     load_athena_lint,
 )
-from model_scenarios import PRODUCTION, PROJECT_DIR, Scenario, copy_project
-
-from loader.environment.synthetic import generate
+from tests.support.model_scenarios import PRODUCTION, PROJECT_DIR, Scenario, copy_project
 
 # Every fix-up the project's Athena SQL needs today, and how often (athena_duckdb.FIXUPS says
 # why each exists). A new one is a reviewable change of this line, never silent.

@@ -13,8 +13,6 @@ import datetime as dt
 import json
 
 import pytest
-from test_athena import CREDENTIALS, RESULTS_BUCKET, SETTINGS, moto_endpoint  # noqa: F401
-from transport_servers import moto_api, queue_athena_results
 
 from loader.environment.warehouse import Warehouse
 from loader.run.build_gate import BUILD_LOG_COLUMNS
@@ -22,6 +20,8 @@ from loader.run.deliveries import DELIVERIES_COLUMNS
 from loader.run.expected_years import EXPECTED_YEARS_COLUMNS
 from loader.run.export import ExportRequest, plan_export, run_export
 from loader.run.locks import ExportLocked
+from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
+from tests.support.transport_servers import moto_api, queue_athena_results
 
 DELIVERY_COLUMNS = list(DELIVERIES_COLUMNS)
 RELATION = '"awsdatacatalog"."mips"."mips_export_v1"'

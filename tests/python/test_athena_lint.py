@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from athena_duckdb import load_athena_lint
+
+from tests.support.athena_duckdb import load_athena_lint
 
 athena_lint = load_athena_lint()
 

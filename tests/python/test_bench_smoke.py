@@ -9,17 +9,13 @@ skipped, the rest still runs.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-# `bench` is a top-level package of the checkout, not an installed one.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from bench import report  # noqa: E402
-from bench.harness import Options, run_benchmark  # noqa: E402
-from bench.worker_replica import pain_treatment  # noqa: E402
+# `bench` is a top-level package of the checkout (pytest's pythonpath has the root)
+from bench import report
+from bench.harness import Options, run_benchmark
+from bench.worker_replica import pain_treatment
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

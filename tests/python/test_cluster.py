@@ -10,11 +10,11 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 
 from loader.environment.cluster import EmbeddedCluster, running_cluster
+from tests.support.processes import postgres_pids
 
 # A child process that starts a cluster, prints READY, then waits to be stopped.
 CHILD = textwrap.dedent(
@@ -27,16 +27,6 @@ CHILD = textwrap.dedent(
         time.sleep(120)
     """
 )
-
-
-def postgres_pids(data_dir: Path) -> list[int]:
-    """Postmasters serving `data_dir` (their command line names it)."""
-    pids = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["name"] == "postgres" and str(data_dir) in cmdline:
-            pids.append(process.pid)
-    return pids
 
 
 def wait_until_gone(data_dir: Path, timeout: float = 15) -> list[int]:

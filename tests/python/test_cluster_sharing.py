@@ -8,9 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from test_cluster import postgres_pids
-
 from loader.environment.cluster import running_cluster
+from tests.support.processes import postgres_pids
 
 # The first command: starts the cluster, says READY, then runs a slow query to the end.
 SLOW = textwrap.dedent(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from model_scenarios import Scenario, edit_seed, fetch_all
 
 from loader.environment.synthetic import generate
+from tests.support.model_scenarios import Scenario, edit_seed, fetch_all
 
 SCENARIO = Scenario(app_schema="config_app", forms_schema="config_app", models_schema="config")
 

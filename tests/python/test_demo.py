@@ -7,12 +7,11 @@ import datetime as dt
 import json
 
 from click.testing import CliRunner
-from conftest import PROJECT_DIR
-from test_end_to_end import PRODUCTION_SLICES
 
 from loader.cli import cli
 from loader.clock import today_for_run
 from loader.demo import demo_options
+from tests.support.model_scenarios import PRODUCTION_SLICES, PROJECT_DIR
 
 
 def test_demo_delivers_everything_and_status_names_unconfigured_years(

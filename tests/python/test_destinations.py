@@ -16,20 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from transport_servers import (
-    SftpFaults,
-    SshdUnavailable,
-    asyncssh_sftp_server,
-    create_bucket,
-    fake_aws_environment,
-    free_port,
-    make_ssh_key,
-    moto_s3_server,
-    openssh_sftp_server,
-    s3_client,
-    s3_fault_proxy,
-    write_known_hosts,
-)
 
 from loader.destinations import (
     ConfigurationError,
@@ -43,6 +29,19 @@ from loader.destinations import (
     retrying,
 )
 from loader.destinations.base import STALE_PART_AGE_SECONDS, host_tag, parse_file_mode
+from tests.support.transport_servers import (
+    SftpFaults,
+    SshdUnavailable,
+    asyncssh_sftp_server,
+    create_bucket,
+    fake_aws_environment,
+    free_port,
+    make_ssh_key,
+    openssh_sftp_server,
+    s3_client,
+    s3_fault_proxy,
+    write_known_hosts,
+)
 
 MiB = 1024 * 1024
 S3_NAME = "2025/CA/2026-01-15/data.csv"
@@ -83,12 +82,6 @@ def files_under(root: Path) -> list[str]:
 
 
 # --- servers and settings -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

@@ -16,9 +16,14 @@ import re
 import psycopg
 import pytest
 from click.testing import CliRunner
-from conftest import record_build
 from psycopg import sql
-from transport_servers import (
+
+from loader.cli import cli
+from loader.environment.dbt_invocation import run_dbt
+from loader.environment.synthetic import generate
+from tests.support.handmade import record_build
+from tests.support.model_scenarios import PRODUCTION_SLICES
+from tests.support.transport_servers import (
     asyncssh_sftp_server,
     create_bucket,
     fake_aws_environment,
@@ -28,20 +33,11 @@ from transport_servers import (
     write_known_hosts,
 )
 
-from loader.cli import cli
-from loader.environment.dbt_invocation import run_dbt
-from loader.environment.synthetic import generate
-
 APP_SCHEMA = "app_e2e"
 TARGET_SCHEMA = "analytics_e2e"
 BUCKET = "ops-bucket"
 PREFIX = "business-operations/healthmonix"
 RUN_DATE = "2026-01-15"
-PRODUCTION_SLICES = (
-    [(2022, "CA")]
-    + [(2023, s) for s in ("AZ", "CA", "FL", "IL", "TX", "WA")]
-    + [(y, s) for y in (2024, 2025) for s in ("AZ", "CA", "CO", "FL", "GA", "IL", "NY", "TX", "WA")]
-)
 
 
 @pytest.fixture(scope="module")

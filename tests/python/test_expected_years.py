@@ -17,10 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from model_scenarios import Scenario
 
 from loader.cli import cli
 from loader.environment.synthetic import generate
+from tests.support.model_scenarios import Scenario
 
 SCENARIO = Scenario(app_schema="years_app", forms_schema="years_app", models_schema="years")
 ROLLOVER = Scenario(

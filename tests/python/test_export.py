@@ -7,40 +7,17 @@ tests in test_end_to_end.py run the real models.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 
 import psycopg
 import pytest
-from click.testing import CliRunner
-from conftest import HANDMADE_SCHEMA as SCHEMA
-from conftest import record_build
 
-from loader.cli import cli
 from loader.run.export import s3_store_url
 from loader.run.locks import EXPORT_LOCK_KEY
-
-RUN_DATE = "2026-01-15"
-
-
-def invoke(profiles_dir, *args):
-    runner = CliRunner()
-    return runner.invoke(
-        cli, [*args, "--profiles-dir", str(profiles_dir), "--target", "dev"], catch_exceptions=False
-    )
-
-
-def export(profiles_dir, stores, *extra, date=RUN_DATE):
-    s3, sftp = stores
-    return invoke(
-        profiles_dir, "export", "--date", date, "--s3-url", s3.as_uri(),
-        "--sftp-url", sftp.as_uri(), *extra,
-    )  # fmt: skip
-
-
-def files_under(root):
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
+from tests.support.handmade import record_build
+from tests.support.local_runs import RUN_DATE, export, files_under, invoke
 
 
 def test_export_writes_every_delivery_with_spec_names(models, profiles_dir, stores):
@@ -176,53 +153,6 @@ def test_a_concurrent_export_is_refused(models, profiles_dir, stores, cluster):
     assert result.exit_code == 1
     assert "another mips-loader export is running" in result.output
     assert files_under(s3) == []
-
-
-def test_status_verdicts(models, profiles_dir, stores):
-    s3, sftp = stores
-    today = dt.date.fromisoformat(RUN_DATE)
-
-    def status(*extra, date=RUN_DATE):
-        return invoke(
-            profiles_dir, "status", "--date", date, "--s3-url", s3.as_uri(),
-            "--sftp-url", sftp.as_uri(), "--json", *extra,
-        )  # fmt: skip
-
-    def verdicts(result):
-        rows = json.loads(result.output)["deliveries"]
-        return {(r["performance_year"], r["state_code"]): r["verdict"] for r in rows}
-
-    never = status()
-    assert never.exit_code == 1
-    assert verdicts(never) == {
-        (2022, "CA"): "disabled",
-        (2023, "CA"): "never delivered",
-        (2025, "TX"): "never delivered",
-    }
-    assert export(profiles_dir, stores).exit_code == 0
-    fine = status()
-    assert fine.exit_code == 0, fine.output
-    assert verdicts(fine)[(2025, "TX")] == "ok"
-    stale = status(date=(today + dt.timedelta(days=3)).isoformat())
-    assert stale.exit_code == 1
-    assert verdicts(stale)[(2025, "TX")] == "stale"
-    (sftp / "Quality_21742_MlUGF8grFd.csv").unlink()
-    missing = status()
-    assert missing.exit_code == 1
-    assert verdicts(missing) == {
-        (2022, "CA"): "disabled",
-        (2023, "CA"): "ok",
-        (2025, "TX"): "missing on server",
-    }
-    models.execute(f"update {SCHEMA}.mips_deliveries set sftp_enabled = false")
-    disabled = status()
-    assert disabled.exit_code == 0
-    assert set(verdicts(disabled).values()) == {"disabled"}
-    table = invoke(profiles_dir, "status", "--date", RUN_DATE, "--s3-url", s3.as_uri())
-    assert table.exit_code == 0
-    assert table.output.splitlines()[0].startswith("build: dbt build handmade-invocation")
-    assert table.output.splitlines()[2].split()[:4] == ["year", "state", "last", "snapshot"]
-    assert [line.split()[-1] for line in table.output.splitlines()[4:]] == ["disabled"] * 3
 
 
 def test_no_secret_or_row_in_output(models, profiles_dir, stores, monkeypatch):

@@ -18,11 +18,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from conftest import HANDMADE_SCHEMA as SCHEMA
-from conftest import PROJECT_DIR, record_build
-from test_export_faults import BUCKET, rig  # noqa: F401
 
 from loader.cli import cli
+from tests.support.fault_rig import BUCKET
+from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
+from tests.support.handmade import record_build
+from tests.support.model_scenarios import PROJECT_DIR
 
 RUN_DATE = "2026-01-15"
 

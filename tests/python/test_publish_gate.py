@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import HANDMADE_SCHEMA as SCHEMA
-from conftest import record_build
-from test_export import export, files_under, invoke
 
 from loader.errors import ConfigurationError
 from loader.run.build_gate import parse_duration
+from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
+from tests.support.handmade import record_build
+from tests.support.local_runs import export, files_under, invoke
 
 
 def run_log(s3_root):

@@ -19,15 +19,6 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from transport_servers import (
-    SftpFaults,
-    SshdUnavailable,
-    asyncssh_sftp_server,
-    free_port,
-    make_ssh_key,
-    openssh_sftp_server,
-    write_known_hosts,
-)
 
 from loader.destinations import (
     ConfigurationError,
@@ -39,6 +30,15 @@ from loader.destinations import (
     retrying,
 )
 from loader.destinations.base import STALE_PART_AGE_SECONDS, host_tag, temporary_name
+from tests.support.transport_servers import (
+    SftpFaults,
+    SshdUnavailable,
+    asyncssh_sftp_server,
+    free_port,
+    make_ssh_key,
+    openssh_sftp_server,
+    write_known_hosts,
+)
 
 MiB = 1024 * 1024
 NAME = "Quality_21742_MlUGF8grFd.csv"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-from conftest import HANDMADE_SCHEMA
-from test_export_faults import BUCKET, RUN_DATE, SFTP_NAMES, export, rig  # noqa: F401
 
 from loader.cli import cli
+from tests.support.fault_rig import BUCKET, RUN_DATE, SFTP_NAMES, export
+from tests.support.handmade import HANDMADE_SCHEMA
 
 
 def status(rig, profiles_dir, *, date=RUN_DATE):  # noqa: F811
@@ -74,3 +74,17 @@ def test_verdicts_after_real_deliveries(rig, profiles_dir, models):  # noqa: F81
     code, disabled = status(rig, profiles_dir)
     assert code == 0
     assert disabled[(2025, "TX")]["verdict"] == "disabled"
+
+    # every delivery disabled: nothing can be missing, and the table says so row by row
+    models.execute(f"update {HANDMADE_SCHEMA}.mips_deliveries set sftp_enabled = false")
+    table = CliRunner().invoke(
+        cli,
+        ["status", "--date", RUN_DATE, "--s3-url", f"s3://{BUCKET}/healthmonix",
+         "--profiles-dir", str(profiles_dir), "--target", "dev"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert lines[0].startswith("build: dbt build handmade-invocation")
+    assert lines[2].split()[:4] == ["year", "state", "last", "snapshot"]
+    assert [line.split()[-1] for line in lines[4:]] == ["disabled"] * 3

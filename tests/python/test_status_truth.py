@@ -10,10 +10,10 @@ import hashlib
 import json
 
 from click.testing import CliRunner
-from conftest import HANDMADE_SCHEMA
-from test_export_faults import BUCKET, RUN_DATE, SFTP_NAMES, export, rig  # noqa: F401
 
 from loader.cli import cli
+from tests.support.fault_rig import BUCKET, RUN_DATE, SFTP_NAMES, export
+from tests.support.handmade import HANDMADE_SCHEMA
 
 TX_KEY = f"healthmonix/2025/TX/{RUN_DATE}/data.csv"
 

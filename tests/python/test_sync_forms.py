@@ -13,12 +13,16 @@ import boto3
 import psycopg
 import pytest
 from botocore.response import StreamingBody
-from transport_servers import RecordingAthena, moto_api, moto_s3_server, queue_athena_results
 
 from loader.engines.athena_client import AthenaClient
 from loader.environment.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 from loader.errors import TerminalError
 from loader.retry import DEFAULT_POLICY
+from tests.support.transport_servers import (
+    RecordingAthena,
+    moto_api,
+    queue_athena_results,
+)
 
 REGION = "us-east-1"
 CREDENTIALS = {
@@ -45,12 +49,6 @@ FORMS = [
     ["3", "103", "12", "22", "KOS", "61", "0", "2025-03-05 23:59:59.999"],
     ["4", "104", "13", "23", "QUICKDASH", "12.25", "10", "2025-03-10 08:00:00.000"],
 ]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with moto_s3_server() as endpoint:
-        yield endpoint
 
 
 class Moto:

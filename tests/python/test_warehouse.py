@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PROJECT_DIR
 
 from loader.environment.warehouse import (
     ProjectOptions,
@@ -20,6 +19,7 @@ from loader.environment.warehouse import (
     render_target,
 )
 from loader.errors import ConfigurationError, TransientError
+from tests.support.model_scenarios import PROJECT_DIR
 
 ENVIRONMENT = {
     "MIPS_PG_SOCKET_DIR": "/tmp/socket-dir",

@@ -43,6 +43,12 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 # reproduces whatever the calendar says.
 PRODUCTION = Scenario(app_schema="build_app", forms_schema="build_forms", models_schema="build")
 PRODUCTION_AS_OF = dt.date(2026, 1, 15)
+# The production settings' deliveries (SPEC §4), by (year, state).
+PRODUCTION_SLICES = (
+    [(2022, "CA")]
+    + [(2023, s) for s in ("AZ", "CA", "FL", "IL", "TX", "WA")]
+    + [(y, s) for y in (2024, 2025) for s in ("AZ", "CA", "CO", "FL", "GA", "IL", "NY", "TX", "WA")]
+)
 
 
 @contextlib.contextmanager
