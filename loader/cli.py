@@ -29,7 +29,16 @@ from loader.run.export import (
     run_export,
     s3_store_url,
 )
-from loader.run.report import error_json, export_json, export_summary
+from loader.run.report import (
+    error_json,
+    export_json,
+    export_summary,
+    generate_summary,
+    status_json,
+    status_text,
+    sync_forms_json,
+    sync_forms_text,
+)
 
 
 def project_options(function):
@@ -196,8 +205,7 @@ def generate_command(
             forms_schema=forms_schema or app_schema,
             settings=settings,
         )
-    for table, rows in summary.items():
-        click.echo(f"{table:<20} {rows:>12,}")
+    click.echo(generate_summary(summary))
 
 
 def _selection_options(function):
@@ -446,7 +454,7 @@ def status_command(
     """
     from loader.destinations import open_destination
     from loader.destinations.base import DeliveryError
-    from loader.run.status import collect_status, status_json, status_text
+    from loader.run.status import collect_status
 
     if not s3_url:
         raise click.UsageError("no S3 store: pass --s3-url or set MIPS_S3_URL")
@@ -519,7 +527,6 @@ def sync_forms_command(
     Example: mips-loader sync-forms --target postgres --forms-schema app
     """
     import datetime as dt
-    import json
 
     from loader.engines.athena_client import AthenaClient, AthenaQueryError
     from loader.environment.sync_forms import FormsSyncError, sync_forms
@@ -544,17 +551,7 @@ def sync_forms_command(
         report = _run(action, _options(project_dir, profiles_dir, target))
     except (FormsSyncError, AthenaQueryError) as exc:
         raise click.ClickException(str(exc)) from None
-    fields = {
-        "rows_read": report.rows_read,
-        "rows_written": report.rows_written,
-        "watermark_before": str(report.watermark_before) if report.watermark_before else None,
-        "watermark_after": str(report.watermark_after) if report.watermark_after else None,
-    }
-    if as_json:
-        click.echo(json.dumps(fields, indent=2))
-    else:
-        for name, value in fields.items():
-            click.echo(f"{name.replace('_', ' '):<17} {value}")
+    click.echo(sync_forms_json(report) if as_json else sync_forms_text(report))
 
 
 def _run(action, options: ProjectOptions):

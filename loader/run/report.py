@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loader.run.records import DeliveryRecord
 
+if TYPE_CHECKING:  # only for annotations: the status collection itself does not print
+    from loader.run.expected_years import ExpectedYear
+    from loader.run.status import DeliveryStatus, StatusReport
+
 EXPORT_COLUMNS = ("year", "state", "rows", "bytes", "S3 key", "SFTP name", "status")
+STATUS_COLUMNS = (
+    "year", "state", "last snapshot", "rows", "bytes", "in S3", "last SFTP delivery",
+    "SFTP name", "on server", "verdict",
+)  # fmt: skip
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -108,3 +116,86 @@ def export_json(report) -> str:
         indent=2,
         sort_keys=True,
     )
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def status_rows(statuses: list[DeliveryStatus]) -> list[list]:
+    def yes_no(value: bool | None) -> str:
+        return "-" if value is None else ("yes" if value else "NO")
+
+    return [
+        [
+            s.performance_year,
+            s.state_code,
+            s.last_snapshot_run_date or "never",
+            s.last_snapshot_rows,
+            s.last_snapshot_bytes,
+            yes_no(s.in_s3),
+            s.last_sftp_run_date or ("-" if not s.sftp_enabled else "never"),
+            s.last_sftp_file_name or "-",
+            yes_no(s.on_server),
+            s.verdict,
+        ]
+        for s in statuses
+    ]
+
+
+def year_rows(years: list[ExpectedYear]) -> list[list]:
+    """A row per expected year without deliveries: no state, no file, only the verdict."""
+    return [
+        [y.performance_year, "all", "-", None, None, "-", "-", "-", "-", y.readiness] for y in years
+    ]
+
+
+def status_text(report: StatusReport) -> str:
+    rows = status_rows(report.statuses) + year_rows(report.years)
+    lines = [build_line(report.build), "", table(STATUS_COLUMNS, rows)]
+    details = [
+        f"- {s.performance_year}/{s.state_code}: {s.detail}" for s in report.statuses if s.detail
+    ] + [f"- {y.describe()}" for y in report.years]
+    if details:
+        lines += ["", "details:", *details]
+    return "\n".join(lines)
+
+
+def status_json(report: StatusReport) -> str:
+    return json.dumps(
+        {
+            "ok": report.ok,
+            "verified": report.verified,
+            "build": report.build.to_dict() if report.build is not None else None,
+            "deliveries": [asdict(s) for s in report.statuses],
+            "expected_years": [y.to_dict() for y in report.years],
+        },
+        indent=2,
+        sort_keys=True,
+    )
+
+
+# --- generate and sync-forms ---------------------------------------------------------------
+
+
+def generate_summary(counts: dict[str, int]) -> str:
+    """Rows written per source table."""
+    return "\n".join(f"{table_name:<20} {rows:>12,}" for table_name, rows in counts.items())
+
+
+def sync_forms_fields(report) -> dict[str, Any]:
+    return {
+        "rows_read": report.rows_read,
+        "rows_written": report.rows_written,
+        "watermark_before": str(report.watermark_before) if report.watermark_before else None,
+        "watermark_after": str(report.watermark_after) if report.watermark_after else None,
+    }
+
+
+def sync_forms_text(report) -> str:
+    return "\n".join(
+        f"{name.replace('_', ' '):<17} {value}" for name, value in sync_forms_fields(report).items()
+    )
+
+
+def sync_forms_json(report) -> str:
+    return json.dumps(sync_forms_fields(report), indent=2)

@@ -11,8 +11,7 @@ delivery did not fail.
 from __future__ import annotations
 
 import datetime as dt
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from loader.destinations.base import Destination, Digest
 from loader.errors import ConfigurationError
@@ -20,7 +19,6 @@ from loader.run.build_gate import BuildRecord
 from loader.run.deliveries import Delivery, select_deliveries
 from loader.run.expected_years import ExpectedYear, years_needing_a_look
 from loader.run.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
-from loader.run.report import build_line, table
 from loader.run.source import open_slice_source
 
 OK = "ok"
@@ -35,11 +33,6 @@ DISABLED = "disabled"
 
 # Statuses of a run-log record that mean the delivery happened.
 _SUCCEEDED = ("ok",)
-
-STATUS_COLUMNS = (
-    "year", "state", "last snapshot", "rows", "bytes", "in S3", "last SFTP delivery",
-    "SFTP name", "on server", "verdict",
-)  # fmt: skip
 
 
 @dataclass
@@ -196,56 +189,3 @@ def _age_verdict(delivery, delivered, today: dt.date, max_age_days: int) -> str:
     if dt.date.fromisoformat(delivered.run_date) < today - dt.timedelta(days=max_age_days):
         return STALE
     return OK
-
-
-def status_rows(statuses: list[DeliveryStatus]) -> list[list]:
-    def yes_no(value: bool | None) -> str:
-        return "-" if value is None else ("yes" if value else "NO")
-
-    return [
-        [
-            s.performance_year,
-            s.state_code,
-            s.last_snapshot_run_date or "never",
-            s.last_snapshot_rows,
-            s.last_snapshot_bytes,
-            yes_no(s.in_s3),
-            s.last_sftp_run_date or ("-" if not s.sftp_enabled else "never"),
-            s.last_sftp_file_name or "-",
-            yes_no(s.on_server),
-            s.verdict,
-        ]
-        for s in statuses
-    ]
-
-
-def year_rows(years: list[ExpectedYear]) -> list[list]:
-    """A row per expected year without deliveries: no state, no file, only the verdict."""
-    return [
-        [y.performance_year, "all", "-", None, None, "-", "-", "-", "-", y.readiness] for y in years
-    ]
-
-
-def status_text(report: StatusReport) -> str:
-    rows = status_rows(report.statuses) + year_rows(report.years)
-    lines = [build_line(report.build), "", table(STATUS_COLUMNS, rows)]
-    details = [
-        f"- {s.performance_year}/{s.state_code}: {s.detail}" for s in report.statuses if s.detail
-    ] + [f"- {y.describe()}" for y in report.years]
-    if details:
-        lines += ["", "details:", *details]
-    return "\n".join(lines)
-
-
-def status_json(report: StatusReport) -> str:
-    return json.dumps(
-        {
-            "ok": report.ok,
-            "verified": report.verified,
-            "build": report.build.to_dict() if report.build is not None else None,
-            "deliveries": [asdict(s) for s in report.statuses],
-            "expected_years": [y.to_dict() for y in report.years],
-        },
-        indent=2,
-        sort_keys=True,
-    )
