@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 
-from loader.clock import today_for_run
 from loader.environment.warehouse import ProjectOptions, open_warehouse
 from loader.errors import (
     EXIT_FAILED,
@@ -23,11 +22,9 @@ from loader.errors import (
 from loader.run.build_gate import parse_duration
 from loader.run.export import (
     DEFAULT_MAX_SHRINK,
-    ExportConfigError,
     ExportRequest,
     plan_export,
     run_export,
-    s3_store_url,
 )
 from loader.run.report import (
     error_json,
@@ -264,7 +261,7 @@ def _export_request(years, states, run_date, s3_url, sftp_url, **extra) -> Expor
     if "max_build_age" in extra:
         extra["max_build_age"] = parse_duration(extra["max_build_age"])
     return ExportRequest(
-        run_date=run_date.date() if run_date else today_for_run(),
+        run_date=run_date.date() if run_date else None,
         s3_url=s3_url,
         sftp_url=sftp_url,
         years=tuple(years),
@@ -281,7 +278,7 @@ def _progress(message: str) -> None:
 
 @cli.command("export")
 @_selection_options
-@_date_option("Run date (default: today in $MIPS_TIME_ZONE, America/Los_Angeles).")
+@_date_option("Run date (default: today in the models' run_time_zone, dbt var mips_time_zone).")
 @_s3_url_option
 @_sftp_url_option
 @click.option("--dry-run", is_flag=True, help="Unload and count every slice; write nothing.")
@@ -347,7 +344,7 @@ def export_command(
 
 @cli.command("plan")
 @_selection_options
-@_date_option("Run date (default: today in $MIPS_TIME_ZONE).")
+@_date_option("Run date (default: today in the models' run_time_zone).")
 @_max_build_age_option
 @_json_option("plan")
 @project_options
@@ -418,7 +415,7 @@ def demo_command(scale, seed, out, project_dir):
     show_default=True,
     help="A delivery older than this many days before today is stale.",
 )
-@_date_option("Judge as of this date (default: today in $MIPS_TIME_ZONE).", "today")
+@_date_option("Judge as of this date (default: today in the models' run_time_zone).", "today")
 @click.option(
     "--verify",
     is_flag=True,
@@ -452,30 +449,22 @@ def status_command(
 
     Example: mips-loader status --year 2025 --verify --json
     """
-    from loader.destinations import open_destination
-    from loader.destinations.base import DeliveryError
     from loader.run.status import collect_status
 
     if not s3_url:
         raise click.UsageError("no S3 store: pass --s3-url or set MIPS_S3_URL")
 
     def action(warehouse):
-        with contextlib.ExitStack() as stack:
-            try:
-                s3 = stack.enter_context(open_destination(s3_store_url(s3_url)))
-                sftp = stack.enter_context(open_destination(sftp_url)) if sftp_url else None
-            except DeliveryError as exc:
-                raise ExportConfigError(str(exc)) from None
-            return collect_status(
-                warehouse,
-                s3,
-                sftp,
-                today=today.date() if today else today_for_run(),
-                max_age_days=max_age_days,
-                years=tuple(years),
-                states=tuple(s.upper() for s in states),
-                verify=verify,
-            )
+        return collect_status(
+            warehouse,
+            s3_url,
+            sftp_url,
+            today=today.date() if today else None,
+            max_age_days=max_age_days,
+            years=tuple(years),
+            states=tuple(s.upper() for s in states),
+            verify=verify,
+        )
 
     report = _run(action, _options(project_dir, profiles_dir, target))
     click.echo(status_json(report) if as_json else status_text(report))

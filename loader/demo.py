@@ -12,7 +12,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from loader.clock import today_for_run
 from loader.environment.cluster import default_data_dir, running_cluster
 from loader.environment.dbt_invocation import run_dbt
 from loader.environment.warehouse import EMBEDDED_TARGET, ProjectOptions, render_target
@@ -41,7 +40,7 @@ def run_demo(
     echo: Callable[[str], None],
     as_of: dt.date | None = None,
 ):
-    """`as_of`: the synthetic data's "today" (None: today in MIPS_TIME_ZONE), see generate()."""
+    """`as_of`: the synthetic data's "today" (None: today in Los Angeles), see generate()."""
     from loader.environment.synthetic import generate
 
     options = demo_options(project_dir)
@@ -62,7 +61,7 @@ def run_demo(
             raise SystemExit(f"dbt build failed: {outcome.error or 'see the output above'}")
         echo("3/3 exporting every delivery")
         request = ExportRequest(
-            run_date=today_for_run(),
+            run_date=None,
             s3_url=s3_dir.as_uri(),
             sftp_url=sftp_dir.as_uri(),
         )
@@ -70,7 +69,7 @@ def run_demo(
         # What `status` will say about the calendar: on a fresh demo, the current year is not
         # configured (the demo's settings are production's, which end at 2025).
         with open_slice_source(warehouse) as source:
-            report.expected_years = years_needing_a_look(source.expected_years(), request.run_date)
+            report.expected_years = years_needing_a_look(source.expected_years(), report.run_date)
     echo("")
     echo(export_summary(report))
     echo("")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from loader.clock import today_for_run
+from loader.clock import SYNTHETIC_TIME_ZONE, today_in
 from loader.environment.source_schema import (
     APP_TABLES,
     FORMS_TABLE,
@@ -96,7 +96,7 @@ def generate(
     previous tables stay as they were.
 
     `as_of` is the data's "today": the last day with completed visits and forms (None: today
-    in `MIPS_TIME_ZONE`, default America/Los_Angeles, the run date's zone).
+    in the synthetic clinic's zone, America/Los_Angeles).
     """
     if settings not in SETTINGS_CHOICES:
         raise ValueError(f"settings must be one of {SETTINGS_CHOICES}, not {settings!r}")
@@ -104,7 +104,7 @@ def generate(
         raise ValueError("seed must fit in a signed 64-bit integer")
     size = SyntheticSize.for_scale(scale)
     if as_of is None:
-        as_of = today_for_run()
+        as_of = today_in(SYNTHETIC_TIME_ZONE)
     if isinstance(as_of, dt.datetime) or not isinstance(as_of, dt.date):
         raise ValueError(f"as_of must be a date, not {as_of!r}")
     if as_of <= DATA_START:

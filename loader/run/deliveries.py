@@ -1,8 +1,10 @@
-"""Deliveries as dbt's `mips_deliveries` model states them; the loader adds only the run date.
+"""Deliveries as dbt's `mips_deliveries` model states them; the loader adds only the run.
 
-Every name (S3 key, SFTP file name) is built by the model. Its templates carry two
-placeholders that depend on the run, not on business rules: `{run_date}` (YYYY-MM-DD) and
-`{run_date_compact}` (YYYYMMDD).
+Every name (S3 key, manifest, snapshot and run-log prefixes, run-log key, SFTP file name)
+comes from the model; so does the zone of the run date (`run_time_zone`, read by
+`SliceSource.run_time_zone`). Its templates carry only placeholders that
+depend on the run: `{run_date}` (YYYY-MM-DD), `{run_date_compact}` (YYYYMMDD), and in run-log
+keys `{run_time}` (HHMMSSZ, UTC) and `{run_id}`; any other is refused, naming it.
 """
 
 from __future__ import annotations
@@ -22,19 +24,20 @@ DELIVERIES_COLUMNS = (
     "state_code",
     "export_relation",
     "s3_key_template",
-    "fixed_snapshot_date",
+    "manifest_key_template",
+    "snapshot_prefix",
+    "run_log_key_template",
+    "run_log_prefix",
     "sftp_enabled",
-    "registration_id",
-    "integration_key",
     "sftp_file_name_template",
-    "strictly_contained",
     "file_header",
+    "s3_default_prefix",
     "dbt_invocation_id",
 )
 
-
-# The placeholders a template may carry; anything else in braces is a configuration error.
-PLACEHOLDERS = ("run_date", "run_date_compact")
+# The placeholders each kind of template may carry; anything else in braces is an error.
+SNAPSHOT_PLACEHOLDERS = ("run_date", "run_date_compact")
+RUN_LOG_PLACEHOLDERS = ("run_date", "run_time", "run_id")
 # A file or key name: no separators beyond the model's own '/', nothing a shell or SFTP
 # server reads specially.
 SAFE_NAME = re.compile(r"[A-Za-z0-9._/{}-]+")
@@ -46,17 +49,20 @@ class DeliveriesError(RelationNameError):
 
 @dataclass(frozen=True)
 class Delivery:
+    """One row of the deliveries model: every name the run gives the delivery's objects."""
+
     performance_year: int
     state_code: str
     export_relation: str
     s3_key_template: str
-    fixed_snapshot_date: dt.date | None
+    manifest_key_template: str
+    snapshot_prefix: str
+    run_log_key_template: str
+    run_log_prefix: str
     sftp_enabled: bool
-    registration_id: str | None
-    integration_key: str | None
     sftp_file_name_template: str | None
-    strictly_contained: bool
     file_header: str
+    s3_default_prefix: str
     dbt_invocation_id: str | None
 
     def __post_init__(self) -> None:
@@ -67,9 +73,24 @@ class Delivery:
         if not isinstance(self.state_code, str) or not STATE_CODE.fullmatch(self.state_code):
             raise DeliveriesError(f"deliveries row {label}: state code must be two capital letters")
         relation_parts(self.export_relation, label)
-        check_template(self.s3_key_template, f"{label} s3_key_template")
+        for name in ("s3_key_template", "manifest_key_template"):
+            check_template(getattr(self, name), f"{label} {name}", SNAPSHOT_PLACEHOLDERS)
+        check_template(
+            self.run_log_key_template, f"{label} run_log_key_template", RUN_LOG_PLACEHOLDERS
+        )
+        for name in ("snapshot_prefix", "run_log_prefix", "s3_default_prefix"):
+            check_template(getattr(self, name), f"{label} {name}", ())
+        for name in ("s3_key_template", "manifest_key_template"):
+            if not getattr(self, name).startswith(self.snapshot_prefix):
+                raise DeliveriesError(f"{label} {name} is not below snapshot_prefix")
+        if not self.run_log_key_template.startswith(self.run_log_prefix):
+            raise DeliveriesError(f"{label} run_log_key_template is not below run_log_prefix")
         if self.sftp_file_name_template is not None:
-            check_template(self.sftp_file_name_template, f"{label} sftp_file_name_template")
+            check_template(
+                self.sftp_file_name_template,
+                f"{label} sftp_file_name_template",
+                SNAPSHOT_PLACEHOLDERS,
+            )
             if "/" in self.sftp_file_name_template:
                 raise DeliveriesError(f"{label} sftp_file_name_template must not contain '/'")
 
@@ -78,7 +99,22 @@ class Delivery:
         return f"{self.performance_year}/{self.state_code}"
 
     def s3_key(self, run_date: dt.date) -> str:
-        return _fill(self.s3_key_template, run_date)
+        return _fill(self.s3_key_template, _date_values(run_date))
+
+    def manifest_key(self, run_date: dt.date) -> str:
+        return _fill(self.manifest_key_template, _date_values(run_date))
+
+    def manifest_file_name(self) -> str:
+        """The manifest's own name in every snapshot folder (`manifest.json`)."""
+        return self.manifest_key_template.rsplit("/", 1)[-1]
+
+    def run_log_key(self, run_date: str, recorded_at: str, run_id: str) -> str:
+        """The run-log key of one run's record (`recorded_at`: ISO 8601 UTC, ...THH:MM:SSZ)."""
+        stamp = recorded_at.replace(":", "").replace("-", "")
+        return _fill(
+            self.run_log_key_template,
+            {"run_date": run_date, "run_time": stamp[9:], "run_id": run_id},
+        )
 
     def file_header_fields(self) -> list[str]:
         """The CSV header's column names (the model guarantees none holds a comma or quote)."""
@@ -91,11 +127,11 @@ class Delivery:
             raise DeliveriesError(
                 f"{self.label}: SFTP is enabled but the deliveries model has no file name"
             )
-        return _fill(self.sftp_file_name_template, run_date)
+        return _fill(self.sftp_file_name_template, _date_values(run_date))
 
 
-def check_template(template: str | None, what: str) -> None:
-    """A template holds only safe characters and known `{placeholders}`."""
+def check_template(template: str | None, what: str, placeholders: tuple[str, ...]) -> None:
+    """A template holds only safe characters and `{placeholders}` of its kind."""
     if not template or not SAFE_NAME.fullmatch(template):
         raise DeliveriesError(f"{what} is empty or has characters a file name must not have")
     try:
@@ -104,18 +140,22 @@ def check_template(template: str | None, what: str) -> None:
         ]
     except ValueError as exc:
         raise DeliveriesError(f"{what}: unbalanced braces ({exc})") from None
-    unknown = sorted({f for f in fields if f not in PLACEHOLDERS})
+    unknown = sorted({f for f in fields if f not in placeholders})
     if unknown:
+        known = ", ".join("{" + p + "}" for p in placeholders) or "none"
         raise DeliveriesError(
             f"{what} has unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
-            f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+            f"known: {known}"
         )
 
 
-def _fill(template: str, run_date: dt.date) -> str:
-    return template.format(
-        run_date=run_date.isoformat(), run_date_compact=run_date.strftime("%Y%m%d")
-    )
+def _date_values(run_date: dt.date) -> dict[str, str]:
+    return {"run_date": run_date.isoformat(), "run_date_compact": run_date.strftime("%Y%m%d")}
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """The template with its placeholders filled (check_template has vetted their names)."""
+    return template.format(**values)
 
 
 def deliveries_relation(schema: str) -> str:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from loader.clock import run_time_zone, today_for_run
-from loader.destinations import open_destination
+from loader.clock import today_in
 from loader.destinations.base import DeliveryError
 from loader.engines.slice_files import UnloadedSlice, private_work_dir
 from loader.errors import INTERRUPTED, ConfigurationError
@@ -32,14 +31,12 @@ from loader.run.records import (
     SFTP_REFUSED_SHRINK,
     DeliveryRecord,
     last_sftp_delivery,
-    manifest_name,
 )
 from loader.run.source import open_slice_source
+from loader.run.stores import StoreConfigError, open_stores
 
 # Any constant works; it only has to be the same for every loader on the database.
 DEFAULT_MAX_SHRINK = Decimal("0.2")
-# SPEC §6: an S3 URL naming only a bucket means this prefix in it.
-DEFAULT_S3_PREFIX = "business-operations/healthmonix"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -53,13 +50,9 @@ STATUS_INTERRUPTED = "interrupted"
 logger = logging.getLogger(__name__)
 
 
-class ExportConfigError(ConfigurationError):
-    """The run cannot start: a destination is missing or unusable (exit code 2)."""
-
-
 @dataclass(frozen=True)
 class ExportRequest:
-    run_date: dt.date
+    run_date: dt.date | None  # None: today in the deliveries model's run_time_zone
     s3_url: str | None
     sftp_url: str | None
     years: tuple[int, ...] = ()
@@ -94,13 +87,18 @@ class ExportReport:
         )
 
 
-def check_run_date(run_date: dt.date) -> None:
+def resolve_run_date(run_date: dt.date | None, zone: str) -> dt.date:
+    """The run date asked for, else today in the model's run zone."""
+    return run_date if run_date is not None else today_in(zone)
+
+
+def check_run_date(run_date: dt.date, zone: str) -> None:
     """A backfill may name a past snapshot; a snapshot dated after tomorrow is a mistake."""
-    tomorrow = today_for_run() + dt.timedelta(days=1)
+    tomorrow = today_in(zone) + dt.timedelta(days=1)
     if run_date > tomorrow:
         raise ConfigurationError(
             f"--date {run_date.isoformat()} is later than tomorrow ({tomorrow.isoformat()} in "
-            f"{run_time_zone().key}): a snapshot cannot be dated in the future"
+            f"{zone}): a snapshot cannot be dated in the future"
         )
 
 
@@ -119,33 +117,6 @@ def shrink_refusal(previous_rows: int, rows: int, max_shrink: Decimal) -> str | 
     return None
 
 
-def s3_store_url(url: str) -> str:
-    """`s3://bucket` (no prefix) is the spec's default prefix in that bucket."""
-    if url.startswith("s3://") and not url[5:].strip("/").count("/"):
-        return f"s3://{url[5:].strip('/')}/{DEFAULT_S3_PREFIX}"
-    return url
-
-
-def _open_destinations(request: ExportRequest, deliveries: list[Delivery]):
-    if request.dry_run:
-        return None, None
-    if not request.s3_url:
-        raise ExportConfigError("no S3 destination: pass --s3-url or set MIPS_S3_URL")
-    needs_sftp = any(d.sftp_enabled for d in deliveries)
-    if needs_sftp and not request.sftp_url:
-        enabled = ", ".join(d.label for d in deliveries if d.sftp_enabled)
-        raise ExportConfigError(
-            f"SFTP is enabled for {enabled} but no SFTP destination was given: "
-            "pass --sftp-url or set MIPS_SFTP_URL"
-        )
-    try:
-        s3 = open_destination(s3_store_url(request.s3_url))
-        sftp = open_destination(request.sftp_url) if needs_sftp else None
-    except DeliveryError as exc:
-        raise ExportConfigError(str(exc)) from None
-    return s3, sftp
-
-
 def _preflight(*destinations) -> None:
     """Prove each destination usable before the first byte goes anywhere (exit 2 otherwise)."""
     for destination in destinations:
@@ -154,7 +125,7 @@ def _preflight(*destinations) -> None:
         try:
             retrying(destination.preflight)
         except DeliveryError as exc:
-            raise ExportConfigError(f"nothing was written: {exc}") from None
+            raise StoreConfigError(f"nothing was written: {exc}") from None
 
 
 def run_export(
@@ -163,36 +134,48 @@ def run_export(
     *,
     progress: Progress = lambda message: None,
 ) -> ExportReport:
-    check_run_date(request.run_date)
-    report = ExportReport(run_id=uuid.uuid4().hex[:12], run_date=request.run_date)
-    with open_slice_source(warehouse) as source, source.run_lock():
-        deliveries = select_deliveries(source.deliveries(), request.years, request.states)
-        _judge_build(report, source, deliveries, request, warehouse.schema)
-        s3, sftp = _open_destinations(request, deliveries)
-        with contextlib.ExitStack() as stack:
-            for destination in (s3, sftp):
-                if destination is not None:
-                    stack.enter_context(destination)
-            if report.refused:
-                _refuse(report, deliveries, s3)
-                return report
-            if not request.dry_run:
-                _preflight(s3, sftp)
-            work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
-            for index, delivery in enumerate(deliveries):
-                progress(f"{delivery.label}: unloading")
-                record = _new_record(delivery, report, STATUS_FAILED)
-                try:
-                    _deliver(source, delivery, request, record, s3, sftp, work_dir, progress)
-                    interrupted = INTERRUPTED.is_set()
-                except KeyboardInterrupt:
-                    interrupted = True
-                if interrupted:
-                    _interrupted(report, record, s3, request)
-                    report.not_attempted = len(deliveries) - index - 1
-                    break
-                report.results.append(record)
-                progress(f"{delivery.label}: {record.status}")
+    with open_slice_source(warehouse) as source:
+        zone = source.run_time_zone()
+        run_date = resolve_run_date(request.run_date, zone)
+        check_run_date(run_date, zone)
+        with source.run_lock():
+            return _export(source, warehouse, request, run_date, progress)
+
+
+def _export(source, warehouse, request: ExportRequest, run_date, progress) -> ExportReport:
+    """The run under its lock: gate, destinations, then one delivery after another."""
+    report = ExportReport(run_id=uuid.uuid4().hex[:12], run_date=run_date)
+    deliveries = select_deliveries(source.deliveries(), request.years, request.states)
+    _judge_build(report, source, deliveries, request, warehouse.schema)
+    s3, sftp = (
+        (None, None)
+        if request.dry_run
+        else open_stores(request.s3_url, request.sftp_url, deliveries)
+    )
+    with contextlib.ExitStack() as stack:
+        for destination in (s3, sftp):
+            if destination is not None:
+                stack.enter_context(destination)
+        if report.refused:
+            _refuse(report, deliveries, s3)
+            return report
+        if not request.dry_run:
+            _preflight(s3, sftp)
+        work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
+        for index, delivery in enumerate(deliveries):
+            progress(f"{delivery.label}: unloading")
+            record = _new_record(delivery, report, STATUS_FAILED)
+            try:
+                _deliver(source, delivery, request, record, s3, sftp, work_dir, progress)
+                interrupted = INTERRUPTED.is_set()
+            except KeyboardInterrupt:
+                interrupted = True
+            if interrupted:
+                _interrupted(report, delivery, record, s3, request)
+                report.not_attempted = len(deliveries) - index - 1
+                break
+            report.results.append(record)
+            progress(f"{delivery.label}: {record.status}")
     return report
 
 
@@ -215,10 +198,12 @@ def _refuse(report: ExportReport, deliveries: list[Delivery], s3) -> None:
         record.error = f"{delivery.label}: not delivered: {report.refused}"
         report.results.append(record)
         if s3 is not None:
-            _record(s3, record, with_manifest=False)
+            _record(s3, delivery, record, with_manifest=False)
 
 
-def _interrupted(report: ExportReport, record: DeliveryRecord, s3, request: ExportRequest) -> None:
+def _interrupted(
+    report: ExportReport, delivery: Delivery, record: DeliveryRecord, s3, request: ExportRequest
+) -> None:
     """A signal arrived during `record`'s delivery: say so in the run log, best effort."""
     report.interrupted = True
     record.status = STATUS_INTERRUPTED
@@ -228,7 +213,7 @@ def _interrupted(report: ExportReport, record: DeliveryRecord, s3, request: Expo
     report.results.append(record)
     if not request.dry_run and s3 is not None:
         with contextlib.suppress(Exception):
-            _record(s3, record, with_manifest=False)
+            _record(s3, delivery, record, with_manifest=False)
 
 
 def _new_record(delivery: Delivery, report: ExportReport, status: str) -> DeliveryRecord:
@@ -280,12 +265,12 @@ def _deliver(source, delivery, request, record, s3, sftp, work_dir, progress) ->
         if unloaded is not None and unloaded.path is not None:
             unloaded.path.unlink(missing_ok=True)
     if not request.dry_run:
-        _record(s3, record, with_manifest=snapshot_written)
+        _record(s3, delivery, record, with_manifest=snapshot_written)
 
 
 def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress) -> str | None:
     """Upload the same bytes to SFTP unless the shrink guard refuses; returns the error."""
-    previous = last_sftp_delivery(s3, delivery.performance_year, delivery.state_code)
+    previous = last_sftp_delivery(s3, delivery)
     refusal = None
     if previous is not None and not request.allow_shrink:
         refusal = shrink_refusal(previous.rows, unloaded.rows, request.max_shrink)
@@ -306,15 +291,16 @@ def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress) -> 
     return None
 
 
-def _record(s3, record: DeliveryRecord, *, with_manifest: bool) -> None:
+def _record(s3, delivery: Delivery, record: DeliveryRecord, *, with_manifest: bool) -> None:
     """Manifest beside the snapshot, then the run-log line; if either fails, the delivery fails."""
     try:
         if with_manifest:
             body = (record.to_json() + "\n").encode()
-            snapshot_dir = record.s3_key.rsplit("/", 1)[0]
-            retrying(lambda: s3.put_bytes(manifest_name(snapshot_dir), body))
+            manifest = delivery.manifest_key(dt.date.fromisoformat(record.run_date))
+            retrying(lambda: s3.put_bytes(manifest, body))
         line = (record.to_json() + "\n").encode()
-        retrying(lambda: s3.put_bytes(record.run_log_name(), line))
+        run_log = delivery.run_log_key(record.run_date, record.recorded_at, record.run_id)
+        retrying(lambda: s3.put_bytes(run_log, line))
     except DeliveryError as exc:
         record.status = STATUS_FAILED
         record.error = f"{record.error + '; ' if record.error else ''}recording failed: {exc}"
@@ -324,11 +310,12 @@ def plan_export(warehouse, request: ExportRequest) -> ExportReport:
     """What `run_export` would deliver, with row counts and the gate's verdict; writes nothing
     and takes no lock. Unlike `export` it accepts a future date: a new year is checked before
     its first delivery."""
-    report = ExportReport(run_id="plan", run_date=request.run_date)
     with open_slice_source(warehouse) as source:
+        run_date = resolve_run_date(request.run_date, source.run_time_zone())
+        report = ExportReport(run_id="plan", run_date=run_date)
         stated = source.deliveries()
         report.expected_years = years_needing_a_look(
-            source.expected_years(), request.run_date, request.years
+            source.expected_years(), run_date, request.years
         )
         deliveries = select_deliveries(
             stated,

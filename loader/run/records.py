@@ -1,9 +1,11 @@
 """What each delivery leaves behind in the S3 store: a manifest beside the file and a run log.
 
-- `{snapshot dir}/manifest.json` describes the snapshot it sits beside (overwritten when the
-  same snapshot is written again the same day).
-- `run-log/{year}/{state}/{run_date}T{time}Z-{run_id}.json` is one JSON line per delivery per
-  run, never overwritten, so the history survives and `status` can read it.
+Where they go is the deliveries model's (`manifest_key_template`, `run_log_key_template`,
+`run_log_prefix`; today `{year}/{state}/{snapshot}/manifest.json` and
+`run-log/{year}/{state}/{run_date}T{time}Z-{run_id}.json`). The manifest describes the
+snapshot it sits beside (overwritten when the same snapshot is written again the same day);
+the run log has one JSON line per delivery per run, never overwritten, so the history
+survives and `status` can read it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-RUN_LOG_PREFIX = "run-log"
 
 # SFTP outcomes recorded per delivery.
 SFTP_DELIVERED = "delivered"
@@ -54,30 +54,19 @@ class DeliveryRecord:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def run_log_name(self) -> str:
-        stamp = self.recorded_at.replace(":", "").replace("-", "")
-        return (
-            f"{RUN_LOG_PREFIX}/{self.performance_year}/{self.state_code}/"
-            f"{self.run_date}T{stamp[9:]}-{self.run_id}.json"
-        )
 
-
-def manifest_name(snapshot_dir: str) -> str:
-    return f"{snapshot_dir}/manifest.json"
-
-
-def run_log_newest_first(store, year: int, state: str) -> Iterator[DeliveryRecord]:
-    """Recorded deliveries of (year, state), newest run date first; read lazily, one by one."""
-    names = sorted((o.name for o in store.list(f"{RUN_LOG_PREFIX}/{year}/{state}/")), reverse=True)
+def run_log_newest_first(store, delivery) -> Iterator[DeliveryRecord]:
+    """Recorded runs of a delivery, newest run date first; read lazily, one by one."""
+    names = sorted((o.name for o in store.list(delivery.run_log_prefix)), reverse=True)
     for name in names:
         data = store.get_bytes(name)
         if data:
             yield DeliveryRecord.from_json(data)
 
 
-def last_sftp_delivery(store, year: int, state: str) -> DeliveryRecord | None:
+def last_sftp_delivery(store, delivery) -> DeliveryRecord | None:
     """The newest run-log record whose file reached the SFTP server."""
     return next(
-        (r for r in run_log_newest_first(store, year, state) if r.sftp_outcome == SFTP_DELIVERED),
+        (r for r in run_log_newest_first(store, delivery) if r.sftp_outcome == SFTP_DELIVERED),
         None,
     )

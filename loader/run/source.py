@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import getpass
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from loader.clock import time_zone
 from loader.engines.athena_client import (
     AthenaClient,
     AthenaQueryError,
@@ -31,7 +31,13 @@ from loader.engines.postgres import count_postgres_slice, unload_postgres_slice
 from loader.engines.slice_files import UnloadedSlice
 from loader.environment.warehouse import WarehouseConfigError
 from loader.run.build_gate import BUILD_LOG_COLUMNS, BUILD_LOG_MODEL, BuildRecord, build_record
-from loader.run.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, Delivery, read_deliveries
+from loader.run.deliveries import (
+    DELIVERIES_COLUMNS,
+    DELIVERIES_MODEL,
+    DeliveriesError,
+    Delivery,
+    read_deliveries,
+)
 from loader.run.expected_years import (
     EXPECTED_YEARS_COLUMNS,
     EXPECTED_YEARS_MODEL,
@@ -53,6 +59,14 @@ class SliceSource:
 
     def expected_years(self) -> list[ExpectedYear]:
         """Every performance year the expected-years model states, in year order."""
+        raise NotImplementedError
+
+    def run_time_zone(self) -> str:
+        """The zone of the run date, as the deliveries model states it (the expected-years
+        model when there are no deliveries, as in an environment without settings)."""
+        return _one_zone(self._zones_in(DELIVERIES_MODEL) or self._zones_in(EXPECTED_YEARS_MODEL))
+
+    def _zones_in(self, model: str) -> list[str]:
         raise NotImplementedError
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
@@ -79,6 +93,14 @@ class PostgresSliceSource(SliceSource):
 
     def expected_years(self) -> list[ExpectedYear]:
         return read_expected_years(self.conn, self.schema)
+
+    def _zones_in(self, model: str) -> list[str]:
+        from psycopg import sql
+
+        query = sql.SQL("select distinct run_time_zone from {}").format(
+            sql.Identifier(self.schema, model)
+        )
+        return [row[0] for row in self.conn.execute(query).fetchall()]
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
         return unload_postgres_slice(
@@ -140,6 +162,13 @@ class AthenaSliceSource(SliceSource):
         next(records, None)  # the header
         return [expected_year_from_text(record) for record in records]
 
+    def _zones_in(self, model: str) -> list[str]:
+        relation = f"{quote_identifier(self.client.schema)}.{quote_identifier(model)}"
+        result = self.client.run_query(f"select distinct run_time_zone from {relation}")
+        records = iter_csv_records(self.client.stream_result_csv(result.output_location))
+        next(records, None)  # the header
+        return [record[0] for record in records]
+
     def latest_build(self) -> BuildRecord | None:
         relation = f"{quote_identifier(self.client.schema)}.{quote_identifier(BUILD_LOG_MODEL)}"
         try:
@@ -190,16 +219,25 @@ def _delivery_from_text(record: list[str | None]) -> Delivery:
     def boolean(name: str) -> bool:
         return (values[name] or "").lower() == "true"
 
-    fixed = values["fixed_snapshot_date"]
     return Delivery(
         **{
             **values,
             "performance_year": int(values["performance_year"]),
-            "fixed_snapshot_date": dt.date.fromisoformat(fixed) if fixed else None,
             "sftp_enabled": boolean("sftp_enabled"),
-            "strictly_contained": boolean("strictly_contained"),
         }
     )
+
+
+def _one_zone(zones: list[str | None]) -> str:
+    """The models must state one valid zone: the run date is today there."""
+    stated = sorted({zone for zone in zones if zone})
+    if len(stated) != 1:
+        raise DeliveriesError(
+            f"the models state {len(stated)} run time zones ({', '.join(stated) or 'none'}): "
+            "rebuild them with one var mips_time_zone"
+        )
+    time_zone(stated[0], "run_time_zone")
+    return stated[0]
 
 
 @contextlib.contextmanager

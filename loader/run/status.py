@@ -10,16 +10,18 @@ delivery did not fail.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 
+from loader.clock import today_in
 from loader.destinations.base import Destination, Digest
-from loader.errors import ConfigurationError
 from loader.run.build_gate import BuildRecord
 from loader.run.deliveries import Delivery, select_deliveries
 from loader.run.expected_years import ExpectedYear, years_needing_a_look
 from loader.run.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
 from loader.run.source import open_slice_source
+from loader.run.stores import open_stores
 
 OK = "ok"
 STALE = "stale"
@@ -75,9 +77,9 @@ class StatusReport:
 
 
 def last_snapshot(store: Destination, delivery: Delivery) -> DeliveryRecord | None:
-    """The newest manifest under `{year}/{state}/`: snapshot folders are dates, so names sort."""
-    prefix = f"{delivery.performance_year}/{delivery.state_code}/"
-    manifests = [o.name for o in store.list(prefix) if o.name.endswith("/manifest.json")]
+    """The newest manifest below the snapshot prefix: snapshot folders are dates, names sort."""
+    suffix = "/" + delivery.manifest_file_name()
+    manifests = [o.name for o in store.list(delivery.snapshot_prefix) if o.name.endswith(suffix)]
     data = store.get_bytes(max(manifests)) if manifests else None
     return DeliveryRecord.from_json(data) if data else None
 
@@ -113,16 +115,18 @@ def _check(store, name, recorded, verify, missing: str, altered: str):
 
 def collect_status(
     warehouse,
-    s3: Destination,
-    sftp: Destination | None,
+    s3_url: str,
+    sftp_url: str | None,
     *,
-    today: dt.date,
+    today: dt.date | None,
     max_age_days: int,
     years=(),
     states=(),
     verify: bool = False,
 ) -> StatusReport:
     with open_slice_source(warehouse) as source:
+        if today is None:
+            today = today_in(source.run_time_zone())
         stated = source.deliveries()
         expected = years_needing_a_look(source.expected_years(), today, tuple(years))
         deliveries = select_deliveries(
@@ -132,18 +136,20 @@ def collect_status(
             shown_years=tuple(y.performance_year for y in expected),
         )
         report = StatusReport(build=source.latest_build(), verified=verify, years=expected)
-    if sftp is None and any(d.sftp_enabled for d in deliveries):
-        raise ConfigurationError("SFTP is enabled for some years: pass --sftp-url or MIPS_SFTP_URL")
-    for delivery in deliveries:
-        report.statuses.append(_status(delivery, s3, sftp, today, max_age_days, verify))
+    s3, sftp = open_stores(s3_url, sftp_url, deliveries, stated=stated)
+    with s3, contextlib.ExitStack() as stack:
+        if sftp is not None:
+            stack.enter_context(sftp)
+        for delivery in deliveries:
+            report.statuses.append(_status(delivery, s3, sftp, today, max_age_days, verify))
     return report
 
 
 def _status(delivery, s3, sftp, today, max_age_days, verify) -> DeliveryStatus:
     year, state = delivery.performance_year, delivery.state_code
     snapshot = last_snapshot(s3, delivery)
-    latest = next(run_log_newest_first(s3, year, state), None)
-    delivered = last_sftp_delivery(s3, year, state) if delivery.sftp_enabled else None
+    latest = next(run_log_newest_first(s3, delivery), None)
+    delivered = last_sftp_delivery(s3, delivery) if delivery.sftp_enabled else None
     verdict, detail = None, None
     in_s3 = on_server = None
     if snapshot is not None:

@@ -1,3 +1,11 @@
+{#- Every name the loader gives a delivery's objects is decided here, as a template whose
+    {placeholders} only the run can fill: {run_date}, {run_date_compact}, {run_time}, {run_id}. -#}
+{%- set year_state = dbt.concat([
+    "cast(performance_year as " ~ dbt.type_string() ~ ")", "'/'", "state_code",
+]) -%}
+{%- set snapshot_dir = dbt.concat([
+    year_state, "'/'", "coalesce(" ~ format_date_iso('fixed_snapshot_date') ~ ", '{run_date}')",
+]) -%}
 -- a broken configuration must stop this model from being rebuilt, though it reads nothing of it
 -- depends_on: {{ ref('int_configuration_errors') }}
 
@@ -58,16 +66,31 @@ deliveries as (
         ) as export_relation,
         -- S3 key below the prefix; {run_date} is the loader's run date, YYYY-MM-DD (SPEC §6)
         cast(
+            {{ dbt.concat([snapshot_dir, "'/data.csv'"]) }} as {{ dbt.type_string() }}
+        ) as s3_key_template,
+        -- the manifest beside the file, describing the snapshot it sits in
+        cast(
+            {{ dbt.concat([snapshot_dir, "'/manifest.json'"]) }} as {{ dbt.type_string() }}
+        ) as manifest_key_template,
+        -- every snapshot folder of the delivery is below this prefix (status reads the newest)
+        cast({{ dbt.concat([year_state, "'/'"]) }} as {{ dbt.type_string() }}) as snapshot_prefix,
+        -- one record per run, never overwritten: {run_time} is HHMMSSZ (UTC), {run_id} the run's
+        cast(
             {{ dbt.concat([
-                "cast(performance_year as " ~ dbt.type_string() ~ ")",
-                "'/'",
-                "state_code",
-                "'/'",
-                "coalesce(" ~ format_date_iso('fixed_snapshot_date') ~ ", '{run_date}')",
-                "'/data.csv'",
+                "'run-log/'", year_state, "'/{run_date}T{run_time}-{run_id}.json'",
             ]) }}
             as {{ dbt.type_string() }}
-        ) as s3_key_template,
+        ) as run_log_key_template,
+        cast({{ dbt.concat(["'run-log/'", year_state, "'/'"]) }} as {{ dbt.type_string() }})
+            as run_log_prefix,
+        -- the prefix of an s3:// URL that names only a bucket (SPEC §6)
+        cast(
+            '{{ var("mips_s3_prefix") }}' as {{ dbt.type_string() }}
+        ) as s3_default_prefix,
+        -- the zone of the run date: the same as the visit dates'
+        cast(
+            '{{ var("mips_time_zone") }}' as {{ dbt.type_string() }}
+        ) as run_time_zone,
         cast(fixed_snapshot_date as date) as fixed_snapshot_date,
         cast(sftp_enabled as boolean) as sftp_enabled,
         cast(registration_id as {{ dbt.type_string() }}) as registration_id,

@@ -160,5 +160,7 @@ select
     *,
     cast(
         as_of_date >= expected_from and as_of_date <= expected_until as boolean
-    ) as is_expected_at_build
+    ) as is_expected_at_build,
+    -- the zone the loader's run date is taken in, also when no year has deliveries
+    cast('{{ var("mips_time_zone") }}' as {{ dbt.type_string() }}) as run_time_zone
 from expected_years

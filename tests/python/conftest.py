@@ -19,7 +19,7 @@ from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
 from tests.support.athena_duckdb import AthenaCompilation, compile_for_athena
 from tests.support.fault_rig import fault_rig
-from tests.support.handmade import HANDMADE_SCHEMA, record_build
+from tests.support.handmade import HANDMADE_SCHEMA, complete_deliveries, record_build
 from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
 from tests.support.transport_servers import moto_s3_server
 
@@ -139,13 +139,14 @@ def models(db, monkeypatch):
         "add column file_header text default 'Patient ID,Treatment,Score', "
         "add column dbt_invocation_id text default 'handmade-invocation'"
     )
+    complete_deliveries(db, HANDMADE_SCHEMA)
     # every year the calendar can ask about is configured: status and plan show no year rows
     db.execute(
         f"""
         create table {HANDMADE_SCHEMA}.mips_expected_years as
         select year as performance_year, make_date(year, 1, 1) as expected_from,
             make_date(year + 1, 3, 31) as expected_until, 'configured' as readiness,
-            null::text as missing
+            null::text as missing, 'America/Los_Angeles' as run_time_zone
         from generate_series(2022, 2027) as year
         """
     )

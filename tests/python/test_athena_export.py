@@ -25,12 +25,34 @@ from tests.support.transport_servers import moto_api, queue_athena_results
 
 DELIVERY_COLUMNS = list(DELIVERIES_COLUMNS)
 RELATION = '"awsdatacatalog"."mips"."mips_export_v1"'
+
+
+def delivery_row(year: int, state: str, snapshot: str, sftp_name: str | None) -> list:
+    """A deliveries row as Athena returns it (all text), named as mips_deliveries names it."""
+    values = {
+        "performance_year": str(year),
+        "state_code": state,
+        "export_relation": RELATION,
+        "s3_key_template": f"{year}/{state}/{snapshot}/data.csv",
+        "manifest_key_template": f"{year}/{state}/{snapshot}/manifest.json",
+        "snapshot_prefix": f"{year}/{state}/",
+        "run_log_key_template": f"run-log/{year}/{state}/{{run_date}}T{{run_time}}-{{run_id}}.json",
+        "run_log_prefix": f"run-log/{year}/{state}/",
+        "sftp_enabled": "true" if sftp_name else "false",
+        "sftp_file_name_template": sftp_name,
+        "file_header": "Patient ID,Date Of Service,Score",
+        "s3_default_prefix": "business-operations/healthmonix",
+        "dbt_invocation_id": "inv-1",
+    }
+    return [values[column] for column in DELIVERY_COLUMNS]
+
+
 DELIVERY_ROWS = [
-    ["2022", "CA", RELATION, "2022/CA/2022-12-31/data.csv", "2022-12-31", "false", None, None,
-     None, "true", "Patient ID,Date Of Service,Score", "inv-1"],
-    ["2025", "TX", RELATION, "2025/TX/{run_date}/data.csv", None, "true", "21742", "MlUGF8grFd",
-     "Quality_21742_MlUGF8grFd.csv", "false", "Patient ID,Date Of Service,Score", "inv-1"],
-]  # fmt: skip
+    delivery_row(2022, "CA", "2022-12-31", None),
+    delivery_row(2025, "TX", "{run_date}", "Quality_21742_MlUGF8grFd.csv"),
+]
+# The zone of the run date, which every command asks the models for first.
+ZONE = (["run_time_zone"], [["America/Los_Angeles"]])
 BUILD_LOG = list(BUILD_LOG_COLUMNS)
 
 
@@ -85,6 +107,7 @@ def athena_target(moto_endpoint, monkeypatch):  # noqa: F811
 def test_export_on_athena_writes_the_postgres_layout(athena_target, tmp_path):
     warehouse, queue, s3 = athena_target
     queue(
+        ZONE,
         (DELIVERY_COLUMNS, DELIVERY_ROWS),
         (BUILD_LOG, [build_row()]),
         (["performance_year", "state_code", "file_row_number", *ATHENA_COLUMNS], []),
@@ -118,6 +141,7 @@ def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
     from loader.run.source import open_slice_source
 
     with open_slice_source(warehouse) as source, source.run_lock():
+        queue(ZONE)
         request = ExportRequest(
             run_date=dt.date(2026, 1, 15),
             s3_url=(tmp_path / "s3").as_uri(),
@@ -131,6 +155,7 @@ def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
 def test_plan_on_athena_counts_rows(athena_target):
     warehouse, queue, _ = athena_target
     queue(
+        ZONE,
         (DELIVERY_COLUMNS, DELIVERY_ROWS[1:]),
         (EXPECTED_YEARS, [EXPECTED_2025, EXPECTED_2026]),
         (BUILD_LOG, [build_row()]),
@@ -152,7 +177,7 @@ def test_plan_on_athena_counts_rows(athena_target):
 
 def test_a_failed_build_on_athena_uploads_nothing(athena_target, tmp_path):
     warehouse, queue, _ = athena_target
-    queue((DELIVERY_COLUMNS, DELIVERY_ROWS), (BUILD_LOG, [build_row("inv-2", success=False)]))
+    queue(ZONE, (DELIVERY_COLUMNS, DELIVERY_ROWS), (BUILD_LOG, [build_row("inv-2", success=False)]))
     s3_dir = tmp_path / "s3"
     request = ExportRequest(
         run_date=dt.date(2026, 1, 15), s3_url=s3_dir.as_uri(), sftp_url=(tmp_path / "sftp").as_uri()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loader.clock import today_for_run
+from loader.clock import SYNTHETIC_TIME_ZONE, today_in
 from loader.environment.synthetic import generate
 from tests.support.model_scenarios import PRODUCTION, Scenario, fetch_all
 
@@ -187,7 +187,7 @@ def source_freshness(db, project_options, *, days_ago: int) -> tuple[bool, dict[
         scale=0.1,
         app_schema=FRESH.app_schema,
         forms_schema=FRESH.forms_schema,
-        as_of=today_for_run() - dt.timedelta(days=days_ago),
+        as_of=today_in(SYNTHETIC_TIME_ZONE) - dt.timedelta(days=days_ago),
     )
     results_file = Path(os.environ["DBT_TARGET_PATH"]) / "sources.json"
     results_file.unlink(missing_ok=True)

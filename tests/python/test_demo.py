@@ -9,7 +9,7 @@ import json
 from click.testing import CliRunner
 
 from loader.cli import cli
-from loader.clock import today_for_run
+from loader.clock import SYNTHETIC_TIME_ZONE, today_in
 from loader.demo import demo_options
 from tests.support.model_scenarios import PRODUCTION_SLICES, PROJECT_DIR
 
@@ -55,7 +55,7 @@ def test_demo_delivers_everything_and_status_names_unconfigured_years(
     assert verdicts.count("disabled") == 1
     # The demo's settings end at 2025, as production's do: status tells the truth about
     # every later year the registry expects today, and that alone makes it exit 1.
-    unconfigured = unconfigured_years_expected(today_for_run())
+    unconfigured = unconfigured_years_expected(today_in(SYNTHETIC_TIME_ZONE))
     assert [y["performance_year"] for y in document["expected_years"]] == unconfigured
     assert {y["readiness"] for y in document["expected_years"]} <= {"not configured"}
     assert status.exit_code == (1 if unconfigured else 0), status.output

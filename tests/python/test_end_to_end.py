@@ -21,7 +21,7 @@ from psycopg import sql
 from loader.cli import cli
 from loader.environment.dbt_invocation import run_dbt
 from loader.environment.synthetic import generate
-from tests.support.handmade import record_build
+from tests.support.handmade import complete_deliveries, record_build
 from tests.support.model_scenarios import PRODUCTION_SLICES
 from tests.support.transport_servers import (
     asyncssh_sftp_server,
@@ -195,6 +195,7 @@ def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir
         "false as strictly_contained, 'Patient ID,Instrument'::text as file_header, "
         "'hostile-build'::text as dbt_invocation_id"
     )
+    complete_deliveries(db, "hostile_t")
     record_build(db, "hostile_t", invocation_id="hostile-build")
     monkeypatch.setenv("MIPS_DEV_SCHEMA", "hostile_t")
     result = invoke(

@@ -13,8 +13,9 @@ import os
 import psycopg
 import pytest
 
-from loader.run.export import s3_store_url
+from loader.run.deliveries import read_deliveries
 from loader.run.locks import EXPORT_LOCK_KEY
+from loader.run.stores import s3_store_url
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
 from tests.support.handmade import record_build
 from tests.support.local_runs import RUN_DATE, export, files_under, invoke
@@ -198,5 +199,6 @@ def test_a_url_with_a_password_is_refused_without_echoing_it(
         ("file:///tmp/store", "file:///tmp/store"),
     ],
 )
-def test_an_s3_url_without_prefix_gets_the_default_prefix(url, expected):
-    assert s3_store_url(url) == expected
+def test_an_s3_url_without_prefix_gets_the_models_default_prefix(models, url, expected):
+    deliveries = read_deliveries(models, SCHEMA)
+    assert s3_store_url(url, deliveries) == expected

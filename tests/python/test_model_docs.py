@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from dbt.cli.main import dbtRunner
 
+from loader.run.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL
+from loader.run.expected_years import EXPECTED_YEARS_COLUMNS, EXPECTED_YEARS_MODEL
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PACKAGE = "healthmonix_mips"
 FILE_COLUMNS = [
@@ -164,3 +167,17 @@ def test_export_columns_are_the_loader_interface(manifest):
     assert all(c["data_type"] == "varchar" for c in columns[3:])
     # Glue keeps only lower-case letters, digits and underscores in column names.
     assert all(re.fullmatch(r"[a-z0-9_]+", c["name"]) for c in columns)
+
+
+def test_the_loader_reads_only_columns_the_models_contract_states(manifest):
+    """The loader names each model once and selects only contracted columns from it, so a
+    change of a name or a column is a contract change dbt refuses, not a silent mismatch."""
+    models = {node["name"]: node for node in _nodes(manifest, "model")}
+    read = {
+        DELIVERIES_MODEL: (*DELIVERIES_COLUMNS, "run_time_zone"),
+        EXPECTED_YEARS_MODEL: (*EXPECTED_YEARS_COLUMNS, "run_time_zone"),
+    }
+    for model, columns in read.items():
+        node = models[model]
+        assert node["config"]["contract"]["enforced"], model
+        assert set(columns) <= set(node["columns"]), (model, set(columns) - set(node["columns"]))

@@ -153,12 +153,35 @@ def test_unusable_deliveries_rows_are_configuration_errors(
     assert files_under(stores[0]) == []
 
 
-def test_an_invalid_time_zone_is_one_line(models, profiles_dir, stores, monkeypatch):
-    monkeypatch.setenv("MIPS_TIME_ZONE", "Mars/Olympus")
+def test_an_invalid_run_time_zone_is_one_line(models, profiles_dir, stores):
+    models.execute(f"update {SCHEMA}.mips_deliveries set run_time_zone = 'Mars/Olympus'")
+    models.execute(f"update {SCHEMA}.mips_expected_years set run_time_zone = 'Mars/Olympus'")
     result = export(profiles_dir, stores)
     assert result.exit_code == 2
-    assert "MIPS_TIME_ZONE='Mars/Olympus' is not a time zone name" in result.output
+    assert "run_time_zone 'Mars/Olympus' is not a time zone name" in result.output
     assert "Traceback" not in result.output
+    assert files_under(stores[0]) == []
+
+
+def test_deliveries_that_disagree_on_the_run_time_zone_are_refused(models, profiles_dir, stores):
+    models.execute(
+        f"update {SCHEMA}.mips_deliveries set run_time_zone = 'UTC' where performance_year = 2022"
+    )
+    result = export(profiles_dir, stores)
+    assert result.exit_code == 2
+    assert "the models state 2 run time zones (America/Los_Angeles, UTC)" in result.output
+
+
+def test_an_unknown_placeholder_is_refused_naming_it(models, profiles_dir, stores):
+    models.execute(
+        f"update {SCHEMA}.mips_deliveries set run_log_key_template = "
+        "run_log_prefix || '{run_date}-{run_hour}.json' where performance_year = 2025"
+    )
+    result = export(profiles_dir, stores)
+    assert result.exit_code == 2
+    assert "run_log_key_template has unknown placeholder(s) {run_hour}" in result.output
+    assert "known: {run_date}, {run_time}, {run_id}" in result.output
+    assert files_under(stores[0]) == []
 
 
 @pytest.mark.parametrize("text, hours", [("24h", 24), ("90m", 1.5), ("2d", 48), ("1d12h", 36)])

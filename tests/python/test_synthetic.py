@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from loader.clock import today_for_run
+from loader.clock import SYNTHETIC_TIME_ZONE, today_in
 from loader.environment.source_schema import APP_TABLES, FORMS_TABLE, create_source_schema
 from loader.environment.synthetic import COUNTED_TABLES, generate
 
@@ -521,8 +521,7 @@ def test_same_seed_and_date_are_identical_another_date_is_not(db):
 
 
 def test_default_as_of_is_today_in_los_angeles(db, monkeypatch):
-    monkeypatch.delenv("MIPS_TIME_ZONE", raising=False)
     generate(db, seed=3, scale=0.1, app_schema="app_today", forms_schema="app_today")
-    today = today_for_run()
+    today = today_in(SYNTHETIC_TIME_ZONE)
     last_completed, last_form, _ = _dated_summary(db, "app_today")
     assert last_completed == last_form == today

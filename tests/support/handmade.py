@@ -5,6 +5,32 @@ from __future__ import annotations
 HANDMADE_SCHEMA = "export_t"
 
 
+def complete_deliveries(db, schema: str, *, time_zone: str = "America/Los_Angeles") -> None:
+    """Adds the naming columns the real model derives for every row, as mips_deliveries.sql
+    does (manifest beside the data file, run log by year and state, the spec's prefix)."""
+    db.execute(
+        f"""
+        alter table {schema}.mips_deliveries
+            add column manifest_key_template text, add column snapshot_prefix text,
+            add column run_log_key_template text, add column run_log_prefix text,
+            add column s3_default_prefix text, add column run_time_zone text
+        """
+    )
+    db.execute(
+        f"""
+        update {schema}.mips_deliveries set
+            manifest_key_template = replace(s3_key_template, '/data.csv', '/manifest.json'),
+            snapshot_prefix = performance_year || '/' || state_code || '/',
+            run_log_key_template = 'run-log/' || performance_year || '/' || state_code
+                || '/{{run_date}}T{{run_time}}-{{run_id}}.json',
+            run_log_prefix = 'run-log/' || performance_year || '/' || state_code || '/',
+            s3_default_prefix = 'business-operations/healthmonix',
+            run_time_zone = %s
+        """,
+        (time_zone,),
+    )
+
+
 def record_build(
     db,
     schema: str,
