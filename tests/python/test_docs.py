@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,34 @@ def test_shared_options_are_documented():
     readme = (PROJECT / "README.md").read_text()
     for option in ("--project-dir", "--profiles-dir", "--target"):
         assert option in readme
+
+
+def _cli_reference():
+    path = PROJECT / "scripts" / "cli_reference.py"
+    spec = importlib.util.spec_from_file_location("cli_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cli_reference_is_every_commands_whole_help():
+    """docs/cli.md holds each command's --help exactly as the code prints it (regenerate it
+    with `python scripts/cli_reference.py`), so docs and options cannot drift apart."""
+    reference = _cli_reference()
+    document = (PROJECT / "docs" / "cli.md").read_text()
+    assert document == reference.render(document), (
+        "docs/cli.md is out of date: run .venv/bin/python scripts/cli_reference.py"
+    )
+    for name in cli.commands:
+        assert f"## mips-loader {name}\n" in document
+
+
+def test_the_cli_reference_check_fails_on_a_stale_page(tmp_path, monkeypatch):
+    reference = _cli_reference()
+    stale = tmp_path / "cli.md"
+    stale.write_text(
+        (PROJECT / "docs" / "cli.md").read_text().replace("--max-shrink", "--max-shrunk")
+    )
+    monkeypatch.setattr(reference, "REFERENCE", stale)
+    assert reference.main(["--check"]) == 1
+    assert reference.main([]) == 0 and reference.main(["--check"]) == 0
