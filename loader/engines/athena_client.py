@@ -78,7 +78,7 @@ class QueryResult:
 
 
 def quote_identifier(name: str) -> str:
-    """A Trino delimited identifier: the header names of the file layout contain spaces."""
+    """A Trino delimited identifier (schema, relation and column names are quoted as given)."""
     return '"' + name.replace('"', '""') + '"'
 
 
