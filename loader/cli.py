@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import signal
 import sys
 import threading
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import click
 
-from loader.environment.warehouse import ProjectOptions, open_warehouse
+from loader.engines.athena_client import AthenaClient, AthenaQueryError
+from loader.environment.sync_forms import FormsSyncError, sync_forms
+from loader.environment.synthetic import generate
+from loader.environment.warehouse import ProjectOptions, open_warehouse, render_target
 from loader.errors import (
     EXIT_FAILED,
     INTERRUPTED,
@@ -36,6 +40,7 @@ from loader.run.report import (
     sync_forms_json,
     sync_forms_text,
 )
+from loader.run.status import collect_status
 
 
 def project_options(function):
@@ -160,7 +165,7 @@ def dbt_command(project_dir, profiles_dir, target, dbt_args) -> None:
 
     Example: mips-loader dbt build --select staging
     """
-    from loader.environment.dbt_invocation import run_dbt
+    from loader.environment.dbt_invocation import run_dbt  # dbt itself: only this command
 
     options = _options(project_dir, profiles_dir, target)
     with open_warehouse(options):
@@ -190,8 +195,6 @@ def generate_command(
 
     Replaces whatever the source tables held. Example: mips-loader generate --scale 0.1
     """
-    from loader.environment.synthetic import generate
-
     options = _options(project_dir, profiles_dir, target)
     with open_warehouse(options) as warehouse, warehouse.connect() as conn:
         summary = generate(
@@ -398,7 +401,7 @@ def demo_command(scale, seed, out, project_dir):
 
     Example: mips-loader demo --scale 0.2 --out /tmp/mips-demo
     """
-    from loader.demo import run_demo
+    from loader.demo import run_demo  # dbt itself: only this command
 
     report = run_demo(project_dir.resolve(), out.resolve(), scale=scale, seed=seed, echo=click.echo)
     sys.exit(0 if report.succeeded else 1)
@@ -449,8 +452,6 @@ def status_command(
 
     Example: mips-loader status --year 2025 --verify --json
     """
-    from loader.run.status import collect_status
-
     if not s3_url:
         raise click.UsageError("no S3 store: pass --s3-url or set MIPS_S3_URL")
 
@@ -515,12 +516,6 @@ def sync_forms_command(
 
     Example: mips-loader sync-forms --target postgres --forms-schema app
     """
-    import datetime as dt
-
-    from loader.engines.athena_client import AthenaClient, AthenaQueryError
-    from loader.environment.sync_forms import FormsSyncError, sync_forms
-    from loader.environment.warehouse import render_target
-
     athena_options = _options(project_dir, profiles_dir, athena_target)
     athena = render_target(athena_options)
     if athena.adapter_type != "athena":

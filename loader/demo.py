@@ -14,6 +14,7 @@ from pathlib import Path
 
 from loader.environment.cluster import default_data_dir, running_cluster
 from loader.environment.dbt_invocation import run_dbt
+from loader.environment.synthetic import generate
 from loader.environment.warehouse import EMBEDDED_TARGET, ProjectOptions, render_target
 from loader.run.expected_years import years_needing_a_look
 from loader.run.export import ExportRequest, run_export
@@ -41,8 +42,6 @@ def run_demo(
     as_of: dt.date | None = None,
 ):
     """`as_of`: the synthetic data's "today" (None: today in Los Angeles), see generate()."""
-    from loader.environment.synthetic import generate
-
     options = demo_options(project_dir)
     s3_dir, sftp_dir = out / "s3", out / "sftp"
     s3_dir.mkdir(parents=True, exist_ok=True)
