@@ -8,29 +8,12 @@ import json
 from click.testing import CliRunner
 
 from loader.cli import cli
-from tests.support.fault_rig import BUCKET, RUN_DATE, SFTP_NAMES, export
+from tests.support.fault_rig import BUCKET, RUN_DATE, SFTP_NAMES, against_rig, export
 from tests.support.handmade import HANDMADE_SCHEMA
 
 
 def status(rig, profiles_dir, *, date=RUN_DATE):  # noqa: F811
-    result = CliRunner().invoke(
-        cli,
-        [
-            "status",
-            "--date",
-            date,
-            "--s3-url",
-            f"s3://{BUCKET}/healthmonix",
-            "--sftp-url",
-            rig["sftp_url"],
-            "--json",
-            "--profiles-dir",
-            str(profiles_dir),
-            "--target",
-            "dev",
-        ],  # fmt: skip
-        catch_exceptions=False,
-    )
+    result = against_rig(rig, profiles_dir, "status", date=date)
     rows = json.loads(result.stdout)["deliveries"]
     return result.exit_code, {(r["performance_year"], r["state_code"]): r for r in rows}
 

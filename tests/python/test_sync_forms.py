@@ -18,19 +18,13 @@ from loader.engines.athena_client import AthenaClient
 from loader.environment.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 from loader.errors import TerminalError
 from loader.retry import DEFAULT_POLICY
+from tests.support.athena_moto import CREDENTIALS, REGION, RESULTS_BUCKET
 from tests.support.transport_servers import (
     RecordingAthena,
     moto_api,
     queue_athena_results,
 )
 
-REGION = "us-east-1"
-CREDENTIALS = {
-    "aws_access_key_id": "testing",
-    "aws_secret_access_key": "testing",
-    "region_name": REGION,
-}
-RESULTS_BUCKET = "athena-results"
 SETTINGS = {
     "s3_staging_dir": f"s3://{RESULTS_BUCKET}/staging/",
     "region_name": REGION,

@@ -61,18 +61,19 @@ def fault_rig(tmp_path, monkeypatch) -> Iterator[dict]:
         }
 
 
-def export(rig, profiles_dir):
-    result = CliRunner().invoke(
+def against_rig(rig, profiles_dir, command: str, *, date: str = RUN_DATE, json_output=True):
+    """`mips-loader <command>` on the rig's S3 bucket and SFTP server (the `dev` target)."""
+    return CliRunner().invoke(
         cli,
         [
-            "export",
+            command,
             "--date",
-            RUN_DATE,
+            date,
             "--s3-url",
             f"s3://{BUCKET}/healthmonix",
             "--sftp-url",
             rig["sftp_url"],
-            "--json",
+            *(["--json"] if json_output else []),
             "--profiles-dir",
             str(profiles_dir),
             "--target",
@@ -80,4 +81,9 @@ def export(rig, profiles_dir):
         ],  # fmt: skip
         catch_exceptions=False,
     )
+
+
+def export(rig, profiles_dir):
+    """An export on the rig: the result and its JSON document (None if it printed none)."""
+    result = against_rig(rig, profiles_dir, "export")
     return result, json.loads(result.stdout) if result.stdout.startswith("{") else None
