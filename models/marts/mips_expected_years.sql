@@ -54,9 +54,9 @@ program_year_rules as (
 
 ),
 
-measure_map as (
+measure_codes as (
 
-    select * from {{ ref('mips_measure_map') }}
+    select * from {{ ref('mips_measure_codes') }}
 
 ),
 
@@ -72,7 +72,7 @@ candidate_years as (
     union
     select performance_year from program_year_rules
     union
-    select performance_year from measure_map
+    select performance_year from measure_codes
     union
     select performance_year from registrations
     {%- for year in range(as_of_date.year - 1, as_of_date.year + 2) %}
@@ -84,7 +84,7 @@ candidate_years as (
 
 measured_years as (
 
-    select distinct performance_year from measure_map
+    select distinct performance_year from measure_codes
 
 ),
 
@@ -143,7 +143,7 @@ expected_years as (
                             'setting healthmonix_'
                             || cast(performance_year as {{ dbt.type_string() }}) || '_states',
                             case when not has_program_year_rules then 'a mips_program_years row' end,
-                            case when not has_measure_codes then 'measure codes in mips_measure_map' end,
+                            case when not has_measure_codes then 'measure codes in mips_measure_codes' end,
                             case
                                 when not has_registrations then 'registrations in mips_registrations'
                             end

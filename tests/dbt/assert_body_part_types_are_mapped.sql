@@ -21,7 +21,7 @@ injuries as (
 
 measure_map as (
 
-    select * from {{ ref('mips_measure_map') }}
+    select * from {{ ref('int_measure_codes_expanded') }}
 
 ),
 

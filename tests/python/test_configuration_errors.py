@@ -134,5 +134,5 @@ def test_configured_year_without_measure_codes_names_the_key(settings, db, proje
         outcome,
         db,
         "setting healthmonix_2026_states: performance year 2026 has no rows in seed "
-        "mips_measure_map",
+        "mips_measure_codes",
     )

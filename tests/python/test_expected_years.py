@@ -10,6 +10,8 @@ last day) are the model's dbt unit tests; here the loader reads what dbt built.
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -20,13 +22,27 @@ from click.testing import CliRunner
 
 from loader.cli import cli
 from loader.environment.synthetic import generate
-from tests.support.model_scenarios import Scenario
+from tests.support.model_scenarios import PROJECT_DIR, Scenario, fetch_all
 
 SCENARIO = Scenario(app_schema="years_app", forms_schema="years_app", models_schema="years")
 ROLLOVER = Scenario(
     app_schema="rollover_app", forms_schema="rollover_app", models_schema="rollover"
 )
+RENUMBERED = Scenario(
+    app_schema="renumbered_app", forms_schema="renumbered_app", models_schema="renumbered"
+)
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+# SPEC §5's 2025 codes (function, pain) per body part as the file writes it, typed out here.
+CODES_2025 = {
+    "NECK": {"MSK01", "MSK06"},
+    "SHOULDER_ARM": {"MSK02", "MSK07"},
+    "LOWER_BACK": {"MSK03", "MSK08"},
+    "HIP": {"MSK04", "MSK09"},
+    "HIP_JOINT_REPLACEMENT": {"MSK04", "MSK09"},
+    "FOOT_AND_ANKLE": {"MSK04", "MSK09"},
+    "KNEE": {"MSK05", "MSK10"},
+    "KNEE_JOINT_REPLACEMENT": {"MSK05", "MSK10"},
+}
 # What the loader reads for status and plan; the export itself is not needed here.
 SELECTION = [
     "--select", "+mips_expected_years", "+mips_deliveries",
@@ -34,7 +50,7 @@ SELECTION = [
 ]  # fmt: skip
 MISSING_2026 = (
     "setting healthmonix_2026_states; a mips_program_years row; "
-    "measure codes in mips_measure_map; registrations in mips_registrations"
+    "measure codes in mips_measure_codes; registrations in mips_registrations"
 )
 
 
@@ -190,10 +206,15 @@ def test_the_documented_rollover_configures_the_year(
 ):
     added, settings_sql = rollover_procedure()
     assert sorted(added) == [
-        "seeds/mips_measure_map.csv",
+        "seeds/mips_measure_codes.csv",
         "seeds/mips_program_years.csv",
         "seeds/mips_registrations.csv",
     ]
+    # the year's codes are one row per measure group, not per body part
+    with (PROJECT_DIR / "seeds" / "mips_body_part_groups.csv").open(newline="") as groups:
+        measure_groups = {row["measure_group"] for row in csv.DictReader(groups)}
+    new_codes = added["seeds/mips_measure_codes.csv"]
+    assert sorted(row.split(",")[1] for row in new_codes) == sorted(measure_groups)
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         generate(
             conn,
@@ -229,3 +250,52 @@ def test_the_documented_rollover_configures_the_year(
         ("CA", "2027/CA/2027-01-04/data.csv"),
     ]
     assert len(plan["deliveries"]) == 9
+
+
+def test_one_groups_code_in_a_new_year_changes_that_groups_rows_only(cluster, db, project_copy):
+    """The documented rollover with one row changed as a renumbering would change it (the knee
+    group's 2027 pain code): the 2027 export carries the new code on the knee and knee joint
+    replacement rows only, every other body part the codes of its group's row, and 2025 is
+    untouched. The data runs to November 2027, so 2027 has visits."""
+    added, settings_sql = rollover_procedure()
+    codes = added["seeds/mips_measure_codes.csv"]
+    (knee,) = [i for i, row in enumerate(codes) if row.startswith("2027,knee,")]
+    codes[knee] = codes[knee].replace(",MSK10,", ",MSK20,")
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        generate(
+            conn,
+            seed=7,
+            scale=0.03,
+            app_schema=RENUMBERED.app_schema,
+            forms_schema=RENUMBERED.forms_schema,
+            settings="production",
+            as_of=dt.date(2027, 11, 30),
+        )
+    for path, rows in added.items():
+        with (project_copy.project_dir / path).open("a") as seed:
+            seed.writelines(f"{row}\n" for row in rows)
+    db.execute(settings_sql.replace("app.settings", f"{RENUMBERED.app_schema}.settings"))
+
+    outcome = RENUMBERED.run(project_copy, "build")
+    assert outcome.success, (outcome.error, outcome.failures)
+    exported: dict[int, dict[str, set[str]]] = {}
+    for year, body_part, code in fetch_all(
+        db,
+        f"select distinct performance_year, body_part, treatment "
+        f"from {RENUMBERED.models_schema}.mips_export_v1 "
+        f"where performance_year in (2025, 2027) and treatment <> 'LOS'",
+    ):
+        exported.setdefault(year, {}).setdefault(body_part, set()).add(code)
+    renumbered = {
+        body_part: {"MSK20" if code == "MSK10" else code for code in pair}
+        for body_part, pair in CODES_2025.items()
+    }
+    # every mapped body part has 2027 visits in this data (seed 7)
+    assert exported[2027] == renumbered
+    assert {"KNEE", "KNEE_JOINT_REPLACEMENT"} <= set(exported[2025])
+    assert exported[2025] == {body_part: CODES_2025[body_part] for body_part in exported[2025]}
+    assert fetch_all(
+        db,
+        f"select count(*) from {RENUMBERED.models_schema}.mips_deliveries "
+        f"where performance_year = 2027",
+    ) == [(9,)]

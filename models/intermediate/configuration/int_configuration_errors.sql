@@ -18,9 +18,9 @@ program_year_states as (
 
 ),
 
-measure_map as (
+measure_codes as (
 
-    select * from {{ ref('mips_measure_map') }}
+    select * from {{ ref('mips_measure_codes') }}
 
 ),
 
@@ -131,19 +131,19 @@ years_without_rules as (
 years_without_measures as (
 
     select
-        'missing_measure_map' as error_kind,
+        'missing_measure_codes' as error_kind,
         program_years.performance_year,
         cast(null as {{ dbt.type_string() }}) as state_code,
         program_years.states_setting_key as setting_key,
         'setting ' || program_years.states_setting_key || ': performance year '
         || cast(program_years.performance_year as {{ dbt.type_string() }})
-        || ' has no rows in seed mips_measure_map' as error_message
+        || ' has no rows in seed mips_measure_codes' as error_message
     from program_years
     where
         program_years.is_configured
         and not exists (
-            select 1 from measure_map
-            where measure_map.performance_year = program_years.performance_year
+            select 1 from measure_codes
+            where measure_codes.performance_year = program_years.performance_year
         )
 
 ),
@@ -225,6 +225,28 @@ sample_registrations as (
 
 ),
 
+sample_measure_codes as (
+
+    select
+        'sample_measure_codes' as error_kind,
+        program_years.performance_year,
+        cast(null as {{ dbt.type_string() }}) as state_code,
+        program_years.states_setting_key as setting_key,
+        'performance year ' || cast(program_years.performance_year as {{ dbt.type_string() }})
+        || ', measure group ' || measure_codes.measure_group
+        || ': seed mips_measure_codes holds sample measure codes' as error_message
+    from program_years
+    inner join measure_codes
+        on program_years.performance_year = measure_codes.performance_year
+    where
+        -- the same var as for registrations: a placeholder code must not reach the registry;
+        -- a year without settings yet delivers nothing, so its placeholders may wait
+        {{ 'true' if var('mips_reject_sample_registrations', false) else 'false' }}
+        and program_years.is_configured
+        and measure_codes.is_sample
+
+),
+
 configuration_errors as (
 
     select * from malformed_booleans
@@ -242,6 +264,8 @@ configuration_errors as (
     select * from malformed_registrations
     union all
     select * from sample_registrations
+    union all
+    select * from sample_measure_codes
 
 )
 
