@@ -158,27 +158,28 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return template.format(**values)
 
 
-def deliveries_relation(schema: str) -> str:
+def read_model_rows(conn, schema: str, model: str, columns, order_by: str) -> list[tuple]:
+    """The given columns of a model the loader reads (PostgreSQL), ordered by `order_by`
+    (column positions such as "1, 2"); a model not built yet is one clear error."""
+    import psycopg
     from psycopg import sql
 
-    return sql.Identifier(schema, DELIVERIES_MODEL)
+    query = sql.SQL("select {columns} from {relation} order by {order}").format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        relation=sql.Identifier(schema, model),
+        order=sql.SQL(order_by),
+    )
+    try:
+        return conn.execute(query).fetchall()
+    except psycopg.errors.UndefinedTable:
+        raise DeliveriesError(
+            f"{schema}.{model} does not exist: run `dbt build` for this target first"
+        ) from None
 
 
 def read_deliveries(conn, schema: str) -> list[Delivery]:
     """Every delivery the model states, in (year, state) order."""
-    import psycopg
-    from psycopg import sql
-
-    query = sql.SQL("select {columns} from {relation} order by 1, 2").format(
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in DELIVERIES_COLUMNS),
-        relation=deliveries_relation(schema),
-    )
-    try:
-        rows = conn.execute(query).fetchall()
-    except psycopg.errors.UndefinedTable:
-        raise DeliveriesError(
-            f"{schema}.{DELIVERIES_MODEL} does not exist: run `dbt build` for this target first"
-        ) from None
+    rows = read_model_rows(conn, schema, DELIVERIES_MODEL, DELIVERIES_COLUMNS, "1, 2")
     return [Delivery(*row) for row in rows]
 
 

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from loader.errors import ConfigurationError
-from loader.run.deliveries import DeliveriesError
+from loader.run.deliveries import DeliveriesError, read_model_rows
 
 EXPECTED_YEARS_MODEL = "mips_expected_years"
 EXPECTED_YEARS_COLUMNS = (
@@ -93,19 +93,7 @@ def expected_year_from_text(record: list[str | None]) -> ExpectedYear:
 
 def read_expected_years(conn, schema: str) -> list[ExpectedYear]:
     """Every year the PostgreSQL model states, in year order."""
-    import psycopg
-    from psycopg import sql
-
-    query = sql.SQL("select {columns} from {relation} order by 1").format(
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in EXPECTED_YEARS_COLUMNS),
-        relation=sql.Identifier(schema, EXPECTED_YEARS_MODEL),
-    )
-    try:
-        rows = conn.execute(query).fetchall()
-    except psycopg.errors.UndefinedTable:
-        raise DeliveriesError(
-            f"{schema}.{EXPECTED_YEARS_MODEL} does not exist: run `dbt build` for this target first"
-        ) from None
+    rows = read_model_rows(conn, schema, EXPECTED_YEARS_MODEL, EXPECTED_YEARS_COLUMNS, "1")
     return [ExpectedYear(*row) for row in rows]
 
 
