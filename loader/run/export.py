@@ -35,7 +35,7 @@ from loader.run.records import (
 from loader.run.source import open_slice_source
 from loader.run.stores import StoreConfigError, open_stores
 
-# Any constant works; it only has to be the same for every loader on the database.
+# A slice that fell by more than this since its last SFTP delivery is not uploaded there.
 DEFAULT_MAX_SHRINK = Decimal("0.2")
 
 STATUS_OK = "ok"

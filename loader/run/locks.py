@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TTL_SECONDS = 6 * 3600
 # Answers of a store that does not accept a condition on DeleteObject.
 _CONDITION_UNSUPPORTED = frozenset({"NotImplemented", "InvalidArgument", "InvalidRequest"})
-# The advisory lock key of a PostgreSQL export (any constant the database does not use).
+# The advisory lock key of a PostgreSQL export: any constant works, as long as every loader
+# on the database uses the same one.
 EXPORT_LOCK_KEY = 7_342_610_221
 
 
