@@ -6,10 +6,13 @@ Also proves the linter itself: PostgreSQL-only snippets are flagged, clean Trino
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+from dbt.cli.main import dbtRunner
 
 from tests.support.athena_duckdb import load_athena_lint
+from tests.support.model_scenarios import PROJECT_DIR
 
 athena_lint = load_athena_lint()
 
@@ -161,3 +164,37 @@ def test_a_default_is_portable_or_absent(athena_compilation):
                 r"\s*\{\{\s*default__\w+\(.*\)\s*\}\}\s*", inner.group(1), re.S
             )
             assert not calls_default_only, f"{adapter}__{name} only calls the default: drop it"
+
+
+@pytest.fixture(scope="module")
+def parsed_for_athena(profiles_dir, tmp_path_factory):
+    """The project parsed once for the athena target: (manifest, dbt options)."""
+    common = athena_lint.athena_dbt_args(
+        PROJECT_DIR, profiles_dir, tmp_path_factory.mktemp("inline")
+    )
+    with athena_lint.offline_env():
+        parsed = dbtRunner().invoke(["parse", *common])
+    assert parsed.success, parsed.exception
+    return parsed.result, common
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("{{ fully_matches('x', '^[0-9]+$') }}", "write the pattern without ^ and $"),
+        ("{{ format_decimal_plain('x', 40, 6) }}", "precision must be an integer from 1 to 38"),
+        ("{{ format_decimal_plain('x', 6, 8) }}", "scale an integer from 0 to precision"),
+    ],
+)
+def test_the_macros_refuse_what_would_differ_between_engines(sql, message, parsed_for_athena):
+    """Compile-time guards: an anchored pattern, a decimal type past what both engines share."""
+    manifest, common = parsed_for_athena
+    log = Path(common[common.index("--log-path") + 1]) / "dbt.log"
+    log.unlink(missing_ok=True)
+    with athena_lint.offline_env():
+        compiled = dbtRunner(manifest=manifest).invoke(
+            ["compile", "--no-populate-cache", "--inline", sql, *common]
+        )
+    assert not compiled.success
+    # dbt wraps it as "Error parsing inline query"; its log keeps the macro's own message
+    assert message in str(compiled.exception) + log.read_text()
