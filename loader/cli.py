@@ -41,6 +41,7 @@ from loader.run.report import (
     sync_forms_text,
 )
 from loader.run.status import collect_status
+from loader.run.unloads_ahead import DEFAULT_JOBS, MAX_JOBS
 
 
 def project_options(function):
@@ -299,6 +300,16 @@ def _progress(message: str) -> None:
     help="Largest row-count drop (fraction) accepted for an SFTP upload.",
 )
 @_max_build_age_option
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, MAX_JOBS),
+    default=DEFAULT_JOBS,
+    envvar="MIPS_EXPORT_JOBS",
+    show_default=True,
+    help="Slices in flight: the one being uploaded plus up to JOBS-1 unloaded ahead of it "
+    "(1: one slice at a time). Env: MIPS_EXPORT_JOBS.",
+)
 @_json_option("summary")
 @project_options
 def export_command(
@@ -314,6 +325,7 @@ def export_command(
     allow_shrink,
     max_shrink,
     max_build_age,
+    jobs,
     as_json,
 ):
     """Deliver every configured year/state slice: S3 snapshot, then SFTP where enabled.
@@ -336,6 +348,7 @@ def export_command(
         allow_shrink=allow_shrink,
         max_shrink=Decimal(str(max_shrink)),
         max_build_age=max_build_age,
+        jobs=jobs,
     )
     report = _run(
         lambda warehouse: run_export(warehouse, request, progress=_progress),

@@ -160,8 +160,14 @@ class Destination(ABC):
         """The destination's URL for logs and messages, without any secret."""
 
     @abstractmethod
-    def put_file(self, local_path: Path, name: str, *, size: int, sha256: str) -> StoredObject:
-        """Upload a finished local file as `name`, atomically, and verify what was stored."""
+    def put_file(
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+    ) -> StoredObject:
+        """Upload a finished local file as `name`, atomically, and verify what was stored.
+
+        `size` and `sha256` are what the stored bytes must be; `crc32`, when the caller took it
+        in the same pass as the SHA-256, spares a backend that sends a CRC32 (S3) reading the
+        file once more."""
 
     @abstractmethod
     def put_bytes(self, name: str, data: bytes) -> StoredObject:

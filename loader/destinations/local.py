@@ -51,7 +51,9 @@ class LocalDestination(Destination):
     def describe(self) -> str:
         return f"file://{self.root}"
 
-    def put_file(self, local_path: Path, name: str, *, size: int, sha256: str) -> StoredObject:
+    def put_file(
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+    ) -> StoredObject:
         target = self._path(name)
         expected = Digest(size, sha256.lower())
 

@@ -7,8 +7,9 @@ tests). A PUT is atomic at the key: readers see the old object or the whole new 
 Uploads go through boto3's transfer manager, which switches to a multipart upload above
 `s3_multipart_threshold`. How an upload is verified, and why this way:
 
-- Before uploading we read the file once, computing its SHA-256 (checked against what the caller
-  said it is) and its CRC32.
+- The CRC32 comes from the caller when it took it in the pass that wrote the file and its
+  SHA-256 (the export's unload does); otherwise we read the file once before uploading,
+  computing both (the SHA-256 checked against what the caller said it is).
 - The CRC32 is sent as a *full-object* checksum (`ChecksumCRC32`). For a single PUT S3 checks
   it against the bytes it received; for a multipart upload s3transfer (0.19 here) turns it into
   `ChecksumType=FULL_OBJECT` and S3 checks it when the parts are combined. SHA-256 cannot be
@@ -129,12 +130,17 @@ class S3Destination(Destination):
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
-    def put_file(self, local_path: Path, name: str, *, size: int, sha256: str) -> StoredObject:
+    def put_file(
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+    ) -> StoredObject:
         key = self._key(name)
         expected = Digest(size, sha256.lower())
-        actual, crc32 = _digest_and_crc32(local_path)
-        self._check_source(local_path, name, expected, actual)
-        extra_args = self._upload_args(expected, crc32)
+        if crc32 is None:
+            actual, encoded_crc32 = _digest_and_crc32(local_path)
+            self._check_source(local_path, name, expected, actual)
+        else:
+            encoded_crc32 = _encode_crc32(crc32)
+        extra_args = self._upload_args(expected, encoded_crc32)
 
         def upload_once() -> StoredObject:
             with self._mapped_errors(name):
@@ -145,7 +151,7 @@ class S3Destination(Destination):
                     ExtraArgs=extra_args,
                     Config=self._transfer_config,
                 )
-                return self._verify(name, key, expected, crc32)
+                return self._verify(name, key, expected, encoded_crc32)
 
         return upload_verified(self, name, self.settings.verify_attempts, upload_once)
 

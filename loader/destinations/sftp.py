@@ -129,7 +129,9 @@ class SFTPDestination(Destination):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"sftp://{self.username}@{host}:{self.port}{self.directory}"
 
-    def put_file(self, local_path: Path, name: str, *, size: int, sha256: str) -> StoredObject:
+    def put_file(
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+    ) -> StoredObject:
         expected = Digest(size, sha256.lower())
         return self._upload(name, expected, lambda: open(local_path, "rb"), local_path)
 

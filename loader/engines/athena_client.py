@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from loader.aws import error_code, http_status
-from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
+from loader.errors import (
+    INTERRUPTED,
+    ConfigurationError,
+    MipsError,
+    TerminalError,
+    TransientError,
+)
 from loader.retry import DEFAULT_POLICY, RetryPolicy, retrying
 
 logger = logging.getLogger(__name__)
@@ -287,6 +293,9 @@ class AthenaClient:
                     return QueryResult(query_execution_id, location)
                 if state in ("FAILED", "CANCELLED"):
                     raise _ended_badly(query_execution_id, state, status)
+                if INTERRUPTED.is_set():
+                    # A signal stopped the run; in an unload thread this is how it hears.
+                    raise KeyboardInterrupt("interrupted while the query ran")
                 # QUEUED, RUNNING, or a state newer than this code: keep waiting.
                 elapsed = max(time.monotonic() - started, waited)
                 if elapsed >= self.timeout_s:

@@ -65,8 +65,8 @@ def unload_athena_slice(
         last_query[:] = [result.query_execution_id]
         reencoder = AthenaCsvReencoder(columns, header=header)
         blocks = reencoder.reencode(client.stream_result_csv(result.output_location))
-        path, size, sha = spool(blocks, work_dir, year, state)
-        return UnloadedSlice(path=path, rows=reencoder.rows, bytes=size, sha256=sha)
+        spooled = spool(blocks, work_dir, year, state)
+        return UnloadedSlice.of(spooled, rows=reencoder.rows)
 
     try:
         if columns is None:

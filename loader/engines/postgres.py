@@ -103,9 +103,9 @@ def unload_postgres_slice(
 
     with conn.cursor() as cursor, cursor.copy(query) as copy:
         blocks = counted(_blocks(itertools.chain((encode_record(header),), copy)))
-        path, size, sha = spool(blocks, work_dir, year, state)
+        spooled = spool(blocks, work_dir, year, state)
     # The header is one record; every record ends with a newline.
-    return UnloadedSlice(path=path, rows=max(counter.newlines - 1, 0), bytes=size, sha256=sha)
+    return UnloadedSlice.of(spooled, rows=max(counter.newlines - 1, 0))
 
 
 def count_postgres_slice(conn, relation: str, year: int, state: str) -> int:

@@ -1,5 +1,9 @@
 """What unloading a slice produces, whichever engine it comes from: a private file of the
-slice's bytes, its row count and SHA-256, in a work directory a killed run does not leak."""
+slice's bytes, its row count, SHA-256 and CRC32, in a work directory a killed run does not leak.
+
+Both checksums are taken in the one pass that writes the file: the SHA-256 is what every
+destination verifies the stored bytes against, the CRC32 what S3 checks on receipt (so the S3
+upload need not read the file once more before sending it)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,28 +25,41 @@ SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
 
 
 @dataclass(frozen=True)
+class Spooled:
+    path: Path | None
+    bytes: int
+    sha256: str
+    crc32: int
+
+
+@dataclass(frozen=True)
 class UnloadedSlice:
     path: Path | None  # None for a dry run, which keeps no bytes
     rows: int
     bytes: int
     sha256: str
+    crc32: int  # of the same bytes, for S3's full-object checksum
+
+    @classmethod
+    def of(cls, spooled: Spooled, rows: int) -> UnloadedSlice:
+        return cls(spooled.path, rows, spooled.bytes, spooled.sha256, spooled.crc32)
 
 
-def spool(
-    blocks: Iterable[bytes], work_dir: Path | None, year: int, state: str
-) -> tuple[Path | None, int, str]:
+def spool(blocks: Iterable[bytes], work_dir: Path | None, year: int, state: str) -> Spooled:
     """Streams `blocks` into a new 0600 file in `work_dir`, hashing on the way.
 
-    Returns (path, bytes, SHA-256); `work_dir=None` only counts and hashes (a dry run). A
-    failure part-way removes the partial file before the error goes on.
+    `work_dir=None` only counts and hashes (a dry run). A failure part-way removes the partial
+    file before the error goes on.
     """
     digest = hashlib.sha256()
+    crc32 = 0
     size = 0
     if work_dir is None:
         for block in blocks:
             digest.update(block)
+            crc32 = zlib.crc32(block, crc32)
             size += len(block)
-        return None, size, digest.hexdigest()
+        return Spooled(None, size, digest.hexdigest(), crc32)
     if not STATE_CODE.fullmatch(state):
         raise ValueError(f"refusing to name a file after state code {state!r}")
     fd, name = tempfile.mkstemp(prefix=f"{int(year)}-{state}-", suffix=".csv", dir=work_dir)
@@ -50,12 +68,13 @@ def spool(
         with os.fdopen(fd, "wb") as sink:
             for block in blocks:
                 digest.update(block)
+                crc32 = zlib.crc32(block, crc32)
                 size += len(block)
                 sink.write(block)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return path, size, digest.hexdigest()
+    return Spooled(path, size, digest.hexdigest(), crc32)
 
 
 def private_work_dir() -> tempfile.TemporaryDirectory:

@@ -34,6 +34,7 @@ from loader.run.records import (
 )
 from loader.run.source import open_slice_source
 from loader.run.stores import StoreConfigError, open_stores
+from loader.run.unloads_ahead import DEFAULT_JOBS, UnloadsAhead
 
 # A slice that fell by more than this since its last SFTP delivery is not uploaded there.
 DEFAULT_MAX_SHRINK = Decimal("0.2")
@@ -61,6 +62,8 @@ class ExportRequest:
     allow_shrink: bool = False
     max_shrink: Decimal = DEFAULT_MAX_SHRINK
     max_build_age: dt.timedelta = DEFAULT_MAX_BUILD_AGE
+    # Slices in flight: the one being uploaded and up to jobs - 1 unloaded ahead of it.
+    jobs: int = DEFAULT_JOBS
 
 
 @dataclass
@@ -162,11 +165,14 @@ def _export(source, warehouse, request: ExportRequest, run_date, progress) -> Ex
         if not request.dry_run:
             _preflight(s3, sftp)
         work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
+        ahead = stack.enter_context(UnloadsAhead(source, deliveries, work_dir, request.jobs))
         for index, delivery in enumerate(deliveries):
             progress(f"{delivery.label}: unloading")
             record = _new_record(delivery, report, STATUS_FAILED)
             try:
-                _deliver(source, delivery, request, record, s3, sftp, work_dir, progress)
+                _deliver(
+                    lambda i=index: ahead.take(i), delivery, request, record, s3, sftp, progress
+                )
                 interrupted = INTERRUPTED.is_set()
             except KeyboardInterrupt:
                 interrupted = True
@@ -234,11 +240,12 @@ def _new_record(delivery: Delivery, report: ExportReport, status: str) -> Delive
     )
 
 
-def _deliver(source, delivery, request, record, s3, sftp, work_dir, progress) -> None:
+def _deliver(unload, delivery, request, record, s3, sftp, progress) -> None:
+    """`unload()` gives the delivery's slice file (unloaded ahead, or now)."""
     unloaded: UnloadedSlice | None = None
     snapshot_written = False
     try:
-        unloaded = source.unload(delivery, work_dir)
+        unloaded = unload()
         record.rows, record.bytes, record.sha256 = unloaded.rows, unloaded.bytes, unloaded.sha256
         if request.dry_run:
             record.status = STATUS_DRY_RUN
@@ -246,7 +253,11 @@ def _deliver(source, delivery, request, record, s3, sftp, work_dir, progress) ->
         progress(f"{delivery.label}: {record.rows} rows, {record.bytes} bytes to S3")
         retrying(
             lambda: s3.put_file(
-                unloaded.path, record.s3_key, size=unloaded.bytes, sha256=unloaded.sha256
+                unloaded.path,
+                record.s3_key,
+                size=unloaded.bytes,
+                sha256=unloaded.sha256,
+                crc32=unloaded.crc32,
             )
         )
         snapshot_written = True

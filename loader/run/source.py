@@ -72,6 +72,10 @@ class SliceSource:
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
         raise NotImplementedError
 
+    def unload_session(self) -> contextlib.AbstractContextManager[UnloadSession]:
+        """A session of its own for unloading in another thread (loader.run.unloads_ahead)."""
+        raise NotImplementedError
+
     def count(self, delivery: Delivery) -> int:
         raise NotImplementedError
 
@@ -83,10 +87,22 @@ class SliceSource:
         raise NotImplementedError
 
 
-class PostgresSliceSource(SliceSource):
-    def __init__(self, conn, schema: str):
+class UnloadSession:
+    """Unloads on a thread of its own; `cancel_unload` (from another thread) stops the one
+    in progress, which then raises."""
+
+    def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
+        raise NotImplementedError
+
+    def cancel_unload(self) -> None:
+        raise NotImplementedError
+
+
+class PostgresSliceSource(SliceSource, UnloadSession):
+    def __init__(self, conn, schema: str, connect=None):
         self.conn = conn
         self.schema = schema
+        self._connect = connect  # a new autocommit connection to the same database
 
     def deliveries(self) -> list[Delivery]:
         return read_deliveries(self.conn, self.schema)
@@ -111,6 +127,18 @@ class PostgresSliceSource(SliceSource):
             header=delivery.file_header_fields(),
             work_dir=work_dir,
         )
+
+    @contextlib.contextmanager
+    def unload_session(self) -> Iterator[PostgresSliceSource]:
+        conn = self._connect()
+        try:
+            yield PostgresSliceSource(conn, self.schema)
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def cancel_unload(self) -> None:
+        self.conn.cancel_safe(timeout=5)
 
     def count(self, delivery: Delivery) -> int:
         return count_postgres_slice(
@@ -138,7 +166,7 @@ class PostgresSliceSource(SliceSource):
         return export_lock(self.conn)
 
 
-class AthenaSliceSource(SliceSource):
+class AthenaSliceSource(SliceSource, UnloadSession):
     def __init__(self, client, settings: dict):
         self.client = client
         self.settings = settings
@@ -199,6 +227,15 @@ class AthenaSliceSource(SliceSource):
             header=delivery.file_header_fields(),
         )
 
+    @contextlib.contextmanager
+    def unload_session(self) -> Iterator[AthenaSliceSource]:
+        # boto3 clients are thread-safe: the session shares the client and the column cache.
+        # An interrupted run stops its queries through INTERRUPTED (AthenaClient.wait).
+        yield self
+
+    def cancel_unload(self) -> None:
+        """Nothing to do: the query's wait loop sees INTERRUPTED and stops the query."""
+
     def count(self, delivery: Delivery) -> int:
         return count_athena_slice(
             self.client, delivery.export_relation, delivery.performance_year, delivery.state_code
@@ -245,7 +282,9 @@ def open_slice_source(warehouse) -> Iterator[SliceSource]:
     if warehouse.adapter_type == "postgres":
         conn = warehouse.connect(autocommit=True)
         try:
-            yield PostgresSliceSource(conn, warehouse.schema)
+            yield PostgresSliceSource(
+                conn, warehouse.schema, connect=lambda: warehouse.connect(autocommit=True)
+            )
         finally:
             # After an interrupted COPY or a lost server the connection cannot even commit;
             # closing it must not hide what the run has to report.

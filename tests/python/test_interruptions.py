@@ -113,7 +113,7 @@ def test_a_signal_mid_slice_cleans_up_records_and_reports(
 ):
     slow_2023(models)
     env = postgres_target_env(cluster, tmp_path)
-    process = loader_process(profiles_dir, stores, env, "--json")
+    process = loader_process(profiles_dir, stores, env, "--json", "--jobs", "1")
     wait_for_sleeping_loader(models, process)
     assert len(work_dirs(env)) == 1, "the slice is being written to the private work dir"
     process.send_signal(signum)
@@ -128,6 +128,35 @@ def test_a_signal_mid_slice_cleans_up_records_and_reports(
     assert work_dirs(env) == [], "no temporary CSV is left behind"
     logged = {(r["performance_year"], r["status"]) for r in run_log(stores[0])}
     assert logged == {(2022, "ok"), (2023, "interrupted")}
+
+
+def test_a_signal_stops_the_slices_unloaded_ahead(models, cluster, profiles_dir, stores, tmp_path):
+    """With jobs, 2023 unloads on its own connection while 2022 is uploaded: a signal cancels
+    that query at once (not after its 30 s), removes its file and starts nothing more."""
+    slow_2023(models)
+    env = postgres_target_env(cluster, tmp_path)
+    process = loader_process(profiles_dir, stores, env, "--json", "--jobs", "3")
+    wait_for_sleeping_loader(models, process)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - signalled < 10, "the unload ahead was cancelled, not waited for"
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    report = json.loads(stdout)
+    assert report["interrupted"] is True
+    statuses = {d["performance_year"]: d["status"] for d in report["deliveries"]}
+    assert statuses in ({2022: "interrupted"}, {2022: "ok", 2023: "interrupted"})
+    assert report["not_attempted"] == 3 - len(statuses)
+    assert work_dirs(env) == [], "no slice file is left, the one unloaded ahead included"
+    s3, sftp = stores
+    assert not [p for p in s3.rglob("data.csv") if "/2023/" in str(p) or "/2025/" in str(p)]
+    assert not [p for p in sftp.rglob("*") if p.is_file()], "2022 goes to S3 only"
+    sleeping = models.execute(
+        "select count(*) from pg_stat_activity where application_name = 'mips-loader' "
+        "and wait_event = 'PgSleep'"
+    ).fetchone()[0]
+    assert sleeping == 0, "no query of the run goes on after it"
 
 
 def test_sigkill_leaves_a_work_dir_the_next_run_removes(

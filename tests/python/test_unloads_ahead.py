@@ -1,0 +1,136 @@
+"""Slices unloaded ahead of the upload (`export --jobs`): same files, same order, bounded.
+
+On the hand-made models of conftest and the embedded PostgreSQL; the signal case is in
+test_interruptions.py (`test_a_signal_stops_the_slices_unloaded_ahead`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from loader.engines.slice_files import private_work_dir
+from loader.environment.warehouse import ProjectOptions, render_target
+from loader.run.source import open_slice_source
+from loader.run.unloads_ahead import UnloadsAhead
+from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
+from tests.support.local_runs import export, files_under
+from tests.support.model_scenarios import PROJECT_DIR
+
+
+def _without_run_identity(document: dict) -> list[dict]:
+    volatile = {"run_id", "recorded_at"}
+    return [{k: v for k, v in d.items() if k not in volatile} for d in document["deliveries"]]
+
+
+def test_jobs_change_nothing_but_the_overlap(models, profiles_dir, tmp_path):
+    runs = {}
+    for jobs in ("1", "4"):
+        s3, sftp = tmp_path / jobs / "s3", tmp_path / jobs / "sftp"
+        s3.mkdir(parents=True)
+        sftp.mkdir()
+        result = export(profiles_dir, (s3, sftp), "--json", "--jobs", jobs)
+        assert result.exit_code == 0, result.output
+        delivered = {
+            name: (root / name).read_bytes()
+            for root in (s3, sftp)
+            for name in files_under(root)
+            if not name.startswith("run-log/") and not name.endswith("manifest.json")
+        }
+        runs[jobs] = (_without_run_identity(json.loads(result.output)), delivered)
+    assert runs["1"] == runs["4"]
+    assert [d["performance_year"] for d in runs["4"][0]] == [2022, 2023, 2025]
+
+
+def test_a_bad_jobs_value_is_a_usage_error(models, profiles_dir, stores):
+    result = export(profiles_dir, stores, "--jobs", "0")
+    assert result.exit_code == 2
+    assert "--jobs" in result.output
+
+
+@pytest.fixture
+def source(models, profiles_dir):
+    options = ProjectOptions(project_dir=PROJECT_DIR, profiles_dir=profiles_dir, target="dev")
+    with open_slice_source(render_target(options)) as opened:
+        yield opened
+
+
+class _Watched:
+    """The source's own sessions, each unload noting how many slice files exist as it starts
+    and which database backend serves it."""
+
+    def __init__(self, source, work_dir: Path):
+        self.source, self.work_dir = source, work_dir
+        self.files_seen: list[int] = []
+        self.backends: set[int] = set()
+        self.lock = threading.Lock()
+
+    def unload(self, delivery, work_dir):
+        return self.source.unload(delivery, work_dir)
+
+    @contextlib.contextmanager
+    def unload_session(self):
+        with self.source.unload_session() as session:
+            watcher = self
+
+            class Session:
+                def unload(self, delivery, work_dir):
+                    with watcher.lock:
+                        watcher.files_seen.append(len(list(watcher.work_dir.iterdir())))
+                        watcher.backends.add(session.conn.info.backend_pid)
+                    time.sleep(0.02)
+                    return session.unload(delivery, work_dir)
+
+                def cancel_unload(self):
+                    session.cancel_unload()
+
+            yield Session()
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(source, jobs):
+    deliveries = source.deliveries() * 4  # 12 slices of 3, 5 and 10 rows
+    with private_work_dir() as work_dir:
+        watched = _Watched(source, Path(work_dir))
+        taken = []
+        with UnloadsAhead(watched, deliveries, Path(work_dir), jobs) as ahead:
+            for index, delivery in enumerate(deliveries):
+                unloaded = ahead.take(index)
+                time.sleep(0.05)  # an upload: the unloads ahead get their chance
+                taken.append((delivery.performance_year, unloaded.rows))
+                unloaded.path.unlink()
+        assert list(Path(work_dir).iterdir()) == []
+    assert taken == [(2022, 3), (2023, 5), (2025, 10)] * 4
+    # a file is being uploaded and up to jobs - 2 more wait when another unload starts
+    assert max(watched.files_seen) <= jobs - 1
+    assert max(watched.files_seen) >= 1, "unloads did run ahead of the upload"
+    main_backend = source.conn.info.backend_pid
+    assert main_backend not in watched.backends and len(watched.backends) <= jobs - 1
+
+
+def test_a_failed_unload_ahead_fails_that_delivery_only(source, models):
+    models.execute(
+        f"update {SCHEMA}.mips_deliveries set export_relation = '\"{SCHEMA}\".\"no_such\"' "
+        "where performance_year = 2023"
+    )
+    deliveries = source.deliveries()
+    with private_work_dir() as work_dir, UnloadsAhead(source, deliveries, Path(work_dir), 3) as a:
+        first = a.take(0)
+        with pytest.raises(Exception, match="no_such"):
+            a.take(1)
+        last = a.take(2)
+    assert (first.rows, last.rows) == (3, 10)
+
+
+def test_files_unloaded_ahead_but_never_taken_are_removed(source):
+    deliveries = source.deliveries()
+    with private_work_dir() as work_dir:
+        with UnloadsAhead(source, deliveries, Path(work_dir), 3) as ahead:
+            ahead.take(0).path.unlink()
+            time.sleep(0.5)  # the two ahead finish; the run stops before taking them
+        assert list(Path(work_dir).iterdir()) == []
