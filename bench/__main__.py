@@ -41,13 +41,19 @@ SMOKE_SCALE = 0.05
 @click.option("--no-worker", is_flag=True, help="Skip the worker replica (slow at large scales).")
 @click.option("--profile", is_flag=True, help="Also run one loader export under cProfile.")
 @click.option(
+    "--levers",
+    is_flag=True,
+    help="Also time each lever undone on its own: unit tests, logged tables, no partial "
+    "parse, --jobs 1 and 3.",
+)
+@click.option(
     "--smoke",
     is_flag=True,
     help=f"One run at scale {SMOKE_SCALE} (unless given); SFTP legs skipped if sshd is missing.",
 )
 @click.option("--plot/--no-plot", default=True, help="Draw <out stem>/growth.png (matplotlib).")
 @click.option("--report-only", is_flag=True, help="Only regenerate --out from the stored results.")
-def main(scale, runs, seed, out, home, no_worker, profile, smoke, plot, report_only):
+def main(scale, runs, seed, out, home, no_worker, profile, levers, smoke, plot, report_only):
     """Benchmark the daily run against the worker it replaces, the floor and one big query.
 
     Example: python -m bench --scale 1 --runs 3
@@ -67,6 +73,7 @@ def main(scale, runs, seed, out, home, no_worker, profile, smoke, plot, report_o
         worker=not no_worker,
         sftp="optional" if smoke else "required",
         profile=profile,
+        levers=levers,
         command=_command_line(),
         progress=lambda message: click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True),
     )

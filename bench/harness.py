@@ -63,6 +63,8 @@ class Options:
     # "required": fail without sshd; "optional": SFTP legs are skipped when sshd is unusable.
     sftp: str = "required"
     profile: bool = False
+    # Also time each lever of the daily run on its own (see LEVERS).
+    levers: bool = False
     command: str = ""
     progress: Progress = field(default=lambda message: None, repr=False)
 
@@ -241,11 +243,35 @@ def _profiles_dir(home: Path) -> Path:
     return directory
 
 
-def run_dbt_build(env, home: Path, logs: Path, label: str) -> dict[str, Any]:
-    command = [_bin("mips-loader"), "dbt", "build", "--project-dir", str(PROJECT_DIR)]
+# The production invocation the scheduler runs (selectors.yml), as `mips-loader demo` runs it.
+DAILY_BUILD = ("build", "--selector", "daily")
+# Each lever of the build, undone one at a time: (label, dbt arguments). Each has a target
+# directory of its own, so that its saved manifest (partial parsing) is its own too.
+DBT_LEVERS = {
+    "with_unit_and_weekly_tests": ("build",),
+    "intermediates_logged": (*DAILY_BUILD, "--vars", "{mips_unlogged_intermediates: false}"),
+    "no_partial_parse": (*DAILY_BUILD, "--no-partial-parse"),
+}
+# The loader's unloads ahead: the production shape with other --jobs values (default 2).
+LOADER_JOBS_LEVERS = ("1", "3")
+# dbt's nodes whose time the unlogged lever changes.
+INTERMEDIATE_TABLES = (
+    "int_visits_dated",
+    "int_visit_forms_selected",
+    "int_injuries_extended",
+    "int_care_plans_in_scope",
+    "int_care_plans_eligible",
+)
+
+
+def run_dbt_build(
+    env, home: Path, logs: Path, label: str, args=DAILY_BUILD, target_dir: str = "dbt-target"
+) -> dict[str, Any]:
+    command = [_bin("mips-loader"), "dbt", *args, "--project-dir", str(PROJECT_DIR)]
     command += ["--profiles-dir", str(_profiles_dir(home)), "--target", "postgres"]
+    env = {**env, "DBT_TARGET_PATH": str(home / target_dir)}
     measured = measure(command, env=env, log_dir=logs, label=label, cwd=PROJECT_DIR)
-    results = json.loads((home / "dbt-target" / "run_results.json").read_text())
+    results = json.loads((home / target_dir / "run_results.json").read_text())
     nodes = sorted(
         (
             {
@@ -260,10 +286,13 @@ def run_dbt_build(env, home: Path, logs: Path, label: str) -> dict[str, Any]:
     failed = [n["node"] for n in nodes if n["status"] in ("error", "fail", "runtime error")]
     if failed:
         raise BenchmarkError(f"dbt build had failing nodes: {failed}")
+    intermediate = [n for n in nodes if n["node"].split(".")[-1] in INTERMEDIATE_TABLES]
     return {
         "seconds": measured.seconds,
         "max_rss_bytes": measured.max_rss_bytes,
         "dbt_elapsed_seconds": results.get("elapsed_time"),
+        "intermediate_tables_seconds": sum(n["seconds"] for n in intermediate),
+        "node_count": len(nodes),
         "nodes": nodes,
     }
 
@@ -284,7 +313,14 @@ def run_monolithic(conn) -> float:
 
 
 def run_loader(
-    config: str, env, transports: Transports, logs: Path, label: str, *, profile: Path | None = None
+    config: str,
+    env,
+    transports: Transports,
+    logs: Path,
+    label: str,
+    *,
+    profile: Path | None = None,
+    jobs: str | None = None,
 ) -> dict[str, Any]:
     s3_side, sftp_side = LOADER_CONFIGS[config]
     s3_url = (
@@ -304,6 +340,8 @@ def run_loader(
     command += ["export", "--date", RUN_DATE, "--s3-url", s3_url, "--sftp-url", sftp_url]
     command += ["--json", "--project-dir", str(PROJECT_DIR)]
     command += ["--profiles-dir", str(_profiles_dir(transports.home)), "--target", "postgres"]
+    if jobs is not None:
+        command += ["--jobs", jobs]
     measured = measure(command, env=env, log_dir=logs, label=label, cwd=PROJECT_DIR)
     report = measured.json()
     failed = [d for d in report["deliveries"] if d["status"] != "ok"]
@@ -528,10 +566,33 @@ def one_run(index, conn, cluster, env, transports: Transports, options: Options,
                 worker_verdict, transports, keep_dir, loader_file_deliveries
             )
     transports.clear()
+    if options.levers:
+        run["levers"] = run_levers(index, env, transports, options, logs)
     for contender in ("floor", "worker"):
         if contender in run:
             run[contender].pop("deliveries", None)
     return run
+
+
+def run_levers(index, env, transports: Transports, options: Options, logs) -> dict[str, Any]:
+    """Each lever undone on its own, after the contenders (the rebuilt tables are the same)."""
+    say = options.progress
+    levers: dict[str, Any] = {}
+    for name, args in DBT_LEVERS.items():
+        build = run_dbt_build(
+            env, options.home, logs, f"run{index}-lever-{name}", args, f"dbt-target-{name}"
+        )
+        levers[f"dbt_{name}"] = {k: v for k, v in build.items() if k != "nodes"}
+        say(f"run {index + 1}: lever dbt {name} {build['seconds']:.1f} s")
+    config = "s3+sftp" if transports.has_sftp else "s3"
+    for jobs in LOADER_JOBS_LEVERS:
+        result = run_loader(
+            config, env, transports, logs, f"run{index}-lever-jobs{jobs}", jobs=jobs
+        )
+        levers[f"loader_jobs_{jobs}"] = {k: v for k, v in result.items() if k != "deliveries"}
+        say(f"run {index + 1}: lever loader --jobs {jobs} {result['seconds']:.1f} s")
+        transports.clear()
+    return levers
 
 
 def profile_summary(path: Path, limit: int = 25) -> str:
@@ -576,10 +637,20 @@ def pair_ratios(run: dict) -> dict[str, float | None]:
         "dbt_build_over_monolithic": _ratio(
             run["dbt_build"]["seconds"], run["monolithic"]["seconds"]
         ),
+        "break_even_forms_query_seconds": _break_even(run, daily),
         "dbt_models_over_monolithic": _ratio(
             run["dbt_build"]["dbt_elapsed_seconds"], run["monolithic"]["seconds"]
         ),
     }
+
+
+def _break_even(run: dict, daily: float) -> float | None:
+    """The latency per forms query above which the worker, which runs one per 500 care plans
+    (here against local tables), takes longer than the daily run; <= 0: any latency."""
+    worker = run.get("worker")
+    if not worker or not worker.get("steps", {}).get("forms_queries"):
+        return None
+    return (daily - worker["seconds"]) / worker["steps"]["forms_queries"]
 
 
 def summarize(runs: list[dict]) -> dict[str, Any]:
@@ -603,6 +674,10 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
         "floor_sftp_seconds": median_of(lambda r: r["floor"]["phases"]["sftp"]),
         "floor_max_rss_bytes": median_of(lambda r: r["floor"]["max_rss_bytes"]),
         "worker_seconds": median_of(lambda r: r["worker"]["seconds"]),
+        "worker_forms_queries": median_of(lambda r: r["worker"]["steps"]["forms_queries"]),
+        "dbt_intermediate_tables_seconds": median_of(
+            lambda r: r["dbt_build"]["intermediate_tables_seconds"]
+        ),
         "worker_max_rss_bytes": median_of(lambda r: r["worker"]["max_rss_bytes"]),
         "loader": {},
     }
@@ -617,6 +692,15 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
                 r["loader"][config]["max_rss_bytes"] for r in runs if config in r["loader"]
             ),
         }
+    levers = sorted({name for run in runs for name in run.get("levers", {})})
+    medians["levers"] = {
+        name: {
+            key: median_of(lambda r, n=name, k=key: r["levers"][n][k])
+            for key in runs[0]["levers"][name]
+            if isinstance(runs[0]["levers"][name][key], (int, float))
+        }
+        for name in levers
+    }
     per_run = [pair_ratios(run) for run in runs]
     ratios = {key: _median([r[key] for r in per_run]) for key in per_run[0]}
     return {"medians": medians, "ratios": ratios, "ratios_per_run": per_run}

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from loader.environment.warehouse import ProjectOptions
 
+# The production build (selectors.yml): every model, seed and guarding data test; the unit
+# tests and the `weekly` data-quality tests are left to CI and the weekly run.
+DAILY_BUILD = ("build", "--selector", "daily")
+
 # Node statuses that make a dbt command fail (a test with severity warn reports "warn").
 _FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
 

@@ -34,6 +34,7 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
         runs=1,
         home=tmp_path / "home",
         sftp="required" if in_ci else "optional",
+        levers=True,
         command="pytest tests/python/test_bench_smoke.py",
     )
     result = run_benchmark(options)
@@ -59,6 +60,14 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     )
     assert set(loader) == expected
     assert all(run["max_rss_bytes"] > 0 for run in loader.values())
+    # the production invocation leaves the unit tests out; the lever puts them back
+    assert not [n for n in result["dbt_nodes_slowest"] if n["node"].startswith("unit_test.")]
+    levers = result["runs_detail"][0]["levers"]
+    daily_nodes = result["runs_detail"][0]["dbt_build"]["node_count"]
+    assert levers["dbt_with_unit_and_weekly_tests"]["node_count"] >= daily_nodes + 22
+    assert levers["dbt_no_partial_parse"]["node_count"] == daily_nodes
+    assert set(levers) >= {"loader_jobs_1", "loader_jobs_3", "dbt_intermediates_logged"}
+    assert result["ratios"]["break_even_forms_query_seconds"] is not None
 
     out = tmp_path / "docs" / "benchmarks.md"
     out.parent.mkdir()
@@ -70,3 +79,4 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     assert text.startswith("# Benchmarks\n\nHand-written.\n")
     assert text.endswith(f"{report.END}\n\nAfter.\n")
     assert "old" not in text and "| 0.05 | yes | yes | yes |" in text
+    assert "## Levers, one at a time" in text and "### Break-even Athena latency" in text

@@ -216,3 +216,47 @@ def test_source_freshness_warns_after_three_quiet_days_and_errors_after_a_week(d
     success, statuses = source_freshness(db, project_options, days_ago=8)
     assert not success
     assert statuses == {"appointments": "error", "patient_forms_mips": "error"}
+
+
+@pytest.mark.parametrize(
+    ("row", "refusal"),
+    [
+        ("performance_year, state_code, file_row_number + 0", "duplicate key"),
+        ("performance_year, null, file_row_number + 1000000", "null value"),
+        ("null, state_code, file_row_number + 1000000", "null value"),
+        ("performance_year, state_code, null", "null value"),
+    ],
+)
+def test_the_export_constraints_refuse_what_its_skipped_tests_would_find(
+    production_build, db, row, refusal
+):
+    """On PostgreSQL the export's unique and not-null tests are disabled (models.md, "Data
+    tests"): the table's own primary key and not-null constraints refuse such a row."""
+    import psycopg
+
+    assert production_build.success
+    relation = f"{PRODUCTION.models_schema}.mips_export_v1"
+    columns = "performance_year, state_code, file_row_number"
+    with db.transaction(force_rollback=True), pytest.raises(psycopg.errors.IntegrityError) as err:
+        db.execute(
+            f"insert into {relation} ({columns}) select {row} from {relation} limit 1"
+        )
+    assert refusal in str(err.value)
+
+
+def test_intermediate_tables_skip_the_wal_and_the_marts_do_not(production_build, db):
+    """Unlogged: emptied by a crash, not replicated; only what the next build recreates anyway."""
+    assert production_build.success
+    persistence = dict(
+        fetch_all(
+            db,
+            "select c.relname, c.relpersistence from pg_class c "
+            "join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s and c.relkind = 'r'",
+            (PRODUCTION.models_schema,),
+        )
+    )
+    for table in ("int_visits_dated", "int_visit_forms_selected", "int_injuries_extended"):
+        assert persistence[table] == "u", table
+    for table in ("mips_export_v1", "mips_deliveries", "mips_expected_years", "mips_build_log"):
+        assert persistence[table] == "p", table
