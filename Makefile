@@ -30,8 +30,13 @@ lint: setup
 	$(BIN)/sqlfluff lint models macros tests/dbt
 	$(BIN)/python scripts/athena_lint.py
 
+# Every scale of docs/benchmarks.md, each with its levers (make bench SCALES=10 for one).
+SCALES ?= 1 10 30 100
+RUNS ?= 3
 bench: setup
-	$(BIN)/python -m bench --scale $(SCALE)
+	for scale in $(SCALES); do \
+		$(BIN)/python -m bench --scale $$scale --runs $(RUNS) --levers || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .mips target logs demo-output
