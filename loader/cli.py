@@ -23,6 +23,7 @@ from loader.errors import (
     MipsError,
     TransientError,
 )
+from loader.review.builds import DiffError
 from loader.run.build_gate import parse_duration
 from loader.run.export import (
     DEFAULT_MAX_SHRINK,
@@ -110,7 +111,7 @@ class _Cli(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
-        as_json = "--json" in argv
+        as_json = _wants_json(argv)
         with _signals_unwind():
             try:
                 result = super().main(argv, prog_name, complete_var, False, **extra)
@@ -136,6 +137,12 @@ class _Cli(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """`--json`, or `diff --format json`: errors are then one JSON document too."""
+    pairs = zip(argv, argv[1:], strict=False)
+    return "--json" in argv or "--format=json" in argv or ("--format", "json") in pairs
 
 
 def _fail(message: str, code: int, kind: str, as_json: bool) -> int:
@@ -280,6 +287,19 @@ def _progress(message: str) -> None:
         click.echo(message, err=True)
 
 
+@contextlib.contextmanager
+def _export_progress(as_json: bool):
+    """The live display for a person at a terminal (stdout and stderr both terminals, no
+    --json); otherwise the plain lines, on stderr when it is a terminal."""
+    if as_json or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        yield _progress
+        return
+    from loader.run.live_display import LiveExportDisplay  # rich: only for a terminal
+
+    with LiveExportDisplay() as display:
+        yield display.update
+
+
 @cli.command("export")
 @_selection_options
 @_date_option("Run date (default: today in the models' run_time_zone, dbt var mips_time_zone).")
@@ -350,10 +370,12 @@ def export_command(
         max_build_age=max_build_age,
         jobs=jobs,
     )
-    report = _run(
-        lambda warehouse: run_export(warehouse, request, progress=_progress),
-        _options(project_dir, profiles_dir, target),
-    )
+
+    def export(warehouse):
+        with _export_progress(as_json) as progress:
+            return run_export(warehouse, request, progress=progress)
+
+    report = _run(export, _options(project_dir, profiles_dir, target))
     _print_report(report, as_json)
     sys.exit(0 if report.succeeded else 1)
 
@@ -416,7 +438,14 @@ def demo_command(scale, seed, out, project_dir):
     """
     from loader.demo import run_demo  # dbt itself: only this command
 
-    report = run_demo(project_dir.resolve(), out.resolve(), scale=scale, seed=seed, echo=click.echo)
+    report = run_demo(
+        project_dir.resolve(),
+        out.resolve(),
+        scale=scale,
+        seed=seed,
+        echo=click.echo,
+        export_progress=lambda: _export_progress(as_json=False),
+    )
     sys.exit(0 if report.succeeded else 1)
 
 
@@ -549,6 +578,113 @@ def sync_forms_command(
     except (FormsSyncError, AthenaQueryError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(sync_forms_json(report) if as_json else sync_forms_text(report))
+
+
+@cli.command("diff")
+@click.option(
+    "--base",
+    "base_ref",
+    default=None,
+    help="The git ref to compare with (default: the merge base of HEAD with main; on main, "
+    "HEAD: the uncommitted change).",
+)
+@_selection_options
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["markdown", "table", "json"]),
+    default="markdown",
+    show_default=True,
+    help="Markdown (a pull-request comment), an aligned plain table, or one JSON document.",
+)
+@click.option(
+    "--show-rows",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Show at most N differing rows per delivery, base and head side by side. "
+    "PATIENT DATA: without it the output has none.",
+)
+@click.option(
+    "--base-schema",
+    default=None,
+    help="Schema the base is built into (default: <target schema>_diff_base).",
+)
+@click.option(
+    "--head-schema",
+    default=None,
+    help="Schema the working tree is built into (default: <target schema>_diff_head).",
+)
+@click.option(
+    "--vars",
+    "dbt_vars",
+    default=None,
+    envvar="MIPS_DIFF_VARS",
+    help="dbt vars for both builds, as YAML (like dbt's --vars); app_schema and forms_schema "
+    "name the source data (default app). Env: MIPS_DIFF_VARS.",
+)
+@project_options
+def diff_command(
+    project_dir,
+    profiles_dir,
+    target,
+    base_ref,
+    years,
+    states,
+    output_format,
+    show_rows,
+    base_schema,
+    head_schema,
+    dbt_vars,
+):
+    """Show what the working tree's models change in the delivered files, against a base git
+    revision: per year and state the rows only in base, only in head, changed and unchanged
+    (keyed by visit and measure kind), the changed columns, the measure-code transitions, and
+    first of all every change of a delivery's S3 key, SFTP file name, SFTP flag or header line.
+    Both are built into their own schemas over the same source data (on `dev`, the embedded
+    cluster, with the demo's data when it has none); see docs/reviewing-changes.md.
+
+    Exit status: 0 no difference, 1 differences, 2 error (usage, configuration, failed build,
+    bad ref).
+
+    Example: mips-loader diff --base main --year 2025 --format table
+    """
+    from loader.review.diff import DiffRequest, run_diff  # dbt itself: only this command
+    from loader.review.diff_report import render
+
+    request = DiffRequest(
+        base_ref=base_ref,
+        years=tuple(years),
+        states=tuple(s.upper() for s in states),
+        show_rows=show_rows,
+        base_schema=base_schema,
+        head_schema=head_schema,
+        dbt_vars=_yaml_vars(dbt_vars),
+    )
+    options = _options(project_dir, profiles_dir, target)
+    try:
+        result = _run(
+            lambda warehouse: run_diff(warehouse, options, request, progress=_progress), options
+        )
+    except KeyboardInterrupt:
+        raise DiffError("interrupted by a signal") from None
+    except MipsError as error:
+        # every failure is 2: a diff that could not be made must not read as "changes" (1)
+        raise DiffError(str(error)) from None
+    click.echo(render(result, output_format))
+    sys.exit(1 if result.differs else 0)
+
+
+def _yaml_vars(text: str | None) -> dict:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise click.UsageError("--vars must be a YAML mapping, like '{app_schema: app}'")
+    return value
 
 
 def _run(action, options: ProjectOptions):

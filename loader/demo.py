@@ -7,7 +7,9 @@ S3 and the registry's SFTP server.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -40,8 +42,11 @@ def run_demo(
     seed: int,
     echo: Callable[[str], None],
     as_of: dt.date | None = None,
+    export_progress: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ):
-    """`as_of`: the synthetic data's "today" (None: today in Los Angeles), see generate()."""
+    """`as_of`: the synthetic data's "today" (None: today in Los Angeles), see generate().
+    `export_progress()` gives the export's progress callback (the CLI's live display on a
+    terminal); by default there is none."""
     options = demo_options(project_dir)
     s3_dir, sftp_dir = out / "s3", out / "sftp"
     s3_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,12 @@ def run_demo(
             )
         echo("    " + ", ".join(f"{table} {rows:,}" for table, rows in counts.items()))
         echo("2/3 dbt build --selector daily")
-        outcome = run_dbt(options, list(DAILY_BUILD))
+        # dbt's node lines go to its log only; errors still reach the terminal
+        outcome = run_dbt(options, list(DAILY_BUILD), quiet=True)
+        log = Path(os.environ.get("DBT_LOG_PATH") or project_dir / "logs") / "dbt.log"
+        echo(f"    {outcome.summary()}  (every node: {log})")
+        for name in outcome.warned:
+            echo(f"    warning: {name}")
         if not outcome.success:
             raise SystemExit(f"dbt build failed: {outcome.error or 'see the output above'}")
         echo("3/3 exporting every delivery")
@@ -64,7 +74,8 @@ def run_demo(
             s3_url=s3_dir.as_uri(),
             sftp_url=sftp_dir.as_uri(),
         )
-        report = run_export(warehouse, request)
+        with export_progress() as progress:
+            report = run_export(warehouse, request, progress=progress or (lambda step: None))
         # What `status` will say about the calendar: on a fresh demo, the current year is not
         # configured (the demo's settings are production's, which end at 2025).
         with open_slice_source(warehouse) as source:

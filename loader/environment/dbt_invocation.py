@@ -21,6 +21,19 @@ class DbtOutcome:
     error: str | None
     # What each failed node said (e.g. "MIPS configuration is invalid ..."), in run order.
     failures: tuple[str, ...] = ()
+    # Nodes by status ("success", "pass", "warn", "error", ...), and the warned nodes' names.
+    statuses: tuple[tuple[str, int], ...] = ()
+    warned: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """dbt's end-of-run counts as one line: `PASS=120 WARN=2 ERROR=0 SKIP=0 TOTAL=122`."""
+        counts = dict(self.statuses)
+        passed = counts.get("success", 0) + counts.get("pass", 0)
+        failed = sum(counts.get(status, 0) for status in _FAILED_STATUSES)
+        return (
+            f"PASS={passed} WARN={counts.get('warn', 0)} ERROR={failed} "
+            f"SKIP={counts.get('skipped', 0)} TOTAL={sum(counts.values())}"
+        )
 
 
 def run_dbt(options: ProjectOptions, args: list[str], *, quiet: bool = False) -> DbtOutcome:
@@ -39,11 +52,20 @@ def run_dbt(options: ProjectOptions, args: list[str], *, quiet: bool = False) ->
     except ImportError:  # pragma: no cover - older dbt-common
         pass
     error = None if result.exception is None else str(result.exception)
+    statuses: dict[str, int] = {}
+    warned = []
+    for node_result in getattr(result.result, "results", None) or ():
+        status = str(getattr(node_result, "status", "")).lower()
+        statuses[status] = statuses.get(status, 0) + 1
+        if status == "warn":
+            warned.append(getattr(getattr(node_result, "node", None), "name", "?"))
     return DbtOutcome(
         success=bool(result.success),
         invocation_id=invocation_id,
         error=error,
         failures=_failure_messages(result.result),
+        statuses=tuple(sorted(statuses.items())),
+        warned=tuple(warned),
     )
 
 

@@ -260,6 +260,25 @@ def render_target(options: ProjectOptions) -> Warehouse:
     return Warehouse(target_name=name, adapter_type=str(data.get("type")), settings=data)
 
 
+# `schema: "{{ env_var('MIPS_DEV_SCHEMA', 'analytics') }}"`: where a target's schema comes from.
+_SCHEMA_VARIABLE = re.compile(r"""env_var\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
+
+
+def schema_variable(options: ProjectOptions) -> str:
+    """The environment variable the target's `schema` comes from (`MIPS_DEV_SCHEMA` for `dev`,
+    `MIPS_PG_SCHEMA` for `postgres` in the example profile): setting it is how the project
+    is built into another schema with the same profile (tests and `diff` do so)."""
+    name = target_name(options)
+    output = (_read_raw_profile(options).get("outputs") or {}).get(name) or {}
+    match = _SCHEMA_VARIABLE.search(str(output.get("schema") or ""))
+    if not match:
+        raise WarehouseConfigError(
+            f"target '{name}' has a fixed schema; give it one read from the environment, "
+            "as profiles.example.yml does: schema: \"{{ env_var('MIPS_PG_SCHEMA', 'analytics') }}\""
+        )
+    return match.group(1)
+
+
 def uses_embedded_cluster(options: ProjectOptions) -> bool:
     return target_name(options) == EMBEDDED_TARGET
 

@@ -105,7 +105,35 @@ def check_run_date(run_date: dt.date, zone: str) -> None:
         )
 
 
-Progress = Callable[[str], None]
+STAGE_UNLOAD = "unload"
+STAGE_S3 = "S3"
+STAGE_SFTP = "SFTP"
+STAGE_DONE = "done"
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where the run is, for a progress display; `str()` is the plain line a terminal gets."""
+
+    label: str
+    stage: str
+    index: int  # of the delivery, 0-based, in run order
+    total: int
+    rows: int | None = None
+    bytes: int | None = None
+    detail: str = ""  # the SFTP file name (SFTP), the status (done)
+
+    def __str__(self) -> str:
+        if self.stage == STAGE_UNLOAD:
+            return f"{self.label}: unloading"
+        if self.stage == STAGE_S3:
+            return f"{self.label}: {self.rows} rows, {self.bytes} bytes to S3"
+        if self.stage == STAGE_SFTP:
+            return f"{self.label}: uploading {self.detail} to SFTP"
+        return f"{self.label}: {self.detail}"
+
+
+Progress = Callable[[Step], None]
 
 
 def shrink_refusal(previous_rows: int, rows: int, max_shrink: Decimal) -> str | None:
@@ -135,7 +163,7 @@ def run_export(
     warehouse,
     request: ExportRequest,
     *,
-    progress: Progress = lambda message: None,
+    progress: Progress = lambda step: None,
 ) -> ExportReport:
     with open_slice_source(warehouse) as source:
         zone = source.run_time_zone()
@@ -167,12 +195,15 @@ def _export(source, warehouse, request: ExportRequest, run_date, progress) -> Ex
         work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
         ahead = stack.enter_context(UnloadsAhead(source, deliveries, work_dir, request.jobs))
         for index, delivery in enumerate(deliveries):
-            progress(f"{delivery.label}: unloading")
+
+            def step(stage: str, record=None, detail: str = "", i=index, d=delivery) -> None:
+                rows, size = (record.rows, record.bytes) if record is not None else (None, None)
+                progress(Step(d.label, stage, i, len(deliveries), rows, size, detail))
+
+            step(STAGE_UNLOAD)
             record = _new_record(delivery, report, STATUS_FAILED)
             try:
-                _deliver(
-                    lambda i=index: ahead.take(i), delivery, request, record, s3, sftp, progress
-                )
+                _deliver(lambda i=index: ahead.take(i), delivery, request, record, s3, sftp, step)
                 interrupted = INTERRUPTED.is_set()
             except KeyboardInterrupt:
                 interrupted = True
@@ -181,7 +212,7 @@ def _export(source, warehouse, request: ExportRequest, run_date, progress) -> Ex
                 report.not_attempted = len(deliveries) - index - 1
                 break
             report.results.append(record)
-            progress(f"{delivery.label}: {record.status}")
+            step(STAGE_DONE, record, record.status)
     return report
 
 
@@ -240,8 +271,9 @@ def _new_record(delivery: Delivery, report: ExportReport, status: str) -> Delive
     )
 
 
-def _deliver(unload, delivery, request, record, s3, sftp, progress) -> None:
-    """`unload()` gives the delivery's slice file (unloaded ahead, or now)."""
+def _deliver(unload, delivery, request, record, s3, sftp, step) -> None:
+    """`unload()` gives the delivery's slice file (unloaded ahead, or now); `step(stage,
+    record, detail)` tells the progress display."""
     unloaded: UnloadedSlice | None = None
     snapshot_written = False
     try:
@@ -250,7 +282,7 @@ def _deliver(unload, delivery, request, record, s3, sftp, progress) -> None:
         if request.dry_run:
             record.status = STATUS_DRY_RUN
             return
-        progress(f"{delivery.label}: {record.rows} rows, {record.bytes} bytes to S3")
+        step(STAGE_S3, record)
         retrying(
             lambda: s3.put_file(
                 unloaded.path,
@@ -263,7 +295,7 @@ def _deliver(unload, delivery, request, record, s3, sftp, progress) -> None:
         snapshot_written = True
         error = None
         if delivery.sftp_enabled:
-            error = _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress)
+            error = _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, step)
         record.status = STATUS_FAILED if error else STATUS_OK
         record.error = error
     except DeliveryError as exc:
@@ -279,7 +311,7 @@ def _deliver(unload, delivery, request, record, s3, sftp, progress) -> None:
         _record(s3, delivery, record, with_manifest=snapshot_written)
 
 
-def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress) -> str | None:
+def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, step) -> str | None:
     """Upload the same bytes to SFTP unless the shrink guard refuses; returns the error."""
     previous = last_sftp_delivery(s3, delivery)
     refusal = None
@@ -288,7 +320,7 @@ def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, progress) -> 
     if refusal:
         record.sftp_outcome = SFTP_REFUSED_SHRINK
         return f"{delivery.label}: SFTP upload refused: {refusal}"
-    progress(f"{delivery.label}: uploading {record.sftp_file_name} to SFTP")
+    step(STAGE_SFTP, record, record.sftp_file_name)
     try:
         retrying(
             lambda: sftp.put_file(

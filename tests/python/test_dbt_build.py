@@ -238,9 +238,7 @@ def test_the_export_constraints_refuse_what_its_skipped_tests_would_find(
     relation = f"{PRODUCTION.models_schema}.mips_export_v1"
     columns = "performance_year, state_code, file_row_number"
     with db.transaction(force_rollback=True), pytest.raises(psycopg.errors.IntegrityError) as err:
-        db.execute(
-            f"insert into {relation} ({columns}) select {row} from {relation} limit 1"
-        )
+        db.execute(f"insert into {relation} ({columns}) select {row} from {relation} limit 1")
     assert refusal in str(err.value)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 from click.testing import CliRunner
 
@@ -26,6 +27,9 @@ def test_demo_delivers_everything_and_status_names_unconfigured_years(
         catch_exceptions=False,
     )
     assert demo.exit_code == 0, demo.output
+    # dbt's summary, not a line per node (those are in the log)
+    assert re.search(r"PASS=\d+ WARN=\d+ ERROR=0 SKIP=0 TOTAL=\d+", demo.stdout), demo.stdout
+    assert "START sql" not in demo.stdout and "OK created" not in demo.stdout
     assert "run " in demo.stdout and f"{len(PRODUCTION_SLICES)} deliveries" in demo.stdout
     summary_lines = [line.split() for line in demo.stdout.splitlines() if line[:3] == "202"]
     assert sorted((int(f[0]), f[1]) for f in summary_lines) == sorted(PRODUCTION_SLICES)

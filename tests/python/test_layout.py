@@ -1,6 +1,7 @@
 """The loader's layout: every module imports, nothing imports in a circle, layers point down.
 
     loader.cli, loader.demo           the commands
+    loader.review.*                   `diff`: two builds of the project compared
     loader.run.*                      one export run: deliveries, gate, export, records, status
     loader.engines.*                  slices out of PostgreSQL or Athena, in the file layout
     loader.environment.*              the warehouse, the embedded cluster, dbt, the source data
@@ -30,8 +31,9 @@ ALLOWED = {
     "loader.engines": {"loader.destinations"},
     "loader.environment": {"loader.engines"},
     "loader.run": {"loader.engines", "loader.environment", "loader.destinations"},
+    "loader.review": {"loader.run", "loader.engines", "loader.environment", "loader.destinations"},
     "loader.cli": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
-                   "loader.demo"},
+                   "loader.demo", "loader.review"},
     "loader.demo": {"loader.run", "loader.engines", "loader.environment", "loader.destinations"},
 }  # fmt: skip
 

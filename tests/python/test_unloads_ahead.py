@@ -115,7 +115,7 @@ def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(source, jobs):
 
 def test_a_failed_unload_ahead_fails_that_delivery_only(source, models):
     models.execute(
-        f"update {SCHEMA}.mips_deliveries set export_relation = '\"{SCHEMA}\".\"no_such\"' "
+        f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."no_such"\' '
         "where performance_year = 2023"
     )
     deliveries = source.deliveries()

@@ -1,0 +1,1 @@
+"""Reviewing a change: what the working tree's models change in the delivered files."""

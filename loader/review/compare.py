@@ -1,0 +1,359 @@
+"""The comparison of two builds, in SQL: the rows never leave the warehouse.
+
+A row of the export is keyed by (year, state, visit, measure kind). The export has no kind
+column: every visit has exactly three rows, function, pain and length of stay, in that file
+order (SPEC §5, `int_visit_measures_unioned.measure_order`), so the kind is the row's rank
+within its visit by `file_row_number`. Row numbers themselves are not the key: one visit more
+renumbers every row after it, which would make the whole file look "changed". A visit
+without exactly three rows on either side makes the key ambiguous and stops the diff.
+
+The rows that differ are gathered once into a temporary table (key, outcome, the changed
+columns' names, both treatment codes, both row numbers); the counts per slice, per column and
+per code transition are aggregates over it. Only aggregates, and with `show_rows` at most that
+many example rows per slice, reach Python.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+from loader.names import relation_parts
+from loader.review.builds import DiffError
+
+SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
+VISIT_COLUMN = "visit_id"
+CODE_COLUMN = "treatment"
+MEASURE_KINDS = {1: "function", 2: "pain", 3: "length_of_stay"}
+ROWS_PER_VISIT = len(MEASURE_KINDS)
+OUTCOMES = ("only_in_base", "only_in_head", "changed")
+PAIRS_TABLE = "mips_diff_rows"
+
+
+@dataclass(frozen=True)
+class SlicePair:
+    """A delivered (year, state) and the export relation each side reads it from (None: the
+    side does not deliver it)."""
+
+    performance_year: int
+    state_code: str
+    base_relation: str | None
+    head_relation: str | None
+
+
+@dataclass
+class SliceCounts:
+    performance_year: int
+    state_code: str
+    only_in_base: int = 0
+    only_in_head: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    # column name -> rows of the slice whose value in that column changed
+    columns: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.only_in_base or self.only_in_head or self.changed)
+
+
+@dataclass(frozen=True)
+class CodeTransition:
+    performance_year: int
+    measure_kind: str
+    base_code: str | None
+    head_code: str | None
+    rows: int
+
+
+@dataclass(frozen=True)
+class ExampleRow:
+    """One differing row, both sides' values (None: the side has no such row). Patient data:
+    only ever collected when the user asked for examples."""
+
+    performance_year: int
+    state_code: str
+    outcome: str
+    measure_kind: str
+    changed_columns: tuple[str, ...]
+    columns: tuple[str, ...]
+    base: tuple[str | None, ...] | None
+    head: tuple[str | None, ...] | None
+
+
+@dataclass
+class RowComparison:
+    slices: list[SliceCounts]
+    transitions: list[CodeTransition]
+    examples: list[ExampleRow]
+
+
+def compare_rows(conn, pairs: list[SlicePair], *, show_rows: int = 0) -> RowComparison:
+    """Compare every slice of `pairs` (one statement per distinct pair of relations)."""
+    conn.execute(
+        sql.SQL(
+            "create temporary table {} (group_number int, performance_year int, state_code text,"
+            " measure_order bigint, outcome text, changed_columns text[], base_code text,"
+            " head_code text, base_row bigint, head_row bigint) on commit preserve rows"
+        ).format(sql.Identifier(PAIRS_TABLE))
+    )
+    try:
+        groups = _groups(pairs)
+        counts = {(p.performance_year, p.state_code): _empty(p) for p in pairs}
+        examples: list[ExampleRow] = []
+        for number, ((base, head), slices) in enumerate(groups.items()):
+            columns = _compared_columns(conn, base, head)
+            for relation, side in ((base, "base"), (head, "head")):
+                if relation is not None:
+                    _check_key(conn, relation, slices, side)
+            _collect_differences(conn, number, base, head, columns, slices)
+            _count_base_rows(conn, base, slices, counts)
+            if show_rows:
+                examples += _examples(conn, number, base, head, columns, show_rows)
+        _count_differences(conn, counts)
+        transitions = _transitions(conn)
+    finally:
+        conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(PAIRS_TABLE)))
+    return RowComparison(
+        slices=sorted(counts.values(), key=lambda c: (c.performance_year, c.state_code)),
+        transitions=transitions,
+        examples=examples,
+    )
+
+
+def _empty(pair: SlicePair) -> SliceCounts:
+    return SliceCounts(pair.performance_year, pair.state_code)
+
+
+def _groups(pairs: list[SlicePair]) -> dict[tuple[str | None, str | None], list[SlicePair]]:
+    groups: dict[tuple[str | None, str | None], list[SlicePair]] = defaultdict(list)
+    for pair in pairs:
+        groups[(pair.base_relation, pair.head_relation)].append(pair)
+    return groups
+
+
+def _identifier(relation: str) -> sql.Identifier:
+    return sql.Identifier(*relation_parts(relation))
+
+
+def _file_columns(conn, relation: str) -> list[str]:
+    *_, schema, table = relation_parts(relation)
+    rows = conn.execute(
+        "select column_name from information_schema.columns"
+        " where table_schema = %s and table_name = %s order by ordinal_position",
+        (schema, table),
+    ).fetchall()
+    if not rows:
+        raise DiffError(f"{relation} does not exist or has no columns")
+    return [name for (name,) in rows if name not in SLICE_COLUMNS]
+
+
+def _compared_columns(conn, base: str | None, head: str | None) -> list[str]:
+    """The file columns both sides have, in the head's order (a column only one side has shows
+    as a header change of the deliveries)."""
+    head_columns = _file_columns(conn, head) if head else None
+    base_columns = _file_columns(conn, base) if base else None
+    if head_columns is None or base_columns is None:
+        columns = head_columns or base_columns or []
+    else:
+        columns = [c for c in head_columns if c in set(base_columns)]
+    if VISIT_COLUMN not in columns:
+        raise DiffError(
+            f"the export has no column {VISIT_COLUMN} on both sides: rows cannot be keyed by visit"
+        )
+    return columns
+
+
+def _in_slices(slices: list[SlicePair], alias: str = "") -> sql.Composable:
+    prefix = f"{alias}." if alias else ""
+    return sql.SQL(
+        "({}performance_year, {}state_code) in (select * from unnest({}::int[], {}::text[]))"
+    ).format(
+        sql.SQL(prefix),
+        sql.SQL(prefix),
+        sql.Literal([s.performance_year for s in slices]),
+        sql.Literal([s.state_code for s in slices]),
+    )
+
+
+def _check_key(conn, relation: str, slices: list[SlicePair], side: str) -> None:
+    query = sql.SQL(
+        "select performance_year, state_code, count(*) from ("
+        " select performance_year, state_code, {visit} from {relation} where {selected}"
+        " group by 1, 2, 3 having count(*) <> {per_visit} or {visit} is null"
+        ") as ambiguous group by 1, 2 order by 1, 2 limit 1"
+    ).format(
+        visit=sql.Identifier(VISIT_COLUMN),
+        relation=_identifier(relation),
+        selected=_in_slices(slices),
+        per_visit=sql.Literal(ROWS_PER_VISIT),
+    )
+    found = conn.execute(query).fetchone()
+    if found:
+        year, state, visits = found
+        raise DiffError(
+            f"{side} export {year}/{state}: {visits} visit(s) without exactly {ROWS_PER_VISIT} "
+            "rows (function, pain, length of stay), so rows cannot be keyed by (visit, measure "
+            "kind)"
+        )
+
+
+def _side_rows(relation: str | None, columns: list[str], slices: list[SlicePair]):
+    """A side's rows of the slices with their measure order; no rows for a missing side."""
+    if relation is None:
+        nulls = [sql.SQL("null::int as performance_year, null::text as state_code")]
+        nulls.append(sql.SQL("null::bigint as file_row_number, null::bigint as measure_order"))
+        nulls += [sql.SQL("null::text as {}").format(sql.Identifier(c)) for c in columns]
+        return sql.SQL("select {} where false").format(sql.SQL(", ").join(nulls))
+    return sql.SQL(
+        "select performance_year, state_code, file_row_number, {columns},"
+        " row_number() over (partition by performance_year, state_code, {visit}"
+        " order by file_row_number) as measure_order"
+        " from {relation} where {selected}"
+    ).format(
+        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        visit=sql.Identifier(VISIT_COLUMN),
+        relation=_identifier(relation),
+        selected=_in_slices(slices),
+    )
+
+
+def _collect_differences(conn, number, base, head, columns, slices) -> None:
+    changed = sql.SQL(", ").join(
+        sql.SQL("case when b.{0} is distinct from h.{0} then {1} end").format(
+            sql.Identifier(c), sql.Literal(c)
+        )
+        for c in columns
+    )
+    code = (
+        (
+            sql.SQL("b.{}").format(sql.Identifier(CODE_COLUMN)),
+            sql.SQL("h.{}").format(sql.Identifier(CODE_COLUMN)),
+        )
+        if CODE_COLUMN in columns
+        else (sql.SQL("null"), sql.SQL("null"))
+    )
+    query = sql.SQL(
+        "insert into {pairs} select {number}, coalesce(b.performance_year, h.performance_year),"
+        " coalesce(b.state_code, h.state_code), coalesce(b.measure_order, h.measure_order),"
+        " case when h.performance_year is null then 'only_in_base'"
+        "  when b.performance_year is null then 'only_in_head' else 'changed' end,"
+        " changed_columns, {base_code}, {head_code}, b.file_row_number, h.file_row_number"
+        " from ({base}) as b full join ({head}) as h"
+        " on b.performance_year = h.performance_year and b.state_code = h.state_code"
+        " and b.{visit} = h.{visit} and b.measure_order = h.measure_order"
+        " cross join lateral (select array_remove(array[{changed}], null) as changed_columns)"
+        " as difference"
+        " where h.performance_year is null or b.performance_year is null"
+        " or cardinality(changed_columns) > 0"
+    ).format(
+        pairs=sql.Identifier(PAIRS_TABLE),
+        number=sql.Literal(number),
+        base_code=code[0],
+        head_code=code[1],
+        base=_side_rows(base, columns, slices),
+        head=_side_rows(head, columns, slices),
+        visit=sql.Identifier(VISIT_COLUMN),
+        changed=changed,
+    )
+    conn.execute(query)
+
+
+def _count_base_rows(conn, base: str | None, slices, counts) -> None:
+    """Every base row is only in base, changed or unchanged: unchanged is what is left."""
+    if base is None:
+        return
+    query = sql.SQL(
+        "select performance_year, state_code, count(*) from {} where {} group by 1, 2"
+    ).format(_identifier(base), _in_slices(slices))
+    for year, state, rows in conn.execute(query).fetchall():
+        counts[(year, state)].unchanged = rows
+
+
+def _count_differences(conn, counts: dict[tuple[int, str], SliceCounts]) -> None:
+    table = sql.Identifier(PAIRS_TABLE)
+    outcomes = sql.SQL(
+        "select performance_year, state_code, outcome, count(*) from {} group by 1, 2, 3"
+    ).format(table)
+    for year, state, outcome, rows in conn.execute(outcomes).fetchall():
+        setattr(counts[(year, state)], outcome, rows)
+    for slice_counts in counts.values():
+        slice_counts.unchanged -= slice_counts.only_in_base + slice_counts.changed
+    per_column = sql.SQL(
+        "select performance_year, state_code, changed_column, count(*) from {},"
+        " unnest(changed_columns) as changed_column where outcome = 'changed'"
+        " group by 1, 2, 3 order by 1, 2, 4 desc, 3"
+    ).format(table)
+    for year, state, column, rows in conn.execute(per_column).fetchall():
+        counts[(year, state)].columns[column] = rows
+
+
+def _transitions(conn) -> list[CodeTransition]:
+    query = sql.SQL(
+        "select performance_year, measure_order, base_code, head_code, count(*) from {}"
+        " where outcome = 'changed' and base_code is distinct from head_code"
+        " group by 1, 2, 3, 4 order by 1, 2, 5 desc, 3, 4"
+    ).format(sql.Identifier(PAIRS_TABLE))
+    return [
+        CodeTransition(year, MEASURE_KINDS[order], base_code, head_code, rows)
+        for year, order, base_code, head_code, rows in conn.execute(query).fetchall()
+    ]
+
+
+def _side_values(relation: str | None, columns: list[str], alias: str, row: str):
+    """The join that brings one side's values of an example row back (nothing: nulls)."""
+    if relation is None:
+        return sql.SQL(""), sql.SQL(", ").join(sql.SQL("null") for _ in columns)
+    join = sql.SQL(
+        " left join {relation} as {alias} on {alias}.performance_year = p.performance_year"
+        " and {alias}.state_code = p.state_code and {alias}.file_row_number = p.{row}"
+    ).format(relation=_identifier(relation), alias=sql.Identifier(alias), row=sql.Identifier(row))
+    values = sql.SQL(", ").join(
+        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns
+    )
+    return join, values
+
+
+def _examples(conn, number, base, head, columns, limit: int) -> list[ExampleRow]:
+    base_join, base_values = _side_values(base, columns, "b", "base_row")
+    head_join, head_values = _side_values(head, columns, "h", "head_row")
+    query = sql.SQL(
+        "select p.performance_year, p.state_code, p.outcome, p.measure_order,"
+        " p.changed_columns, p.base_row is not null, p.head_row is not null,"
+        " {base_values}, {head_values}"
+        " from (select *, row_number() over (partition by performance_year, state_code"
+        "  order by case outcome when 'changed' then 0 when 'only_in_base' then 1 else 2 end,"
+        "  coalesce(base_row, head_row)) as example_number"
+        "  from {pairs} where group_number = {number}) as p"
+        "{base_join}{head_join}"
+        " where p.example_number <= {limit}"
+        " order by 1, 2, p.example_number"
+    ).format(
+        base_values=base_values,
+        head_values=head_values,
+        pairs=sql.Identifier(PAIRS_TABLE),
+        number=sql.Literal(number),
+        base_join=base_join,
+        head_join=head_join,
+        limit=sql.Literal(limit),
+    )
+    width = len(columns)
+    examples = []
+    for row in conn.execute(query).fetchall():
+        year, state, outcome, order, changed, has_base, has_head = row[:7]
+        values = row[7:]
+        examples.append(
+            ExampleRow(
+                performance_year=year,
+                state_code=state,
+                outcome=outcome,
+                measure_kind=MEASURE_KINDS[order],
+                changed_columns=tuple(changed or ()),
+                columns=tuple(columns),
+                base=tuple(values[:width]) if has_base else None,
+                head=tuple(values[width:]) if has_head else None,
+            )
+        )
+    return examples

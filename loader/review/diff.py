@@ -1,0 +1,293 @@
+"""`mips-loader diff`: what the working tree's models change in the files the registry gets.
+
+The base revision (a git ref; default the merge base with main) is checked out in a temporary
+worktree; it and the working tree are built into two sibling schemas over the same source
+data; then the deliveries (every name, rendered for the run date) and the export rows of both
+are compared in the warehouse (`compare.py`). Every failure is a `DiffError` (exit 2): a diff
+that could not be made must not read as "no change" (0) or "changes" (1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loader.clock import today_in
+from loader.environment.cluster import default_data_dir
+from loader.environment.synthetic import generate
+from loader.environment.warehouse import (
+    ProjectOptions,
+    Warehouse,
+    schema_variable,
+    uses_embedded_cluster,
+)
+from loader.errors import MipsError
+from loader.names import relation_parts
+from loader.review.builds import DiffError, Side, build_side
+from loader.review.compare import RowComparison, SlicePair, compare_rows
+from loader.review.revisions import Revision, base_checkout, resolve_base
+from loader.run.deliveries import Delivery, read_deliveries, select_deliveries
+from loader.run.source import PostgresSliceSource
+
+# A schema the diff builds into: plain, unquoted, within PostgreSQL's 63 bytes.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# The demo's data set (`mips-loader demo` defaults), for an embedded cluster without data.
+DEMO_SEED, DEMO_SCALE = 42, 1.0
+# The names and flags of a delivery, most dangerous first: a file under a name the registry
+# does not expect is never read.
+NAME_FIELDS = (
+    ("s3_key", "S3 key"),
+    ("sftp_enabled", "SFTP enabled"),
+    ("sftp_file_name", "SFTP file name"),
+    ("file_header", "header line"),
+    ("export_layout", "export layout"),
+    ("manifest_key", "manifest key"),
+    ("snapshot_prefix", "snapshot prefix"),
+    ("run_log_key_template", "run-log key"),
+    ("s3_default_prefix", "default S3 prefix"),
+)
+
+
+@dataclass(frozen=True)
+class DiffRequest:
+    base_ref: str | None = None
+    years: tuple[int, ...] = ()
+    states: tuple[str, ...] = ()
+    show_rows: int = 0
+    base_schema: str | None = None
+    head_schema: str | None = None
+    dbt_vars: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeliveryChange:
+    """A delivery that appears or disappears (`what` "delivery") or one of its names or flags
+    that changes, as rendered for the run date."""
+
+    performance_year: int
+    state_code: str
+    what: str
+    base: str | None
+    head: str | None
+
+
+@dataclass
+class DiffResult:
+    base: Revision
+    head_label: str
+    run_date: dt.date | None
+    run_time_zone: str | None
+    deliveries_compared: int
+    delivery_changes: list[DeliveryChange]
+    rows: RowComparison
+    show_rows: int
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.delivery_changes) or any(s.differs for s in self.rows.slices)
+
+
+def run_diff(
+    warehouse: Warehouse,
+    options: ProjectOptions,
+    request: DiffRequest,
+    *,
+    progress: Callable[[str], None] = lambda _: None,
+) -> DiffResult:
+    """Build both sides and compare them; the warehouse (and, on `dev`, the cluster) is up."""
+    if warehouse.adapter_type != "postgres":
+        raise DiffError(f"diff runs on PostgreSQL; target '{warehouse.target_name}' is not")
+    try:
+        return _run_diff(warehouse, options, request, progress)
+    except DiffError:
+        raise
+    except MipsError as error:
+        raise DiffError(str(error)) from None
+    except Exception as error:
+        import psycopg
+
+        if not isinstance(error, psycopg.Error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DiffError(f"warehouse query failed: {first_line}") from None
+
+
+def _run_diff(warehouse, options, request, progress) -> DiffResult:
+    revision = resolve_base(options.project_dir, request.base_ref)
+    # the target by name on both sides: dbt's partial parsing is kept only for the same
+    # command line, and `--target dev` must not differ from the profile's default `dev`
+    options = dataclasses.replace(options, target=warehouse.target_name)
+    variable = schema_variable(options)
+    base_schema, head_schema = _side_schemas(warehouse.schema, request)
+    dbt_vars = _source_vars(request.dbt_vars)
+    _check_sources_apart(dbt_vars, (base_schema, head_schema, warehouse.schema))
+    # both sides' dbt target/ and logs/, beside the embedded cluster: kept for the next diff's
+    # partial parsing and for reading a failed build's log
+    work = default_data_dir(options.project_dir).parent / "diff"
+    with _one_diff_at_a_time(work):
+        if uses_embedded_cluster(options):
+            _ensure_demo_data(warehouse, dbt_vars, progress)
+        head = Side("head", "head (working tree)", options, head_schema, work / "head")
+        with base_checkout(options.project_dir, revision, work / "base" / "worktree") as tree:
+            base_options = ProjectOptions(
+                project_dir=tree,
+                profiles_dir=options.resolved_profiles_dir(),
+                target=options.target,
+            )
+            base = Side("base", f"base {revision.label}", base_options, base_schema, work / "base")
+            for side in (base, head):
+                progress(f"building {side.label} into schema {side.schema}")
+                build_side(side, variable, dbt_vars)
+        progress("comparing")
+        with warehouse.connect(autocommit=True) as conn:
+            return compare_builds(conn, revision, head.label, base_schema, head_schema, request)
+
+
+@contextlib.contextmanager
+def _one_diff_at_a_time(work: Path) -> Iterator[None]:
+    """Two diffs of one project would build into the same schemas and worktree."""
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / "diff.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DiffError(
+                f"another mips-loader diff of this project is running ({work})"
+            ) from None
+        yield
+
+
+def _side_schemas(target_schema: str, request: DiffRequest) -> tuple[str, str]:
+    base = request.base_schema or f"{target_schema}_diff_base"
+    head = request.head_schema or f"{target_schema}_diff_head"
+    for option, name in (("--base-schema", base), ("--head-schema", head)):
+        if not SCHEMA_NAME.fullmatch(name):
+            raise DiffError(f"{option} {name!r}: a schema name of a-z, 0-9 and _ (at most 63)")
+        if name == target_schema:
+            raise DiffError(
+                f"{option} {name!r} is the target's own schema: diff never builds there"
+            )
+    if base == head:
+        raise DiffError(f"--base-schema and --head-schema are both {base!r}")
+    return base, head
+
+
+def _source_vars(dbt_vars: dict) -> dict:
+    """The vars both sides are built with: the user's, and the source schemas spelled out, so
+    both read the same tables whatever each revision's defaults are."""
+    app = dbt_vars.get("app_schema") or "app"
+    return {**dbt_vars, "app_schema": app, "forms_schema": dbt_vars.get("forms_schema") or app}
+
+
+def _check_sources_apart(dbt_vars: dict, built: tuple[str, ...]) -> None:
+    for source in {dbt_vars["app_schema"], dbt_vars["forms_schema"]}:
+        if source in built:
+            raise DiffError(f"source schema {source!r} is also a schema the diff builds into")
+
+
+def _ensure_demo_data(warehouse: Warehouse, dbt_vars: dict, progress) -> None:
+    """On the embedded cluster, sources without data get the demo's synthetic data."""
+    app = dbt_vars["app_schema"]
+    with warehouse.connect(autocommit=True) as conn:
+        relation = conn.execute("select to_regclass(%s)", (f'"{app}".appointments',)).fetchone()[0]
+        if relation is not None:
+            from psycopg import sql
+
+            query = sql.SQL("select exists (select from {})").format(
+                sql.Identifier(app, "appointments")
+            )
+            if conn.execute(query).fetchone()[0]:
+                return
+        progress(f"no source data in schema {app}: generating the demo's synthetic data")
+        generate(
+            conn,
+            seed=DEMO_SEED,
+            scale=DEMO_SCALE,
+            app_schema=app,
+            forms_schema=dbt_vars["forms_schema"],
+        )
+
+
+def compare_builds(conn, revision, head_label, base_schema, head_schema, request) -> DiffResult:
+    """Compare two built schemas (the deliveries, then the rows of every selected delivery)."""
+    base_all, head_all = read_deliveries(conn, base_schema), read_deliveries(conn, head_schema)
+    select_deliveries(base_all + head_all, request.years, request.states)  # a typo is an error
+    base = {_key(d): d for d in select_deliveries(base_all, request.years, request.states)}
+    head = {_key(d): d for d in select_deliveries(head_all, request.years, request.states)}
+    zone = _run_time_zone(
+        conn, head_schema if head_all else base_schema, bool(base_all or head_all)
+    )
+    run_date = today_in(zone) if zone else None
+    keys = sorted(base.keys() | head.keys())
+    pairs = [
+        SlicePair(
+            year,
+            state,
+            base[(year, state)].export_relation if (year, state) in base else None,
+            head[(year, state)].export_relation if (year, state) in head else None,
+        )
+        for year, state in keys
+    ]
+    return DiffResult(
+        base=revision,
+        head_label=head_label,
+        run_date=run_date,
+        run_time_zone=zone,
+        deliveries_compared=len(keys),
+        delivery_changes=[
+            change
+            for key in keys
+            for change in _delivery_changes(key, base.get(key), head.get(key), run_date)
+        ],
+        rows=compare_rows(conn, pairs, show_rows=request.show_rows),
+        show_rows=request.show_rows,
+    )
+
+
+def _key(delivery: Delivery) -> tuple[int, str]:
+    return (delivery.performance_year, delivery.state_code)
+
+
+def _run_time_zone(conn, schema: str, any_delivery: bool) -> str | None:
+    """The run date's zone as the deliveries state it (none: there is no name to render)."""
+    if not any_delivery:
+        return None
+    return PostgresSliceSource(conn, schema).run_time_zone()
+
+
+def delivery_names(delivery: Delivery, run_date: dt.date) -> dict[str, str | None]:
+    """What each name of the delivery is on the run date (the export layout without the
+    schema, which differs between the two builds by construction)."""
+    return {
+        "s3_key": delivery.s3_key(run_date),
+        "sftp_enabled": "yes" if delivery.sftp_enabled else "no",
+        "sftp_file_name": delivery.sftp_file_name(run_date),
+        "file_header": delivery.file_header,
+        "export_layout": relation_parts(delivery.export_relation)[-1],
+        "manifest_key": delivery.manifest_key(run_date),
+        "snapshot_prefix": delivery.snapshot_prefix,
+        "run_log_key_template": delivery.run_log_key_template,
+        "s3_default_prefix": delivery.s3_default_prefix,
+    }
+
+
+def _delivery_changes(key, base: Delivery | None, head: Delivery | None, run_date):
+    year, state = key
+    if base is None or head is None:
+        present = head or base
+        name = present.sftp_file_name(run_date) if present.sftp_enabled else None
+        what = f"S3 {present.s3_key(run_date)}" + (f", SFTP {name}" if name else ", no SFTP")
+        yield DeliveryChange(
+            year, state, "delivery", what if base else None, what if head else None
+        )
+        return
+    base_names, head_names = delivery_names(base, run_date), delivery_names(head, run_date)
+    for name, label in NAME_FIELDS:
+        if base_names[name] != head_names[name]:
+            yield DeliveryChange(year, state, label, base_names[name], head_names[name])

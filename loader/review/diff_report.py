@@ -1,0 +1,231 @@
+"""What `mips-loader diff` prints: Markdown (for a pull-request comment), a plain table, JSON.
+
+The same sections in every format, most dangerous first: the deliveries whose names or flags
+change (or that appear or disappear), then the rows per year and state, the measure-code
+transitions, the columns that changed. Nothing patient-level (ids, dates, NPIs, values) is in
+any of them unless examples were asked for (`--show-rows`), which come last.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from loader.review.compare import ExampleRow, SliceCounts
+from loader.review.diff import DiffResult
+from loader.run.report import table
+
+FORMATS = ("markdown", "table", "json")
+NAME_HEADERS = ("year", "state", "what", "base", "head")
+ROW_HEADERS = ("year", "state", "only in base", "only in head", "changed", "unchanged")
+COLUMN_HEADERS = ("year", "state", "column", "rows changed")
+
+
+def render(result: DiffResult, output_format: str) -> str:
+    return {"markdown": markdown, "table": plain, "json": as_json}[output_format](result)
+
+
+def title(result: DiffResult) -> str:
+    return f"MIPS delivery diff: base {result.base.label} → {result.head_label}"
+
+
+def verdict(result: DiffResult) -> str:
+    if result.differs:
+        changed = sum(1 for s in result.rows.slices if s.differs)
+        parts = []
+        if result.delivery_changes:
+            parts.append(f"{len(result.delivery_changes)} delivery name or flag change(s)")
+        if changed:
+            parts.append(f"rows change in {changed} of {result.deliveries_compared} deliveries")
+        return f"Changes deliveries: {'; '.join(parts)}."
+    rows = sum(s.unchanged for s in result.rows.slices)
+    return (
+        f"No change: the working tree delivers exactly what base {result.base.label} delivers "
+        f"({result.deliveries_compared} deliveries, {rows:,} rows)."
+    )
+
+
+def run_date_line(result: DiffResult) -> str:
+    if result.run_date is None:
+        return "No deliveries on either side."
+    return (
+        f"Names as a run on {result.run_date.isoformat()} ({result.run_time_zone}) writes them; "
+        f"{result.deliveries_compared} deliveries compared."
+    )
+
+
+def transition_line(transition) -> str:
+    return (
+        f"{transition.performance_year} {transition.measure_kind} "
+        f"{transition.base_code or '(empty)'} → {transition.head_code or '(empty)'}: "
+        f"{transition.rows:,} rows"
+    )
+
+
+def _name_rows(result: DiffResult) -> list[list[Any]]:
+    return [
+        [str(c.performance_year), c.state_code, c.what, c.base, c.head]
+        for c in result.delivery_changes
+    ]
+
+
+def _row_rows(slices: list[SliceCounts]) -> list[list[Any]]:
+    # years as text: a table shows counts with thousands separators, never a year
+    return [
+        [
+            str(s.performance_year),
+            s.state_code,
+            s.only_in_base,
+            s.only_in_head,
+            s.changed,
+            s.unchanged,
+        ]
+        for s in slices
+    ]
+
+
+def _column_rows(slices: list[SliceCounts]) -> list[list[Any]]:
+    return [
+        [str(s.performance_year), s.state_code, column, rows]
+        for s in slices
+        for column, rows in s.columns.items()
+    ]
+
+
+def _unchanged_note(result: DiffResult, shown: list[SliceCounts]) -> str:
+    others = len(result.rows.slices) - len(shown)
+    return f"{others} other deliveries: no row changes." if others else ""
+
+
+def _example_title(example: ExampleRow) -> str:
+    what = example.outcome.replace("_", " ")
+    if example.changed_columns:
+        what += f": {', '.join(example.changed_columns)}"
+    return f"{example.performance_year}/{example.state_code} {example.measure_kind} row, {what}"
+
+
+def _example_rows(example: ExampleRow) -> list[list[Any]]:
+    def value(side, index):
+        return None if side is None else side[index]
+
+    return [
+        [("* " if c in example.changed_columns else "") + c, value(example.base, i),
+         value(example.head, i)]
+        for i, c in enumerate(example.columns)
+    ]  # fmt: skip
+
+
+# Markdown
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(headers, rows) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def markdown(result: DiffResult) -> str:
+    lines = [f"## {title(result)}", "", f"**{verdict(result)}**", "", run_date_line(result)]
+    if result.delivery_changes:
+        lines += ["", "### ⚠️ Delivery names and flags", ""]
+        lines += [
+            "Checked first: a file under a name the registry does not expect is never read.",
+            "",
+        ]
+        lines += _markdown_table(NAME_HEADERS, _name_rows(result))
+    shown = [s for s in result.rows.slices if s.differs]
+    if shown:
+        lines += ["", "### Rows per year and state", "", "Keyed by (visit, measure kind).", ""]
+        lines += _markdown_table(ROW_HEADERS, _row_rows(shown))
+        if note := _unchanged_note(result, shown):
+            lines += ["", note]
+    if result.rows.transitions:
+        lines += ["", "### Measure-code transitions", ""]
+        lines += [f"- {transition_line(t)}" for t in result.rows.transitions]
+    if columns := _column_rows(shown):
+        lines += ["", "### Changed columns", ""]
+        lines += _markdown_table(COLUMN_HEADERS, columns)
+    if result.rows.examples:
+        lines += ["", f"### Example rows (at most {result.show_rows} per delivery; patient data)"]
+        for example in result.rows.examples:
+            lines += ["", f"**{_example_title(example)}**", ""]
+            lines += _markdown_table(("column", "base", "head"), _example_rows(example))
+    return "\n".join(lines)
+
+
+# Plain text
+
+
+def plain(result: DiffResult) -> str:
+    lines = [title(result), verdict(result), run_date_line(result)]
+    if result.delivery_changes:
+        lines += ["", "DELIVERY NAMES AND FLAGS (checked first)"]
+        lines.append(table(NAME_HEADERS, _name_rows(result)))
+    shown = [s for s in result.rows.slices if s.differs]
+    if shown:
+        lines += ["", "ROWS PER YEAR AND STATE (keyed by visit and measure kind)"]
+        lines.append(table(ROW_HEADERS, _row_rows(shown)))
+        if note := _unchanged_note(result, shown):
+            lines.append(note)
+    if result.rows.transitions:
+        lines += ["", "MEASURE-CODE TRANSITIONS"]
+        lines += [transition_line(t) for t in result.rows.transitions]
+    if columns := _column_rows(shown):
+        lines += ["", "CHANGED COLUMNS"]
+        lines.append(table(COLUMN_HEADERS, columns))
+    if result.rows.examples:
+        lines += ["", f"EXAMPLE ROWS (at most {result.show_rows} per delivery; patient data)"]
+        for example in result.rows.examples:
+            lines += ["", _example_title(example)]
+            lines.append(table(("column", "base", "head"), _example_rows(example)))
+    return "\n".join(lines)
+
+
+# JSON
+
+
+def as_json(result: DiffResult) -> str:
+    document: dict[str, Any] = {
+        "ok": True,
+        "differs": result.differs,
+        "exit_code": 1 if result.differs else 0,
+        "summary": verdict(result),
+        "base": {"ref": result.base.ref, "commit": result.base.commit},
+        "head": result.head_label,
+        "run_date": result.run_date.isoformat() if result.run_date else None,
+        "run_time_zone": result.run_time_zone,
+        "deliveries_compared": result.deliveries_compared,
+        "delivery_changes": [
+            {"performance_year": c.performance_year, "state_code": c.state_code,
+             "what": c.what, "base": c.base, "head": c.head}
+            for c in result.delivery_changes
+        ],
+        "slices": [
+            {"performance_year": s.performance_year, "state_code": s.state_code,
+             "only_in_base": s.only_in_base, "only_in_head": s.only_in_head,
+             "changed": s.changed, "unchanged": s.unchanged, "changed_columns": s.columns}
+            for s in result.rows.slices
+        ],
+        "code_transitions": [
+            {"performance_year": t.performance_year, "measure_kind": t.measure_kind,
+             "base_code": t.base_code, "head_code": t.head_code, "rows": t.rows}
+            for t in result.rows.transitions
+        ],
+    }  # fmt: skip
+    if result.show_rows:
+        document["examples"] = [
+            {"performance_year": e.performance_year, "state_code": e.state_code,
+             "outcome": e.outcome, "measure_kind": e.measure_kind,
+             "changed_columns": list(e.changed_columns),
+             "base": None if e.base is None else dict(zip(e.columns, e.base, strict=True)),
+             "head": None if e.head is None else dict(zip(e.columns, e.head, strict=True))}
+            for e in result.rows.examples
+        ]  # fmt: skip
+    return json.dumps(document, indent=2)
