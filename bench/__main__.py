@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from bench import report
-from bench.harness import PROJECT_DIR, Options, run_benchmark
+from bench.harness import ALL_LEVERS, PROJECT_DIR, Options, run_benchmark
 
 SMOKE_SCALE = 0.05
 
@@ -73,7 +73,7 @@ def main(scale, runs, seed, out, home, no_worker, profile, levers, smoke, plot, 
         worker=not no_worker,
         sftp="optional" if smoke else "required",
         profile=profile,
-        levers=levers,
+        levers=ALL_LEVERS if levers else (),
         command=_command_line(),
         progress=lambda message: click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True),
     )

@@ -63,8 +63,8 @@ class Options:
     # "required": fail without sshd; "optional": SFTP legs are skipped when sshd is unusable.
     sftp: str = "required"
     profile: bool = False
-    # Also time each lever of the daily run on its own (see LEVERS).
-    levers: bool = False
+    # Also time these levers of the daily run, each undone on its own (ALL_LEVERS: every one).
+    levers: tuple[str, ...] = ()
     command: str = ""
     progress: Progress = field(default=lambda message: None, repr=False)
 
@@ -254,6 +254,7 @@ DBT_LEVERS = {
 }
 # The loader's unloads ahead: the production shape with other --jobs values (default 2).
 LOADER_JOBS_LEVERS = ("1", "3")
+ALL_LEVERS = (*DBT_LEVERS, *(f"jobs_{jobs}" for jobs in LOADER_JOBS_LEVERS))
 # dbt's nodes whose time the unlogged lever changes.
 INTERMEDIATE_TABLES = (
     "int_visits_dated",
@@ -579,6 +580,8 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
     say = options.progress
     levers: dict[str, Any] = {}
     for name, args in DBT_LEVERS.items():
+        if name not in options.levers:
+            continue
         build = run_dbt_build(
             env, options.home, logs, f"run{index}-lever-{name}", args, f"dbt-target-{name}"
         )
@@ -586,6 +589,8 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
         say(f"run {index + 1}: lever dbt {name} {build['seconds']:.1f} s")
     config = "s3+sftp" if transports.has_sftp else "s3"
     for jobs in LOADER_JOBS_LEVERS:
+        if f"jobs_{jobs}" not in options.levers:
+            continue
         result = run_loader(
             config, env, transports, logs, f"run{index}-lever-jobs{jobs}", jobs=jobs
         )

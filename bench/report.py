@@ -192,30 +192,18 @@ def _targets(largest: dict, ordered: list[dict], fit: dict | None) -> list[str]:
                 _x(ratio),
             )
         )
-    for scale, limit in TARGET_MONOLITHIC:
+    at_most = [
+        ("production `dbt build` ≤ {:g}× the monolithic query", "dbt_build_over_monolithic", t)
+        for t in TARGET_MONOLITHIC
+    ] + [
+        ("export to S3 + SFTP, stored bytes verified, ≤ {:g}× the floor", "loader_over_floor", t)
+        for t in TARGET_FLOOR
+    ]
+    for what, key, (scale, limit) in at_most:
         result = _at(ordered, scale)
-        ratio = None if result is None else result["ratios"].get("dbt_build_over_monolithic")
-        rows.append(
-            _target_row(
-                f"production `dbt build` ≤ {limit:g}× the monolithic query",
-                result,
-                ratio,
-                ratio is not None and ratio <= limit,
-                _x(ratio),
-            )
-        )
-    for scale, limit in TARGET_FLOOR:
-        result = _at(ordered, scale)
-        ratio = None if result is None else result["ratios"].get("loader_over_floor")
-        rows.append(
-            _target_row(
-                f"export to S3 + SFTP, stored bytes verified, ≤ {limit:g}× the floor",
-                result,
-                ratio,
-                ratio is not None and ratio <= limit,
-                _x(ratio),
-            )
-        )
+        ratio = None if result is None else result["ratios"].get(key)
+        ok = ratio is not None and ratio <= limit
+        rows.append(_target_row(what.format(limit), result, ratio, ok, _x(ratio)))
     loader_rss = [
         max(c["peak_rss_bytes"] for c in r["medians"]["loader"].values()) for r in ordered
     ]
