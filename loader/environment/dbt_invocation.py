@@ -26,13 +26,15 @@ class DbtOutcome:
     warned: tuple[str, ...] = ()
 
     def summary(self) -> str:
-        """dbt's end-of-run counts as one line: `PASS=120 WARN=2 ERROR=0 SKIP=0 TOTAL=122`."""
+        """dbt's end-of-run counts as one line, as dbt prints them:
+        `PASS=120 WARN=2 ERROR=0 SKIP=0 NO-OP=1 TOTAL=123` (an exposure is a no-op)."""
         counts = dict(self.statuses)
         passed = counts.get("success", 0) + counts.get("pass", 0)
         failed = sum(counts.get(status, 0) for status in _FAILED_STATUSES)
         return (
             f"PASS={passed} WARN={counts.get('warn', 0)} ERROR={failed} "
-            f"SKIP={counts.get('skipped', 0)} TOTAL={sum(counts.values())}"
+            f"SKIP={counts.get('skipped', 0)} NO-OP={counts.get('no-op', 0)} "
+            f"TOTAL={sum(counts.values())}"
         )
 
 

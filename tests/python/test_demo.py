@@ -28,7 +28,10 @@ def test_demo_delivers_everything_and_status_names_unconfigured_years(
     )
     assert demo.exit_code == 0, demo.output
     # dbt's summary, not a line per node (those are in the log)
-    assert re.search(r"PASS=\d+ WARN=\d+ ERROR=0 SKIP=0 TOTAL=\d+", demo.stdout), demo.stdout
+    counts = re.search(r"PASS=(\d+) WARN=(\d+) ERROR=0 SKIP=0 NO-OP=(\d+) TOTAL=(\d+)", demo.stdout)
+    assert counts, demo.stdout
+    passed, warned, no_op, total = map(int, counts.groups())
+    assert passed + warned + no_op == total
     assert "START sql" not in demo.stdout and "OK created" not in demo.stdout
     assert "run " in demo.stdout and f"{len(PRODUCTION_SLICES)} deliveries" in demo.stdout
     summary_lines = [line.split() for line in demo.stdout.splitlines() if line[:3] == "202"]
