@@ -26,6 +26,8 @@ from typing import Any
 
 from bench import machine
 from bench.processes import Measured, measure
+from loader.engines.slice_files import SLICE_COLUMNS
+from loader.environment.dbt_invocation import DAILY_BUILD  # the scheduler's, as the demo's
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TESTS_DIR = PROJECT_DIR / "tests" / "python"
@@ -35,7 +37,6 @@ MONOLITHIC_SCHEMA = "bench_monolithic"
 APP_SCHEMA = "app"
 BUCKET = "mips-bench"
 RUN_DATE = "2026-01-15"
-SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
 # Loader configurations: (S3 side, SFTP side); "local" is a file:// directory.
 LOADER_CONFIGS = {
     "file": ("local", "local"),
@@ -243,8 +244,6 @@ def _profiles_dir(home: Path) -> Path:
     return directory
 
 
-# The production invocation the scheduler runs (selectors.yml), as `mips-loader demo` runs it.
-DAILY_BUILD = ("build", "--selector", "daily")
 # Each lever of the build, undone one at a time: (label, dbt arguments). Each has a target
 # directory of its own, so that its saved manifest (partial parsing) is its own too.
 DBT_LEVERS = {

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from loader.engines.postgres import file_columns
 from loader.names import relation_parts
 from loader.review.builds import DiffError
 
-SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
 VISIT_COLUMN = "visit_id"
 CODE_COLUMN = "treatment"
 MEASURE_KINDS = {1: "function", 2: "pain", 3: "length_of_stay"}
@@ -138,23 +138,11 @@ def _identifier(relation: str) -> sql.Identifier:
     return sql.Identifier(*relation_parts(relation))
 
 
-def _file_columns(conn, relation: str) -> list[str]:
-    *_, schema, table = relation_parts(relation)
-    rows = conn.execute(
-        "select column_name from information_schema.columns"
-        " where table_schema = %s and table_name = %s order by ordinal_position",
-        (schema, table),
-    ).fetchall()
-    if not rows:
-        raise DiffError(f"{relation} does not exist or has no columns")
-    return [name for (name,) in rows if name not in SLICE_COLUMNS]
-
-
 def _compared_columns(conn, base: str | None, head: str | None) -> list[str]:
     """The file columns both sides have, in the head's order (a column only one side has shows
     as a header change of the deliveries)."""
-    head_columns = _file_columns(conn, head) if head else None
-    base_columns = _file_columns(conn, base) if base else None
+    head_columns = file_columns(conn, head) if head else None
+    base_columns = file_columns(conn, base) if base else None
     if head_columns is None or base_columns is None:
         columns = head_columns or base_columns or []
     else:

@@ -24,6 +24,7 @@ from tests.support.fault_rig import BUCKET
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
 from tests.support.handmade import record_build
 from tests.support.model_scenarios import PROJECT_DIR
+from tests.support.processes import postgres_target_env as target_env
 
 RUN_DATE = "2026-01-15"
 
@@ -60,15 +61,7 @@ def wait_for_sleeping_loader(db, process=None, timeout: float = 60) -> int:
 def postgres_target_env(cluster, tmp_path: Path) -> dict[str, str]:
     scratch = tmp_path / "tmp"
     scratch.mkdir(exist_ok=True)
-    return {
-        **os.environ,
-        "MIPS_PG_HOST": str(cluster.socket_dir),
-        "MIPS_PG_PORT": str(cluster.port),
-        "MIPS_PG_USER": cluster.user,
-        "MIPS_PG_DATABASE": cluster.dbname,
-        "MIPS_PG_SCHEMA": SCHEMA,
-        "TMPDIR": str(scratch),
-    }
+    return target_env(cluster, SCHEMA, TMPDIR=str(scratch))
 
 
 def loader_process(profiles_dir, stores, env, *extra) -> subprocess.Popen:

@@ -23,6 +23,7 @@ import pytest
 from tests.support.handmade import HANDMADE_SCHEMA
 from tests.support.local_runs import RUN_DATE
 from tests.support.model_scenarios import PROJECT_DIR
+from tests.support.processes import postgres_target_env
 
 ESCAPE = "\x1b["
 
@@ -30,15 +31,7 @@ ESCAPE = "\x1b["
 @pytest.fixture
 def command(models, cluster, profiles_dir, stores, tmp_path):
     s3, sftp = stores
-    env = {
-        **os.environ,
-        "MIPS_PG_HOST": str(cluster.socket_dir),
-        "MIPS_PG_PORT": str(cluster.port),
-        "MIPS_PG_USER": cluster.user,
-        "MIPS_PG_DATABASE": cluster.dbname,
-        "MIPS_PG_SCHEMA": HANDMADE_SCHEMA,
-        "TERM": "xterm-256color",
-    }
+    env = postgres_target_env(cluster, HANDMADE_SCHEMA, TERM="xterm-256color")
     for variable in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES"):
         env.pop(variable, None)
     args = [

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import stat
+import zlib
 from decimal import Decimal
 
 import pytest
@@ -68,6 +69,7 @@ def test_slice_bytes_follow_the_file_layout(db, export_like, tmp_path):
     assert unloaded.rows == len(HOSTILE)
     assert unloaded.bytes == len(body)
     assert unloaded.sha256 == hashlib.sha256(body).hexdigest()
+    assert unloaded.crc32 == zlib.crc32(body), "S3's checksum is of the same bytes"
     assert stat.S_IMODE(unloaded.path.stat().st_mode) == 0o600
     parsed = list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
     assert [r[1] for r in parsed[1:]] == ["" if t is None else t for t in HOSTILE]
@@ -90,6 +92,9 @@ def test_dry_run_keeps_no_bytes(db, export_like, tmp_path):
     unloaded = unload_postgres_slice(db, export_like, 2025, "CA", header=HEADER, work_dir=None)
     assert unloaded.path is None
     assert unloaded.rows == len(HOSTILE)
+    kept = unload_postgres_slice(db, export_like, 2025, "CA", header=HEADER, work_dir=tmp_path)
+    assert (unloaded.sha256, unloaded.crc32) == (kept.sha256, kept.crc32)
+    kept.path.unlink()
     assert list(tmp_path.iterdir()) == []
 
 
