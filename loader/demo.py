@@ -14,14 +14,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from loader.engines import open_engine
 from loader.environment.cluster import default_data_dir, running_cluster
 from loader.environment.dbt_invocation import DAILY_BUILD, run_dbt
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import EMBEDDED_TARGET, ProjectOptions, render_target
-from loader.run.expected_years import years_needing_a_look
+from loader.marts.expected_years import years_needing_a_look
 from loader.run.export import ExportRequest, run_export
 from loader.run.report import export_summary
-from loader.run.source import open_slice_source
 
 
 def demo_options(project_dir: Path) -> ProjectOptions:
@@ -53,7 +53,7 @@ def run_demo(
     sftp_dir.mkdir(parents=True, exist_ok=True)
     with running_cluster(default_data_dir(project_dir)):
         warehouse = render_target(options)
-        echo(f"1/3 generating synthetic source data (scale {scale}, seed {seed})")
+        echo(f"1/3 generating synthetic engine data (scale {scale}, seed {seed})")
         with warehouse.connect(autocommit=True) as conn:
             counts = generate(
                 conn, seed=seed, scale=scale, app_schema="app", forms_schema="app", as_of=as_of
@@ -78,8 +78,8 @@ def run_demo(
             report = run_export(warehouse, request, progress=progress or (lambda step: None))
         # What `status` will say about the calendar: on a fresh demo, the current year is not
         # configured (the demo's settings are production's, which end at 2025).
-        with open_slice_source(warehouse) as source:
-            report.expected_years = years_needing_a_look(source.expected_years(), report.run_date)
+        with open_engine(warehouse) as engine:
+            report.expected_years = years_needing_a_look(engine.expected_years(), report.run_date)
     echo("")
     echo(export_summary(report))
     echo("")

@@ -233,6 +233,18 @@ class AthenaClient:
         self._client = client
         self._s3 = s3
 
+    @property
+    def s3(self):
+        """The S3 client the results are read with (the run lock writes beside them)."""
+        return self._s3
+
+    def staging_object(self, name: str) -> tuple[str, str]:
+        """(bucket, key) of `name` below the work group's `s3_staging_dir`."""
+        if self.s3_staging_dir is None:
+            raise AthenaConfigurationError("the Athena target has no s3_staging_dir")
+        bucket, prefix = split_s3_url(str(self.s3_staging_dir).rstrip("/") + "/")
+        return bucket, f"{prefix}{name}"
+
     # --- queries ----------------------------------------------------------------------------
 
     def run_query(self, sql: str) -> QueryResult:

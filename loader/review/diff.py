@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loader.clock import today_in
+from loader.engines.postgres import PostgresEngine, read_deliveries
 from loader.environment.cluster import default_data_dir
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import (
@@ -28,12 +29,11 @@ from loader.environment.warehouse import (
     uses_embedded_cluster,
 )
 from loader.errors import MipsError
+from loader.marts.deliveries import Delivery, select_deliveries
 from loader.names import relation_parts
 from loader.review.builds import DiffError, Side, build_side
 from loader.review.compare import RowComparison, SlicePair, compare_rows
 from loader.review.revisions import Revision, base_checkout, resolve_base
-from loader.run.deliveries import Delivery, read_deliveries, select_deliveries
-from loader.run.source import PostgresSliceSource
 
 # A schema the diff builds into: plain, unquoted, within PostgreSQL's 63 bytes.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -258,7 +258,7 @@ def _run_time_zone(conn, schema: str, any_delivery: bool) -> str | None:
     """The run date's zone as the deliveries state it (none: there is no name to render)."""
     if not any_delivery:
         return None
-    return PostgresSliceSource(conn, schema).run_time_zone()
+    return PostgresEngine(conn, schema).run_time_zone()
 
 
 def delivery_names(delivery: Delivery, run_date: dt.date) -> dict[str, str | None]:

@@ -17,12 +17,14 @@ from pathlib import Path
 
 from loader.clock import today_in
 from loader.destinations.base import DeliveryError
+from loader.engines import open_engine
 from loader.engines.slice_files import UnloadedSlice, private_work_dir
 from loader.errors import INTERRUPTED, ConfigurationError
+from loader.marts.build_log import BuildRecord
+from loader.marts.deliveries import Delivery, select_deliveries
+from loader.marts.expected_years import ExpectedYear, years_needing_a_look
 from loader.retry import retrying
-from loader.run.build_gate import DEFAULT_MAX_BUILD_AGE, BuildRecord, gate_refusal
-from loader.run.deliveries import Delivery, select_deliveries
-from loader.run.expected_years import ExpectedYear, years_needing_a_look
+from loader.run.build_gate import DEFAULT_MAX_BUILD_AGE, gate_refusal
 from loader.run.records import (
     SFTP_DELIVERED,
     SFTP_DISABLED,
@@ -32,7 +34,6 @@ from loader.run.records import (
     DeliveryRecord,
     last_sftp_delivery,
 )
-from loader.run.source import open_slice_source
 from loader.run.stores import StoreConfigError, open_stores
 from loader.run.unloads_ahead import DEFAULT_JOBS, UnloadsAhead
 
@@ -165,19 +166,19 @@ def run_export(
     *,
     progress: Progress = lambda step: None,
 ) -> ExportReport:
-    with open_slice_source(warehouse) as source:
-        zone = source.run_time_zone()
+    with open_engine(warehouse) as engine:
+        zone = engine.run_time_zone()
         run_date = resolve_run_date(request.run_date, zone)
         check_run_date(run_date, zone)
-        with source.run_lock():
-            return _export(source, warehouse, request, run_date, progress)
+        with engine.run_lock():
+            return _export(engine, warehouse, request, run_date, progress)
 
 
-def _export(source, warehouse, request: ExportRequest, run_date, progress) -> ExportReport:
+def _export(engine, warehouse, request: ExportRequest, run_date, progress) -> ExportReport:
     """The run under its lock: gate, destinations, then one delivery after another."""
     report = ExportReport(run_id=uuid.uuid4().hex[:12], run_date=run_date)
-    deliveries = select_deliveries(source.deliveries(), request.years, request.states)
-    _judge_build(report, source, deliveries, request, warehouse.schema)
+    deliveries = select_deliveries(engine.deliveries(), request.years, request.states)
+    _judge_build(report, engine, deliveries, request, warehouse.schema)
     s3, sftp = (
         (None, None)
         if request.dry_run
@@ -193,7 +194,7 @@ def _export(source, warehouse, request: ExportRequest, run_date, progress) -> Ex
         if not request.dry_run:
             _preflight(s3, sftp)
         work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
-        ahead = stack.enter_context(UnloadsAhead(source, deliveries, work_dir, request.jobs))
+        ahead = stack.enter_context(UnloadsAhead(engine, deliveries, work_dir, request.jobs))
         for index, delivery in enumerate(deliveries):
 
             def step(stage: str, record=None, detail: str = "", i=index, d=delivery) -> None:
@@ -216,9 +217,9 @@ def _export(source, warehouse, request: ExportRequest, run_date, progress) -> Ex
     return report
 
 
-def _judge_build(report: ExportReport, source, deliveries, request, schema: str) -> None:
+def _judge_build(report: ExportReport, engine, deliveries, request, schema: str) -> None:
     """The build the deliveries come from, and whether the publish gate lets them out."""
-    report.build = source.latest_build()
+    report.build = engine.latest_build()
     report.refused = gate_refusal(
         report.build,
         deliveries,
@@ -353,12 +354,12 @@ def plan_export(warehouse, request: ExportRequest) -> ExportReport:
     """What `run_export` would deliver, with row counts and the gate's verdict; writes nothing
     and takes no lock. Unlike `export` it accepts a future date: a new year is checked before
     its first delivery."""
-    with open_slice_source(warehouse) as source:
-        run_date = resolve_run_date(request.run_date, source.run_time_zone())
+    with open_engine(warehouse) as engine:
+        run_date = resolve_run_date(request.run_date, engine.run_time_zone())
         report = ExportReport(run_id="plan", run_date=run_date)
-        stated = source.deliveries()
+        stated = engine.deliveries()
         report.expected_years = years_needing_a_look(
-            source.expected_years(), run_date, request.years
+            engine.expected_years(), run_date, request.years
         )
         deliveries = select_deliveries(
             stated,
@@ -366,9 +367,9 @@ def plan_export(warehouse, request: ExportRequest) -> ExportReport:
             request.states,
             shown_years=tuple(y.performance_year for y in report.expected_years),
         )
-        _judge_build(report, source, deliveries, request, warehouse.schema)
+        _judge_build(report, engine, deliveries, request, warehouse.schema)
         for delivery in deliveries:
             record = _new_record(delivery, report, STATUS_PLANNED)
-            record.rows = source.count(delivery)
+            record.rows = engine.count(delivery)
             report.results.append(record)
     return report

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from loader.run.records import DeliveryRecord
 
 if TYPE_CHECKING:  # only for annotations: the status collection itself does not print
-    from loader.run.expected_years import ExpectedYear
+    from loader.marts.expected_years import ExpectedYear
     from loader.run.status import DeliveryStatus, StatusReport
 
 EXPORT_COLUMNS = ("year", "state", "rows", "bytes", "S3 key", "SFTP name", "status")

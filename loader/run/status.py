@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from loader.clock import today_in
 from loader.destinations.base import Destination, Digest
-from loader.run.build_gate import BuildRecord
-from loader.run.deliveries import Delivery, select_deliveries
-from loader.run.expected_years import ExpectedYear, years_needing_a_look
+from loader.engines import open_engine
+from loader.marts.build_log import BuildRecord
+from loader.marts.deliveries import Delivery, select_deliveries
+from loader.marts.expected_years import ExpectedYear, years_needing_a_look
 from loader.run.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
-from loader.run.source import open_slice_source
 from loader.run.stores import open_stores
 
 OK = "ok"
@@ -124,18 +124,18 @@ def collect_status(
     states=(),
     verify: bool = False,
 ) -> StatusReport:
-    with open_slice_source(warehouse) as source:
+    with open_engine(warehouse) as engine:
         if today is None:
-            today = today_in(source.run_time_zone())
-        stated = source.deliveries()
-        expected = years_needing_a_look(source.expected_years(), today, tuple(years))
+            today = today_in(engine.run_time_zone())
+        stated = engine.deliveries()
+        expected = years_needing_a_look(engine.expected_years(), today, tuple(years))
         deliveries = select_deliveries(
             stated,
             tuple(years),
             tuple(states),
             shown_years=tuple(y.performance_year for y in expected),
         )
-        report = StatusReport(build=source.latest_build(), verified=verify, years=expected)
+        report = StatusReport(build=engine.latest_build(), verified=verify, years=expected)
     s3, sftp = open_stores(s3_url, sftp_url, deliveries, stated=stated)
     with s3, contextlib.ExitStack() as stack:
         if sftp is not None:

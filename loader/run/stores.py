@@ -5,7 +5,7 @@ from __future__ import annotations
 from loader.destinations import open_destination
 from loader.destinations.base import DeliveryError, Destination
 from loader.errors import ConfigurationError
-from loader.run.deliveries import Delivery
+from loader.marts.deliveries import Delivery
 
 
 class StoreConfigError(ConfigurationError):

@@ -28,17 +28,17 @@ from pathlib import Path
 
 from loader.engines.slice_files import UnloadedSlice
 from loader.errors import INTERRUPTED
-from loader.run.deliveries import Delivery
+from loader.marts.deliveries import Delivery
 
 DEFAULT_JOBS = 2
 MAX_JOBS = 8
 
 
 class UnloadsAhead:
-    def __init__(self, source, deliveries: Sequence[Delivery], work_dir: Path | None, jobs: int):
+    def __init__(self, engine, deliveries: Sequence[Delivery], work_dir: Path | None, jobs: int):
         if not 1 <= jobs <= MAX_JOBS:
             raise ValueError(f"jobs must be 1 to {MAX_JOBS}, not {jobs}")
-        self._source = source
+        self._engine = engine
         self._deliveries = list(deliveries)
         self._work_dir = work_dir
         self._jobs = jobs
@@ -64,7 +64,7 @@ class UnloadsAhead:
         """Delivery `index`'s slice (its unload's error if it failed); starts the ones after
         it, up to `jobs - 1` ahead. Call with 0, 1, 2, … in order."""
         if self._pool is None:
-            return self._source.unload(self._deliveries[index], self._work_dir)
+            return self._engine.unload(self._deliveries[index], self._work_dir)
         last = min(index + self._jobs - 1, len(self._deliveries) - 1)
         while self._submitted <= last:
             delivery = self._deliveries[self._submitted]
@@ -101,7 +101,7 @@ class UnloadsAhead:
         session = getattr(self._local, "session", None)
         if session is None:
             with self._sessions_lock:
-                session = self._sessions.enter_context(self._source.unload_session())
+                session = self._sessions.enter_context(self._engine.unload_session())
                 self._session_objects.append(session)
             self._local.session = session
         return session

@@ -33,10 +33,10 @@ from loader.engines.athena_client import (
 from loader.engines.athena_csv import AthenaCsvReencoder, iter_csv_records
 from loader.engines.athena_slices import athena_slice_query, count_athena_slice, unload_athena_slice
 from loader.engines.csv_layout import encode_record
+from loader.engines.locks import ExportLocked, S3LockError, s3_run_lock
 from loader.engines.postgres import unload_postgres_slice
 from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
 from loader.retry import RetryPolicy
-from loader.run.locks import ExportLocked, S3LockError, s3_run_lock
 from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
 from tests.support.transport_servers import (
     RecordingAthena,

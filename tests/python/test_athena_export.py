@@ -14,12 +14,12 @@ import json
 
 import pytest
 
+from loader.engines.locks import ExportLocked
 from loader.environment.warehouse import Warehouse
-from loader.run.build_gate import BUILD_LOG_COLUMNS
-from loader.run.deliveries import DELIVERIES_COLUMNS
-from loader.run.expected_years import EXPECTED_YEARS_COLUMNS
+from loader.marts.build_log import BUILD_LOG_COLUMNS
+from loader.marts.deliveries import DELIVERIES_COLUMNS
+from loader.marts.expected_years import EXPECTED_YEARS_COLUMNS
 from loader.run.export import ExportRequest, plan_export, run_export
-from loader.run.locks import ExportLocked
 from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
 from tests.support.transport_servers import moto_api, queue_athena_results
 
@@ -138,9 +138,9 @@ def test_export_on_athena_writes_the_postgres_layout(athena_target, tmp_path):
 
 def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
     warehouse, queue, s3 = athena_target
-    from loader.run.source import open_slice_source
+    from loader.engines import open_engine
 
-    with open_slice_source(warehouse) as source, source.run_lock():
+    with open_engine(warehouse) as engine, engine.run_lock():
         queue(ZONE)
         request = ExportRequest(
             run_date=dt.date(2026, 1, 15),

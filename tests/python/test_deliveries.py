@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from loader.run.deliveries import DeliveriesError, Delivery
+from loader.marts.deliveries import DeliveriesError, Delivery
 from loader.run.stores import StoreConfigError, s3_store_url
 
 ROW = Delivery(

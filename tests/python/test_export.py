@@ -13,8 +13,8 @@ import os
 import psycopg
 import pytest
 
-from loader.run.deliveries import read_deliveries
-from loader.run.locks import EXPORT_LOCK_KEY
+from loader.engines.locks import EXPORT_LOCK_KEY
+from loader.engines.postgres import read_deliveries
 from loader.run.stores import s3_store_url
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
 from tests.support.handmade import record_build

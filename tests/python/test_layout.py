@@ -2,8 +2,10 @@
 
     loader.cli, loader.demo           the commands
     loader.review.*                   `diff`: two builds of the project compared
-    loader.run.*                      one export run: deliveries, gate, export, records, status
-    loader.engines.*                  slices out of PostgreSQL or Athena, in the file layout
+    loader.run.*                      one export run: gate, export, records, status
+    loader.engines.*                  one engine per warehouse (PostgreSQL, Athena): the marts
+                                      read, slices in the file layout, the run lock
+    loader.marts.*                    the marts' rows as Python values (no I/O)
     loader.environment.*              the warehouse, the embedded cluster, dbt, the source data
     loader.destinations.*             S3, SFTP, local directories
     loader.errors, retry, names, clock, aws  what every layer shares
@@ -28,13 +30,16 @@ SHARED = {"loader", "loader.errors", "loader.retry", "loader.names", "loader.clo
 # What each package may import from the loader, besides itself and SHARED.
 ALLOWED = {
     "loader.destinations": set(),
-    "loader.engines": {"loader.destinations"},
+    "loader.marts": set(),
+    "loader.engines": {"loader.destinations", "loader.marts"},
     "loader.environment": {"loader.engines"},
-    "loader.run": {"loader.engines", "loader.environment", "loader.destinations"},
-    "loader.review": {"loader.run", "loader.engines", "loader.environment", "loader.destinations"},
+    "loader.run": {"loader.engines", "loader.environment", "loader.destinations", "loader.marts"},
+    "loader.review": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
+                      "loader.marts"},
     "loader.cli": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
-                   "loader.demo", "loader.review"},
-    "loader.demo": {"loader.run", "loader.engines", "loader.environment", "loader.destinations"},
+                   "loader.demo", "loader.review", "loader.marts"},
+    "loader.demo": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
+                    "loader.marts"},
 }  # fmt: skip
 
 

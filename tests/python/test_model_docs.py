@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from dbt.cli.main import dbtRunner
 
-from loader.run.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL
-from loader.run.expected_years import EXPECTED_YEARS_COLUMNS, EXPECTED_YEARS_MODEL
+from loader.marts.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL
+from loader.marts.expected_years import EXPECTED_YEARS_COLUMNS, EXPECTED_YEARS_MODEL
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PACKAGE = "healthmonix_mips"

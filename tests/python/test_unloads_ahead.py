@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from loader.engines import open_engine
 from loader.engines.slice_files import private_work_dir
 from loader.environment.warehouse import ProjectOptions, render_target
-from loader.run.source import open_slice_source
 from loader.run.unloads_ahead import UnloadsAhead
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
 from tests.support.local_runs import export, files_under
@@ -54,28 +54,28 @@ def test_a_bad_jobs_value_is_a_usage_error(models, profiles_dir, stores):
 
 
 @pytest.fixture
-def source(models, profiles_dir):
+def engine(models, profiles_dir):
     options = ProjectOptions(project_dir=PROJECT_DIR, profiles_dir=profiles_dir, target="dev")
-    with open_slice_source(render_target(options)) as opened:
+    with open_engine(render_target(options)) as opened:
         yield opened
 
 
 class _Watched:
-    """The source's own sessions, each unload noting how many slice files exist as it starts
+    """The engine's own sessions, each unload noting how many slice files exist as it starts
     and which database backend serves it."""
 
-    def __init__(self, source, work_dir: Path):
-        self.source, self.work_dir = source, work_dir
+    def __init__(self, engine, work_dir: Path):
+        self.engine, self.work_dir = engine, work_dir
         self.files_seen: list[int] = []
         self.backends: set[int] = set()
         self.lock = threading.Lock()
 
     def unload(self, delivery, work_dir):
-        return self.source.unload(delivery, work_dir)
+        return self.engine.unload(delivery, work_dir)
 
     @contextlib.contextmanager
     def unload_session(self):
-        with self.source.unload_session() as session:
+        with self.engine.unload_session() as session:
             watcher = self
 
             class Session:
@@ -93,10 +93,10 @@ class _Watched:
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
-def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(source, jobs):
-    deliveries = source.deliveries() * 4  # 12 slices of 3, 5 and 10 rows
+def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(engine, jobs):
+    deliveries = engine.deliveries() * 4  # 12 slices of 3, 5 and 10 rows
     with private_work_dir() as work_dir:
-        watched = _Watched(source, Path(work_dir))
+        watched = _Watched(engine, Path(work_dir))
         taken = []
         with UnloadsAhead(watched, deliveries, Path(work_dir), jobs) as ahead:
             for index, delivery in enumerate(deliveries):
@@ -109,17 +109,17 @@ def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(source, jobs):
     # a file is being uploaded and up to jobs - 2 more wait when another unload starts
     assert max(watched.files_seen) <= jobs - 1
     assert max(watched.files_seen) >= 1, "unloads did run ahead of the upload"
-    main_backend = source.conn.info.backend_pid
+    main_backend = engine.conn.info.backend_pid
     assert main_backend not in watched.backends and len(watched.backends) <= jobs - 1
 
 
-def test_a_failed_unload_ahead_fails_that_delivery_only(source, models):
+def test_a_failed_unload_ahead_fails_that_delivery_only(engine, models):
     models.execute(
         f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."no_such"\' '
         "where performance_year = 2023"
     )
-    deliveries = source.deliveries()
-    with private_work_dir() as work_dir, UnloadsAhead(source, deliveries, Path(work_dir), 3) as a:
+    deliveries = engine.deliveries()
+    with private_work_dir() as work_dir, UnloadsAhead(engine, deliveries, Path(work_dir), 3) as a:
         first = a.take(0)
         with pytest.raises(Exception, match="no_such"):
             a.take(1)
@@ -127,10 +127,10 @@ def test_a_failed_unload_ahead_fails_that_delivery_only(source, models):
     assert (first.rows, last.rows) == (3, 10)
 
 
-def test_files_unloaded_ahead_but_never_taken_are_removed(source):
-    deliveries = source.deliveries()
+def test_files_unloaded_ahead_but_never_taken_are_removed(engine):
+    deliveries = engine.deliveries()
     with private_work_dir() as work_dir:
-        with UnloadsAhead(source, deliveries, Path(work_dir), 3) as ahead:
+        with UnloadsAhead(engine, deliveries, Path(work_dir), 3) as ahead:
             ahead.take(0).path.unlink()
             time.sleep(0.5)  # the two ahead finish; the run stops before taking them
         assert list(Path(work_dir).iterdir()) == []

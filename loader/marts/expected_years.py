@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from loader.errors import ConfigurationError
-from loader.run.deliveries import DeliveriesError, read_model_rows
+from loader.marts.deliveries import DeliveriesError
 
 EXPECTED_YEARS_MODEL = "mips_expected_years"
 EXPECTED_YEARS_COLUMNS = (
@@ -89,12 +89,6 @@ def expected_year_from_text(record: list[str | None]) -> ExpectedYear:
         )
     except ValueError as exc:
         raise DeliveriesError(f"{EXPECTED_YEARS_MODEL} row {record!r}: {exc}") from None
-
-
-def read_expected_years(conn, schema: str) -> list[ExpectedYear]:
-    """Every year the PostgreSQL model states, in year order."""
-    rows = read_model_rows(conn, schema, EXPECTED_YEARS_MODEL, EXPECTED_YEARS_COLUMNS, "1")
-    return [ExpectedYear(*row) for row in rows]
 
 
 def years_needing_a_look(

@@ -1,8 +1,8 @@
 """Deliveries as dbt's `mips_deliveries` model states them; the loader adds only the run.
 
 Every name (S3 key, manifest, snapshot and run-log prefixes, run-log key, SFTP file name)
-comes from the model; so does the zone of the run date (`run_time_zone`, read by
-`SliceSource.run_time_zone`). Its templates carry only placeholders that
+comes from the model; so does the zone of the run date (`run_time_zone`, read by the
+engine's `run_time_zone`). Its templates carry only placeholders that
 depend on the run: `{run_date}` (YYYY-MM-DD), `{run_date_compact}` (YYYYMMDD), and in run-log
 keys `{run_time}` (HHMMSSZ, UTC) and `{run_id}`; any other is refused, naming it.
 """
@@ -156,31 +156,6 @@ def _date_values(run_date: dt.date) -> dict[str, str]:
 def _fill(template: str, values: dict[str, str]) -> str:
     """The template with its placeholders filled (check_template has vetted their names)."""
     return template.format(**values)
-
-
-def read_model_rows(conn, schema: str, model: str, columns, order_by: str) -> list[tuple]:
-    """The given columns of a model the loader reads (PostgreSQL), ordered by `order_by`
-    (column positions such as "1, 2"); a model not built yet is one clear error."""
-    import psycopg
-    from psycopg import sql
-
-    query = sql.SQL("select {columns} from {relation} order by {order}").format(
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        relation=sql.Identifier(schema, model),
-        order=sql.SQL(order_by),
-    )
-    try:
-        return conn.execute(query).fetchall()
-    except psycopg.errors.UndefinedTable:
-        raise DeliveriesError(
-            f"{schema}.{model} does not exist: run `dbt build` for this target first"
-        ) from None
-
-
-def read_deliveries(conn, schema: str) -> list[Delivery]:
-    """Every delivery the model states, in (year, state) order."""
-    rows = read_model_rows(conn, schema, DELIVERIES_MODEL, DELIVERIES_COLUMNS, "1, 2")
-    return [Delivery(*row) for row in rows]
 
 
 def select_deliveries(
