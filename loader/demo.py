@@ -78,8 +78,8 @@ def run_demo(
             report = run_export(warehouse, request, progress=progress or (lambda step: None))
         # What `status` will say about the calendar: on a fresh demo, the current year is not
         # configured (the demo's settings are production's, which end at 2025).
-        with open_engine(warehouse) as engine:
-            report.expected_years = years_needing_a_look(engine.expected_years(), report.run_date)
+        with open_engine(warehouse) as engine, engine.published() as read:
+            report.expected_years = years_needing_a_look(read.expected_years(), report.run_date)
     echo("")
     echo(export_summary(report))
     echo("")

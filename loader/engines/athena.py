@@ -1,6 +1,7 @@
 """The Athena engine: every model read is one query whose CSV result is read inside
 `AthenaClient.fetch` (a result download that breaks off runs the query again, as one unit);
 slices are re-encoded to the bytes the PostgreSQL engine writes; the run lock is an S3 object.
+What is read is the published build (see `AthenaEngine.published`, docs/athena.md).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from loader.engines.athena_slices import (
     count_athena_slice,
     unload_athena_slice,
 )
-from loader.engines.base import Engine
+from loader.engines.base import Engine, NothingPublished, PublishedBuild, UnloadSession
 from loader.engines.locks import s3_run_lock
 from loader.engines.slice_files import UnloadedSlice
-from loader.marts.build_log import BUILD_LOG_COLUMNS, BUILD_LOG_MODEL, BuildRecord, build_record
+from loader.marts.build_log import BUILD_LOG_MODEL, BuildRecord, build_history, history_queries
 from loader.marts.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, Delivery
 from loader.marts.expected_years import (
     EXPECTED_YEARS_COLUMNS,
@@ -31,6 +32,8 @@ from loader.marts.expected_years import (
 )
 
 ATHENA_LOCK_NAME = "mips-loader/export.lock"
+# What Athena says when the build log is missing, or older than its `event` column.
+_NO_LOG = ("TABLE_NOT_FOUND", "does not exist", "COLUMN_NOT_FOUND")
 
 
 def query_rows(client: AthenaClient, sql: str) -> list[list[str | None]]:
@@ -48,46 +51,77 @@ class AthenaEngine(Engine):
     def __init__(self, settings: dict, client: AthenaClient | None = None):
         self.client = client or AthenaClient(settings)
         self.settings = settings
+
+    def run_lock(self):
+        owner = f"{getpass.getuser()}@{socket.gethostname()}"
+        return s3_run_lock(
+            self.client.s3, *self.client.staging_object(ATHENA_LOCK_NAME), owner=owner
+        )
+
+    @contextlib.contextmanager
+    def published(self) -> Iterator[PublishedBuild]:
+        """Athena has no snapshot across queries, and needs none: every publication is a set
+        of tables of its own (`mips_export_v1__p<build>`), never changed after the log row
+        that names them was written. The newest published row is read once; every read of
+        the run goes to the tables it names."""
+        latest, publication = self._build_history()
+        if publication is None:
+            yield NothingPublished(latest)
+        else:
+            yield AthenaPublished(self.client, latest, publication)
+
+    def _build_history(self) -> tuple[BuildRecord | None, BuildRecord | None]:
+        log = f"{quote_identifier(self.client.schema)}.{quote_identifier(BUILD_LOG_MODEL)}"
+        try:
+            return build_history(*(query_rows(self.client, q) for q in history_queries(log)))
+        except AthenaQueryError as exc:
+            # no log yet, or one from before publication (the next dbt build replaces it)
+            if any(s in str(exc) for s in _NO_LOG):
+                return None, None
+            raise
+
+
+class AthenaPublished(PublishedBuild):
+    def __init__(self, client: AthenaClient, latest, publication: BuildRecord):
+        self.client = client
+        self.latest = latest
+        self.publication = publication
         self._columns: dict[str, list[str]] = {}
 
-    def _relation(self, model: str) -> str:
-        return f"{quote_identifier(self.client.schema)}.{quote_identifier(model)}"
+    def _relation(self, mart: str) -> str:
+        assert self.publication is not None
+        return (
+            f"{quote_identifier(str(self.publication.published_schema))}."
+            f"{quote_identifier(mart + self.publication.publication_suffix)}"
+        )
 
     def deliveries(self) -> list[Delivery]:
         selected = ", ".join(DELIVERIES_COLUMNS)
         rows = query_rows(
-            self.client, f"select {selected} from {self._relation(DELIVERIES_MODEL)} order by 1, 2"
+            self.client,
+            f"select {selected} from {self._relation(DELIVERIES_MODEL)} order by 1, 2",
         )
         return [_delivery_from_text(record) for record in rows]
 
     def expected_years(self) -> list[ExpectedYear]:
         selected = ", ".join(EXPECTED_YEARS_COLUMNS)
         rows = query_rows(
-            self.client, f"select {selected} from {self._relation(EXPECTED_YEARS_MODEL)} order by 1"
+            self.client,
+            f"select {selected} from {self._relation(EXPECTED_YEARS_MODEL)} order by 1",
         )
         return [expected_year_from_text(record) for record in rows]
 
-    def _zones_in(self, model: str) -> list[str]:
-        rows = query_rows(
-            self.client, f"select distinct run_time_zone from {self._relation(model)}"
-        )
-        return [record[0] for record in rows]
-
-    def latest_build(self) -> BuildRecord | None:
-        try:
-            rows = query_rows(
-                self.client,
-                f"select {', '.join(BUILD_LOG_COLUMNS)} from {self._relation(BUILD_LOG_MODEL)} "
-                "where touched_marts order by completed_at desc limit 1",
-            )
-        except AthenaQueryError as exc:
-            if "TABLE_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
-                return None
-            raise
-        return build_record(rows[0]) if rows else None
+    def _zones(self) -> list[str | None]:
+        zones: list[str | None] = []
+        for model in (DELIVERIES_MODEL, EXPECTED_YEARS_MODEL):
+            query = f"select distinct run_time_zone from {self._relation(model)}"
+            zones = [record[0] for record in query_rows(self.client, query)]
+            if zones:
+                break
+        return zones
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
-        relation = delivery.export_relation
+        relation = self.published_relation(delivery.export_relation)
         if relation not in self._columns:
             self._columns[relation] = athena_file_columns(self.client, relation)
         return unload_athena_slice(
@@ -101,23 +135,20 @@ class AthenaEngine(Engine):
         )
 
     @contextlib.contextmanager
-    def unload_session(self) -> Iterator[AthenaEngine]:
-        # boto3 clients are thread-safe: the session shares the client and the column cache.
-        # An interrupted run stops its queries through INTERRUPTED (AthenaClient.wait).
-        yield self
+    def unload_sessions(self, count: int) -> Iterator[list[UnloadSession]]:
+        # boto3 clients are thread-safe: every session shares the client and the column
+        # cache. An interrupted run stops its queries through INTERRUPTED (AthenaClient.wait).
+        yield [self] * count
 
     def cancel_unload(self) -> None:
         """Nothing to do: the query's wait loop sees INTERRUPTED and stops the query."""
 
     def count(self, delivery: Delivery) -> int:
         return count_athena_slice(
-            self.client, delivery.export_relation, delivery.performance_year, delivery.state_code
-        )
-
-    def run_lock(self):
-        owner = f"{getpass.getuser()}@{socket.gethostname()}"
-        return s3_run_lock(
-            self.client.s3, *self.client.staging_object(ATHENA_LOCK_NAME), owner=owner
+            self.client,
+            self.published_relation(delivery.export_relation),
+            delivery.performance_year,
+            delivery.state_code,
         )
 
 

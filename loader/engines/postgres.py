@@ -1,4 +1,16 @@
-"""Unloads one (year, state) slice of the export model to CSV, streaming.
+"""The PostgreSQL engine: the published marts read in one snapshot, slices unloaded with COPY.
+
+**One published build per run.** `PostgresEngine.published()` reads the way pg_dump does:
+ACCESS SHARE locks on every published mart, taken in the order a publication replaces them
+(deliveries first), *before* the REPEATABLE READ snapshot is taken; the build log and every
+mart are then read in that snapshot, which `unload_sessions` exports to the sessions that
+unload ahead (`pg_export_snapshot`, `SET TRANSACTION SNAPSHOT`, their own locks taken with
+NOWAIT: a session that would have to queue behind a waiting publication is not opened, and
+the run unloads with fewer). A publication (DROP and ALTER, ACCESS EXCLUSIVE) therefore waits
+for a running export to end, and an export that starts during a publication waits for it to
+commit: the rows an export reads and the build its records name are always one build's.
+
+**Unloading one (year, state) slice** of the export model to CSV, streaming.
 
 The header line is the deliveries model's `file_header` (encoded by `csv_layout`, the same
 rules COPY applies); PostgreSQL writes the records itself (`COPY ... TO STDOUT (FORMAT csv)`):
@@ -11,17 +23,32 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from loader.engines.base import Engine
+from loader.engines.base import (
+    Engine,
+    NothingPublished,
+    PublishedBuild,
+    UnloadSession,
+    one_zone,
+)
 from loader.engines.csv_layout import encode_record
 from loader.engines.locks import export_lock
 from loader.engines.slice_files import SLICE_COLUMNS, UnloadedSlice, spool
-from loader.marts.build_log import BUILD_LOG_COLUMNS, BUILD_LOG_MODEL, BuildRecord, build_record
+from loader.marts.build_log import (
+    BUILD_LOG_MODEL,
+    BuildRecord,
+    build_history,
+    history_queries,
+    publication_order,
+)
 from loader.marts.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL, DeliveriesError, Delivery
 from loader.marts.expected_years import EXPECTED_YEARS_COLUMNS, EXPECTED_YEARS_MODEL, ExpectedYear
 from loader.names import relation_parts
+
+logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 1 << 20
 
@@ -135,88 +162,246 @@ def read_model_rows(conn, schema: str, model: str, columns, order_by: str) -> li
         order=sql.SQL(order_by),
     )
     try:
-        return conn.execute(query).fetchall()
+        with _savepoint(conn):
+            return conn.execute(query).fetchall()
     except psycopg.errors.UndefinedTable:
         raise DeliveriesError(
             f"{schema}.{model} does not exist: run `dbt build` for this target first"
         ) from None
 
 
-def read_deliveries(conn, schema: str) -> list[Delivery]:
+def read_deliveries(conn, schema: str, model: str = DELIVERIES_MODEL) -> list[Delivery]:
     """Every delivery `schema`'s deliveries model states, in (year, state) order."""
-    rows = read_model_rows(conn, schema, DELIVERIES_MODEL, DELIVERIES_COLUMNS, "1, 2")
+    rows = read_model_rows(conn, schema, model, DELIVERIES_COLUMNS, "1, 2")
     return [Delivery(*row) for row in rows]
+
+
+def read_run_time_zone(conn, schema: str) -> str:
+    """The run date's zone the models in `schema` state."""
+    return one_zone(_model_zones(conn, schema))
+
+
+def _model_zones(conn, schema: str, suffix: str = "") -> list[str | None]:
+    """The zones the deliveries state, or the expected years' when there is no delivery (an
+    environment without settings)."""
+    from psycopg import sql
+
+    zones: list[str | None] = []
+    for model in (DELIVERIES_MODEL, EXPECTED_YEARS_MODEL):
+        query = sql.SQL("select distinct run_time_zone from {}").format(
+            sql.Identifier(schema, model + suffix)
+        )
+        zones = [row[0] for row in conn.execute(query).fetchall()]
+        if zones:
+            break
+    return zones
+
+
+def read_build_history(conn, schema: str) -> tuple[BuildRecord | None, BuildRecord | None]:
+    """(the newest invocation that touched the marts, the newest that published them), from
+    the build log in `schema`; (None, None) when there is no log of this shape yet."""
+    import psycopg
+    from psycopg import sql
+
+    relation = sql.Identifier(schema, BUILD_LOG_MODEL).as_string(conn)
+    try:
+        with _savepoint(conn):
+            return build_history(
+                *(conn.execute(query).fetchall() for query in history_queries(relation))
+            )
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+        # no log yet, or one from before publication (the next dbt build replaces it)
+        return None, None
+
+
+@contextlib.contextmanager
+def _savepoint(conn) -> Iterator[None]:
+    """A savepoint inside a transaction (so a failed statement does not end it), nothing in
+    autocommit. Undone quietly when the connection cannot take it any more (a COPY cut short
+    by a signal): the run reports the interruption, not the connection's state."""
+    import psycopg
+
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        yield
+        return
+    conn.execute("savepoint mips_read")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("rollback to savepoint mips_read")
+        raise
+    conn.execute("release savepoint mips_read")
+
+
+@contextlib.contextmanager
+def _snapshot_transaction(conn) -> Iterator[None]:
+    """A REPEATABLE READ, READ ONLY transaction on an autocommit connection; its snapshot is
+    taken by its first query (a LOCK takes none). It only reads, so it ends with a rollback,
+    quietly when the connection is lost or stuck in a COPY a signal cut short."""
+    conn.execute("begin isolation level repeatable read read only")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            conn.execute("rollback")
+
+
+def _lock_statement(relations: list[str], *, nowait: bool = False):
+    from psycopg import sql
+
+    return sql.SQL("lock table {} in access share mode{}").format(
+        sql.SQL(", ").join(_relation(r) for r in relations),
+        sql.SQL(" nowait" if nowait else ""),
+    )
 
 
 class PostgresEngine(Engine):
     def __init__(self, conn, schema: str, connect=None):
-        self.conn = conn
+        self.conn = conn  # autocommit
         self.schema = schema
-        self._connect = connect  # a new autocommit connection to the same database
+        self.connect = connect  # a new autocommit connection to the same database
 
-    def deliveries(self) -> list[Delivery]:
-        return read_deliveries(self.conn, self.schema)
-
-    def expected_years(self) -> list[ExpectedYear]:
-        rows = read_model_rows(
-            self.conn, self.schema, EXPECTED_YEARS_MODEL, EXPECTED_YEARS_COLUMNS, "1"
-        )
-        return [ExpectedYear(*row) for row in rows]
-
-    def _zones_in(self, model: str) -> list[str]:
-        from psycopg import sql
-
-        query = sql.SQL("select distinct run_time_zone from {}").format(
-            sql.Identifier(self.schema, model)
-        )
-        return [row[0] for row in self.conn.execute(query).fetchall()]
-
-    def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
-        return unload_postgres_slice(
-            self.conn,
-            delivery.export_relation,
-            delivery.performance_year,
-            delivery.state_code,
-            header=delivery.file_header_fields(),
-            work_dir=work_dir,
-        )
+    def run_lock(self):
+        return export_lock(self.conn)
 
     @contextlib.contextmanager
-    def unload_session(self) -> Iterator[PostgresEngine]:
-        conn = self._connect()
-        try:
-            yield PostgresEngine(conn, self.schema)
-        finally:
-            with contextlib.suppress(Exception):
-                conn.close()
+    def published(self) -> Iterator[PublishedBuild]:
+        import psycopg
+
+        with contextlib.ExitStack() as held:
+            read: PublishedBuild | None = None
+            for _attempt in range(2):
+                latest, publication = read_build_history(self.conn, self.schema)
+                if publication is None:
+                    read = NothingPublished(latest)
+                    break
+                relations = [
+                    f'"{publication.published_schema}"."{mart}{publication.publication_suffix}"'
+                    for mart in publication_order(publication.marts_built)
+                ]
+                attempt = contextlib.ExitStack()
+                attempt.enter_context(_snapshot_transaction(self.conn))
+                try:
+                    with attempt:
+                        self.conn.execute(_lock_statement(relations))
+                        latest, current = read_build_history(self.conn, self.schema)
+                        if current is not None and _same_marts(current, publication):
+                            read = PostgresPublished(self, latest, current, relations)
+                            held.push(attempt.pop_all())
+                except psycopg.errors.UndefinedTable as exc:
+                    raise DeliveriesError(
+                        f"a published mart named in {self.schema}.{BUILD_LOG_MODEL} is missing "
+                        f"({' '.join(str(exc).split())}): run `dbt build` to publish again"
+                    ) from None
+                if read is not None:
+                    break
+                # published elsewhere while we waited for the locks: lock what is published now
+            if read is None:
+                raise DeliveriesError("the published marts moved twice while being locked")
+            yield read
+
+
+def _same_marts(current: BuildRecord, expected: BuildRecord) -> bool:
+    return (
+        current.published_schema == expected.published_schema
+        and current.publication_suffix == expected.publication_suffix
+        and set(current.marts_built) == set(expected.marts_built)
+    )
+
+
+class _Unloads(UnloadSession):
+    """Slices of the published build unloaded on one connection, each in a savepoint of its
+    transaction."""
+
+    def __init__(self, conn, published: PostgresPublished):
+        self.conn = conn
+        self._published = published
+
+    def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
+        with _savepoint(self.conn):
+            return unload_postgres_slice(
+                self.conn,
+                self._published.published_relation(delivery.export_relation),
+                delivery.performance_year,
+                delivery.state_code,
+                header=delivery.file_header_fields(),
+                work_dir=work_dir,
+            )
 
     def cancel_unload(self) -> None:
         self.conn.cancel_safe(timeout=5)
 
-    def count(self, delivery: Delivery) -> int:
-        return count_postgres_slice(
-            self.conn, delivery.export_relation, delivery.performance_year, delivery.state_code
-        )
 
-    def latest_build(self) -> BuildRecord | None:
+class PostgresPublished(PublishedBuild, _Unloads):
+    def __init__(self, engine: PostgresEngine, latest, publication, relations: list[str]):
+        _Unloads.__init__(self, engine.conn, self)
+        self._engine = engine
+        self.latest = latest
+        self.publication = publication
+        self._relations = relations  # locked, in publication order
+
+    def _model(self, name: str) -> tuple[str, str]:
+        assert self.publication is not None and self.publication.published_schema
+        return self.publication.published_schema, name + self.publication.publication_suffix
+
+    def deliveries(self) -> list[Delivery]:
+        schema, model = self._model(DELIVERIES_MODEL)
+        return read_deliveries(self.conn, schema, model)
+
+    def expected_years(self) -> list[ExpectedYear]:
+        schema, model = self._model(EXPECTED_YEARS_MODEL)
+        rows = read_model_rows(self.conn, schema, model, EXPECTED_YEARS_COLUMNS, "1")
+        return [ExpectedYear(*row) for row in rows]
+
+    def _zones(self) -> list[str | None]:
+        schema, suffix = self._model("")
+        return _model_zones(self.conn, schema, suffix)
+
+    def count(self, delivery: Delivery) -> int:
+        with _savepoint(self.conn):
+            return count_postgres_slice(
+                self.conn,
+                self.published_relation(delivery.export_relation),
+                delivery.performance_year,
+                delivery.state_code,
+            )
+
+    @contextlib.contextmanager
+    def unload_sessions(self, count: int) -> Iterator[list[UnloadSession]]:
         import psycopg
         from psycopg import sql
 
-        query = sql.SQL(
-            "select {columns} from {relation} where touched_marts "
-            "order by completed_at desc limit 1"
-        ).format(
-            columns=sql.SQL(", ").join(sql.Identifier(c) for c in BUILD_LOG_COLUMNS),
-            relation=sql.Identifier(self.schema, BUILD_LOG_MODEL),
-        )
-        try:
-            row = self.conn.execute(query).fetchone()
-        except psycopg.errors.UndefinedTable:
-            return None
-        return build_record(row) if row else None
+        sessions: list[UnloadSession] = []
+        with contextlib.ExitStack() as opened:
+            if count > 0 and self._engine.connect is not None:
+                snapshot = self.conn.execute("select pg_export_snapshot()").fetchone()[0]
+            for _ in range(count if self._engine.connect is not None else 0):
+                conn = self._engine.connect()
+                opened.callback(_close_quietly, conn)
+                session = contextlib.ExitStack()
+                session.enter_context(_snapshot_transaction(conn))
+                try:
+                    with session:
+                        conn.execute(
+                            sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot))
+                        )
+                        conn.execute(_lock_statement(self._relations, nowait=True))
+                        opened.push(session.pop_all())
+                except psycopg.errors.LockNotAvailable:
+                    # a publication waits for our locks: a new session would queue behind it
+                    logger.info(
+                        "a publication is waiting: unloading with %d session(s) ahead",
+                        len(sessions),
+                    )
+                    break
+                sessions.append(_Unloads(conn, self))
+            yield sessions
 
-    def run_lock(self):
-        return export_lock(self.conn)
+
+def _close_quietly(conn) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 @contextlib.contextmanager
@@ -229,5 +414,4 @@ def open_postgres_engine(warehouse) -> Iterator[PostgresEngine]:
     finally:
         # After an interrupted COPY or a lost server the connection cannot even commit;
         # closing it must not hide what the run has to report.
-        with contextlib.suppress(Exception):
-            conn.close()
+        _close_quietly(conn)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loader.clock import today_in
-from loader.engines.postgres import PostgresEngine, read_deliveries
+from loader.engines.postgres import read_deliveries, read_run_time_zone
 from loader.environment.cluster import default_data_dir
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import (
@@ -258,7 +258,7 @@ def _run_time_zone(conn, schema: str, any_delivery: bool) -> str | None:
     """The run date's zone as the deliveries state it (none: there is no name to render)."""
     if not any_delivery:
         return None
-    return PostgresEngine(conn, schema).run_time_zone()
+    return read_run_time_zone(conn, schema)
 
 
 def delivery_names(delivery: Delivery, run_date: dt.date) -> dict[str, str | None]:

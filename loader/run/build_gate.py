@@ -1,13 +1,18 @@
-"""The publish gate: deliver only what the latest successful `dbt build` of the marts produced.
+"""The publish gate: deliver only what the latest build of the marts tested and published.
 
-dbt records every invocation in `{target schema}.mips_build_log` (an on-run-end hook, so it holds
-wherever dbt runs: cron, Airflow, dbt Cloud). Only invocations that touched the marts (built one,
-or tested one) count; a `dbt build -s staging` changes no mart and neither opens nor closes the
-gate. The latest invocation that touched the marts must:
+dbt records the start and the end of every invocation in `{target schema}.mips_build_log`
+(its on-run-start and on-run-end hooks, so this holds wherever dbt runs), and a `dbt build`
+whose every node passed publishes the marts in the same step as its end (write-audit-publish,
+macros/publish_marts.sql). The loader reads only the published marts, so what it delivers was
+tested; the gate adds what the marts cannot say themselves. Only invocations that touched the
+marts count (a `dbt build -s staging` changes no mart; a `dbt test` of the marts that passes
+changes nothing either). The newest of them must:
 
+- have finished (one that started and never finished was killed, or is still running),
 - have succeeded (no error, failure or skipped node),
-- have built `mips_deliveries` and every export model the deliveries point at,
-- be the invocation the deliveries rows carry (`mips_deliveries.dbt_invocation_id`), and
+- have published the marts (a `dbt build` of every mart; `dbt run` or a build of some marts
+  publishes nothing),
+- be the build the published deliveries rows carry (`mips_deliveries.dbt_invocation_id`), and
 - have finished no longer ago than `max_age`, measured against the clock (`--date` only names
   a backfill's snapshot; it never makes an old build fresh).
 """
@@ -18,73 +23,73 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
-from loader.errors import ConfigurationError, MipsError
+from loader.errors import ConfigurationError
 from loader.marts.build_log import BUILD_LOG_MODEL, BuildRecord
 from loader.marts.deliveries import Delivery
-from loader.names import relation_parts
 
-DELIVERIES_MART = "mips_deliveries"
 DEFAULT_MAX_BUILD_AGE = dt.timedelta(hours=24)
 _DURATION = re.compile(r"(\d+)\s*([mhd])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 
 
-class BuildRefused(MipsError):
-    """The gate is closed: nothing may be delivered from what the warehouse holds now."""
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """`24h`, `90m`, `2d`, or combinations like `1d12h`."""
+def parse_duration(text: str, option: str = "--max-build-age") -> dt.timedelta:
+    """`24h`, `90m`, `2d`, or combinations like `1d12h`; never zero (nothing is that young)."""
     compact = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ConfigurationError(f"--max-build-age {text!r} is not a duration like 24h, 90m or 2d")
-    return sum((dt.timedelta(**{_UNITS[u]: int(n)}) for n, u in parts), dt.timedelta())
-
-
-def _mart_names(relation: str) -> set[str]:
-    """The names a mart may be recorded under: its table, and without a version suffix."""
-    table = relation_parts(relation)[-1]
-    return {table, re.sub(r"_v\d+$", "", table)}
+        raise ConfigurationError(f"{option} {text!r} is not a duration like 24h, 90m or 2d")
+    duration = sum((dt.timedelta(**{_UNITS[u]: int(n)}) for n, u in parts), dt.timedelta())
+    if duration <= dt.timedelta(0):
+        raise ConfigurationError(
+            f"{option} {text!r} is zero: no build could ever be young enough; give a duration "
+            "like 24h"
+        )
+    return duration
 
 
 def gate_refusal(
-    build: BuildRecord | None,
+    latest: BuildRecord | None,
+    publication: BuildRecord | None,
     deliveries: Sequence[Delivery],
     *,
     now: dt.datetime,
     max_age: dt.timedelta,
     schema: str,
 ) -> str | None:
-    """Why nothing may be delivered now, or None when the gate is open."""
-    if build is None:
+    """Why nothing may be delivered now, or None when the gate is open. `latest` is the newest
+    invocation that touched the marts, `publication` the build whose marts are published."""
+    if latest is None:
         return (
             f"no dbt build of the marts is recorded in {schema}.{BUILD_LOG_MODEL}: "
             "run `dbt build` for this target first"
         )
-    what = build.describe()
-    if not build.success:
-        counts = f"{build.errors} error(s), {build.failures} failure(s), {build.skipped} skipped"
-        nodes = f": {build.failed_nodes}" if build.failed_nodes else ""
-        return f"the latest build of the marts failed ({what}; {counts}{nodes})"
-    built = build.built()
-    needed = {DELIVERIES_MART: {DELIVERIES_MART}}
-    for delivery in deliveries:
-        names = _mart_names(delivery.export_relation)
-        needed[relation_parts(delivery.export_relation)[-1]] = names
-    missing = sorted(table for table, names in needed.items() if not names & built)
-    if missing:
+    what = latest.describe()
+    if not latest.finished:
         return (
-            f"the latest build of the marts ({what}) did not build {', '.join(missing)}: "
-            "deliveries and export rows must come from one build"
+            f"the latest build of the marts ({what}): it was killed, or is still running; "
+            "the published marts are as they were, run the build again (or wait for it)"
         )
-    stale = sorted({d.label for d in deliveries if d.dbt_invocation_id != build.invocation_id})
+    if not latest.success:
+        return f"the latest build of the marts failed: {latest.what_failed()} ({what})"
+    if not latest.published:
+        built = ", ".join(latest.marts_built) or "none"
+        return (
+            f"the latest build of the marts ({what}) published nothing: only a `dbt build` "
+            f"of every mart whose every node passes publishes them (it built: {built})"
+        )
+    if publication is None or publication.invocation_id != latest.invocation_id:
+        return (
+            f"the published marts are not those of the latest build of the marts ({what}): "
+            "run `dbt build` again"
+        )
+    stale = sorted({d.label for d in deliveries if d.dbt_invocation_id != latest.invocation_id})
     if stale:
         return (
-            f"{DELIVERIES_MART} rows for {', '.join(stale)} come from another dbt invocation "
-            f"than the latest build of the marts ({what})"
+            f"published mips_deliveries rows for {', '.join(stale)} come from another dbt "
+            f"invocation than the latest build of the marts ({what})"
         )
-    age = now - build.completed_at
+    assert latest.completed_at is not None
+    age = now - latest.completed_at
     if age > max_age:
         hours = age.total_seconds() / 3600
         return (

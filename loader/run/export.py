@@ -166,19 +166,20 @@ def run_export(
     *,
     progress: Progress = lambda step: None,
 ) -> ExportReport:
-    with open_engine(warehouse) as engine:
-        zone = engine.run_time_zone()
-        run_date = resolve_run_date(request.run_date, zone)
-        check_run_date(run_date, zone)
-        with engine.run_lock():
-            return _export(engine, warehouse, request, run_date, progress)
+    """The run: under the run lock, from one consistent read of the published build."""
+    with open_engine(warehouse) as engine, engine.run_lock(), engine.published() as read:
+        return _export(read, warehouse, request, progress)
 
 
-def _export(engine, warehouse, request: ExportRequest, run_date, progress) -> ExportReport:
+def _export(read, warehouse, request: ExportRequest, progress) -> ExportReport:
     """The run under its lock: gate, destinations, then one delivery after another."""
-    report = ExportReport(run_id=uuid.uuid4().hex[:12], run_date=run_date)
-    deliveries = select_deliveries(engine.deliveries(), request.years, request.states)
-    _judge_build(report, engine, deliveries, request, warehouse.schema)
+    report = _new_report(read, request)
+    if read.publication is None:
+        _judge_build(report, read, [], request, warehouse.schema)
+        return report
+    check_run_date(report.run_date, read.run_time_zone())
+    deliveries = select_deliveries(read.deliveries(), request.years, request.states)
+    _judge_build(report, read, deliveries, request, warehouse.schema)
     s3, sftp = (
         (None, None)
         if request.dry_run
@@ -194,7 +195,7 @@ def _export(engine, warehouse, request: ExportRequest, run_date, progress) -> Ex
         if not request.dry_run:
             _preflight(s3, sftp)
         work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
-        ahead = stack.enter_context(UnloadsAhead(engine, deliveries, work_dir, request.jobs))
+        ahead = stack.enter_context(UnloadsAhead(read, deliveries, work_dir, request.jobs))
         for index, delivery in enumerate(deliveries):
 
             def step(stage: str, record=None, detail: str = "", i=index, d=delivery) -> None:
@@ -217,11 +218,22 @@ def _export(engine, warehouse, request: ExportRequest, run_date, progress) -> Ex
     return report
 
 
-def _judge_build(report: ExportReport, engine, deliveries, request, schema: str) -> None:
+def _new_report(read, request: ExportRequest, run_id: str | None = None) -> ExportReport:
+    """A report dated the run date: `--date`, else today in the published marts' zone (with
+    nothing published there is no zone and nothing to name: the UTC date)."""
+    if read.publication is None:
+        run_date = request.run_date or dt.datetime.now(dt.timezone.utc).date()
+    else:
+        run_date = resolve_run_date(request.run_date, read.run_time_zone())
+    return ExportReport(run_id=run_id or uuid.uuid4().hex[:12], run_date=run_date)
+
+
+def _judge_build(report: ExportReport, read, deliveries, request, schema: str) -> None:
     """The build the deliveries come from, and whether the publish gate lets them out."""
-    report.build = engine.latest_build()
+    report.build = read.latest
     report.refused = gate_refusal(
-        report.build,
+        read.latest,
+        read.publication,
         deliveries,
         now=dt.datetime.now(dt.timezone.utc),
         max_age=request.max_build_age,
@@ -354,22 +366,23 @@ def plan_export(warehouse, request: ExportRequest) -> ExportReport:
     """What `run_export` would deliver, with row counts and the gate's verdict; writes nothing
     and takes no lock. Unlike `export` it accepts a future date: a new year is checked before
     its first delivery."""
-    with open_engine(warehouse) as engine:
-        run_date = resolve_run_date(request.run_date, engine.run_time_zone())
-        report = ExportReport(run_id="plan", run_date=run_date)
-        stated = engine.deliveries()
+    with open_engine(warehouse) as engine, engine.published() as read:
+        report = _new_report(read, request, run_id="plan")
+        if read.publication is None:
+            _judge_build(report, read, [], request, warehouse.schema)
+            return report
         report.expected_years = years_needing_a_look(
-            engine.expected_years(), run_date, request.years
+            read.expected_years(), report.run_date, request.years
         )
         deliveries = select_deliveries(
-            stated,
+            read.deliveries(),
             request.years,
             request.states,
             shown_years=tuple(y.performance_year for y in report.expected_years),
         )
-        _judge_build(report, engine, deliveries, request, warehouse.schema)
+        _judge_build(report, read, deliveries, request, warehouse.schema)
         for delivery in deliveries:
             record = _new_record(delivery, report, STATUS_PLANNED)
-            record.rows = engine.count(delivery)
+            record.rows = read.count(delivery)
             report.results.append(record)
     return report

@@ -70,7 +70,11 @@ def delivery_rows(records: Sequence[DeliveryRecord]) -> list[list[Any]]:
 
 def build_line(build) -> str:
     """Which dbt invocation the deliveries come from."""
-    return f"build: {build.describe()}" if build is not None else "build: none recorded"
+    if build is None:
+        return "build: none recorded"
+    if build.finished and not build.success:
+        return f"build: {build.describe()}; failed: {build.what_failed()}"
+    return f"build: {build.describe()}"
 
 
 def export_summary(report) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from loader.clock import today_in
 from loader.destinations.base import Destination, Digest
 from loader.engines import open_engine
+from loader.errors import MipsError
 from loader.marts.build_log import BuildRecord
 from loader.marts.deliveries import Delivery, select_deliveries
 from loader.marts.expected_years import ExpectedYear, years_needing_a_look
@@ -32,6 +33,11 @@ ALTERED_IN_S3 = "altered in S3"
 LATEST_RUN_FAILED = "latest run failed"
 NEVER_DELIVERED = "never delivered"
 DISABLED = "disabled"
+
+
+class NothingPublishedError(MipsError):
+    """No build has published the marts yet: there are no deliveries to report on."""
+
 
 # Statuses of a run-log record that mean the delivery happened.
 _SUCCEEDED = ("ok",)
@@ -124,18 +130,24 @@ def collect_status(
     states=(),
     verify: bool = False,
 ) -> StatusReport:
-    with open_engine(warehouse) as engine:
+    with open_engine(warehouse) as engine, engine.published() as read:
+        if read.publication is None:
+            raise NothingPublishedError(
+                f"nothing is published in {warehouse.schema}: no dbt build of the marts has "
+                "passed yet (run `dbt build`)"
+                + (f"; the latest: {read.latest.describe()}" if read.latest else "")
+            )
         if today is None:
-            today = today_in(engine.run_time_zone())
-        stated = engine.deliveries()
-        expected = years_needing_a_look(engine.expected_years(), today, tuple(years))
+            today = today_in(read.run_time_zone())
+        stated = read.deliveries()
+        expected = years_needing_a_look(read.expected_years(), today, tuple(years))
         deliveries = select_deliveries(
             stated,
             tuple(years),
             tuple(states),
             shown_years=tuple(y.performance_year for y in expected),
         )
-        report = StatusReport(build=engine.latest_build(), verified=verify, years=expected)
+        report = StatusReport(build=read.latest, verified=verify, years=expected)
     s3, sftp = open_stores(s3_url, sftp_url, deliveries, stated=stated)
     with s3, contextlib.ExitStack() as stack:
         if sftp is not None:

@@ -56,14 +56,52 @@ ZONE = (["run_time_zone"], [["America/Los_Angeles"]])
 BUILD_LOG = list(BUILD_LOG_COLUMNS)
 
 
-def build_row(invocation_id: str = "inv-1", success: bool = True) -> list[str]:
-    """The build log's newest row as Athena returns it: text, timestamps in UTC without zone."""
-    finished = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
-    stamp = finished.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+PUBLISHED_SCHEMA = "mips_published"
+SUFFIX = "__p20260115093000_inv1"
+MARTS = "[mips_deliveries, mips_expected_years, mips_export_v1]"
+
+
+def build_rows(invocation_id: str = "inv-1", success: bool = True, minutes: int = 5):
+    """An invocation's `finished` and `started` rows as Athena returns them: text, arrays as
+    `[a, b]`, timestamps in UTC without zone; it published when it succeeded."""
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes + 1)
+    finished = started + dt.timedelta(minutes=1)
+
+    def stamp(moment):
+        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    published = "true" if success else "false"
     return [
-        invocation_id, "build", "", stamp, stamp, str(success).lower(), "true",
-        "mips_deliveries,mips_export_v1", "0", "0", "0", "0", "",
+        [
+            invocation_id, "finished", "build", "", stamp(started), stamp(finished),
+            str(success).lower(), "true", published, PUBLISHED_SCHEMA if success else None,
+            SUFFIX if success else None, MARTS if success else "[mips_deliveries]",
+            "[]" if success else "[test.healthmonix_mips.unique_x.0123456789]",
+            "0" if success else "1", "0", "0", "0",
+        ],
+        [
+            invocation_id, "started", "build", "", stamp(started), None, None, "true", None,
+            None, None, "[]", "[]", "0", "0", "0", "0",
+        ],
     ]  # fmt: skip
+
+
+def history(*invocations) -> list[tuple]:
+    """The two build-log queries' results: every row of the invocations (newest first), then
+    the newest that published."""
+    rows = [row for invocation in invocations for row in invocation]
+    published = [row for row in rows if row[1] == "finished" and row[8] == "true"][:1]
+    return [(BUILD_LOG, rows), (BUILD_LOG, published)]
+
+
+def queries(moto_endpoint) -> list[str]:
+    """Every query moto's Athena was asked, oldest first."""
+    import boto3
+
+    athena = boto3.client("athena", endpoint_url=moto_endpoint, **CREDENTIALS)
+    ids = athena.list_query_executions(WorkGroup="mips")["QueryExecutionIds"]
+    texts = [athena.get_query_execution(QueryExecutionId=i)["QueryExecution"] for i in ids]
+    return [e["Query"] for e in sorted(texts, key=lambda e: e["Status"]["SubmissionDateTime"])]
 
 
 # Glue keeps lower-case names; the header comes from the deliveries model instead.
@@ -101,15 +139,15 @@ def athena_target(moto_endpoint, monkeypatch):  # noqa: F811
         queue_athena_results(moto_endpoint, *results)
 
     warehouse = Warehouse(target_name="athena", adapter_type="athena", settings=dict(SETTINGS))
-    return warehouse, queue, s3
+    return warehouse, queue, s3, moto_endpoint
 
 
 def test_export_on_athena_writes_the_postgres_layout(athena_target, tmp_path):
-    warehouse, queue, s3 = athena_target
+    warehouse, queue, s3, _ = athena_target
     queue(
+        *history(build_rows()),
         ZONE,
         (DELIVERY_COLUMNS, DELIVERY_ROWS),
-        (BUILD_LOG, [build_row()]),
         (["performance_year", "state_code", "file_row_number", *ATHENA_COLUMNS], []),
         (ATHENA_COLUMNS, [["1", "2022-03-01", "42.5"], ["1", "2022-03-01", None]]),
         (ATHENA_COLUMNS, [["7", "2025-02-02", 'say "hi", ok'], ["8", "2025-02-03", ""]]),
@@ -134,10 +172,17 @@ def test_export_on_athena_writes_the_postgres_layout(athena_target, tmp_path):
     assert manifest["rows"] == 2 and manifest["dbt_invocation_id"] == "inv-1"
     lock_keys = s3.list_objects_v2(Bucket=RESULTS_BUCKET, Prefix="staging/mips-loader/")
     assert lock_keys.get("KeyCount", 0) == 0, "the run lock is released"
+    # every mart is read from the tables the newest published row names
+    asked = queries(athena_target[3])
+    published = f'"{PUBLISHED_SCHEMA}"."mips_%{SUFFIX}"'
+    reads = [q for q in asked if "mips_build_log" not in q]
+    assert reads and all(f'from "{PUBLISHED_SCHEMA}".' in q for q in reads), reads
+    assert any(f'"mips_deliveries{SUFFIX}"' in q for q in reads)
+    assert any(f'"mips_export_v1{SUFFIX}"' in q for q in reads), published
 
 
 def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
-    warehouse, queue, s3 = athena_target
+    warehouse, queue, s3, _ = athena_target
     from loader.engines import open_engine
 
     with open_engine(warehouse) as engine, engine.run_lock():
@@ -153,12 +198,12 @@ def test_a_held_athena_lock_stops_a_second_run(athena_target, tmp_path):
 
 
 def test_plan_on_athena_counts_rows(athena_target):
-    warehouse, queue, _ = athena_target
+    warehouse, queue, _, _ = athena_target
     queue(
+        *history(build_rows()),
         ZONE,
-        (DELIVERY_COLUMNS, DELIVERY_ROWS[1:]),
         (EXPECTED_YEARS, [EXPECTED_2025, EXPECTED_2026]),
-        (BUILD_LOG, [build_row()]),
+        (DELIVERY_COLUMNS, DELIVERY_ROWS[1:]),
         (["rows"], [["12"]]),
     )
     request = ExportRequest(run_date=dt.date(2026, 1, 15), s3_url=None, sftp_url=None)
@@ -176,14 +221,18 @@ def test_plan_on_athena_counts_rows(athena_target):
 
 
 def test_a_failed_build_on_athena_uploads_nothing(athena_target, tmp_path):
-    warehouse, queue, _ = athena_target
-    queue(ZONE, (DELIVERY_COLUMNS, DELIVERY_ROWS), (BUILD_LOG, [build_row("inv-2", success=False)]))
+    warehouse, queue, _, _ = athena_target
+    queue(
+        *history(build_rows("inv-2", success=False, minutes=2), build_rows("inv-1")),
+        ZONE,
+        (DELIVERY_COLUMNS, DELIVERY_ROWS),
+    )
     s3_dir = tmp_path / "s3"
     request = ExportRequest(
         run_date=dt.date(2026, 1, 15), s3_url=s3_dir.as_uri(), sftp_url=(tmp_path / "sftp").as_uri()
     )
     report = run_export(warehouse, request)
     assert not report.succeeded
-    assert "inv-2" in report.refused
+    assert "inv-2" in report.refused and "test unique_x errored" in report.refused
     assert sorted(p.parts[len(s3_dir.parts)] for p in s3_dir.rglob("*.json")) == ["run-log"] * 2
     assert not (tmp_path / "sftp").exists() or not any((tmp_path / "sftp").iterdir())

@@ -30,37 +30,64 @@ def target(cluster, project_options):
         os.environ["MIPS_DEV_SCHEMA"] = saved
 
 
+MARTS = ["mips_deliveries", "mips_expected_years", "mips_export_v1"]
+PUBLISHED = f"{TARGET_SCHEMA}_published"
+
+
 def logged(conn, invocation_id):
+    """The invocation's `finished` row, after checking its `started` row came first."""
+    events = conn.execute(
+        f"select event, started_at from {TARGET_SCHEMA}.mips_build_log "
+        "where invocation_id = %s order by event desc",
+        (invocation_id,),
+    ).fetchall()
+    assert [e for e, _ in events] == ["started", "finished"] and events[0][1] == events[1][1]
     return conn.execute(
-        "select command, selection, success, touched_marts, marts_built, errors, failures, "
-        "skipped, failed_nodes, completed_at >= started_at "
-        f"from {TARGET_SCHEMA}.mips_build_log where invocation_id = %s",
+        "select command, selection, success, touched_marts, published, marts_built, errors, "
+        "failures, skipped, failed_nodes, completed_at >= started_at "
+        f"from {TARGET_SCHEMA}.mips_build_log where invocation_id = %s and event = 'finished'",
         (invocation_id,),
     ).fetchone()
+
+
+def published_by(conn) -> list[tuple]:
+    return conn.execute(
+        f"select distinct dbt_invocation_id from {PUBLISHED}.mips_deliveries"
+    ).fetchall()
 
 
 def test_invocations_are_recorded_with_what_they_did(target, project_options):
     good = run_dbt(project_options, ["build", *VARS], quiet=True)
     assert good.success, good.error
     assert logged(target, good.invocation_id) == (
-        "build", "", True, True, "mips_deliveries,mips_expected_years,mips_export_v1",
-        0, 0, 0, "", True,
+        "build", "", True, True, True, MARTS, 0, 0, 0, [], True,
     )  # fmt: skip
-    delivered_by = target.execute(
+    assert published_by(target) == [(good.invocation_id,)]
+    # the target schema's marts read what was published
+    assert target.execute(
         f"select distinct dbt_invocation_id from {TARGET_SCHEMA}.mips_deliveries"
-    ).fetchall()
-    assert delivered_by == [(good.invocation_id,)]
+    ).fetchall() == [(good.invocation_id,)]
 
     staging = run_dbt(project_options, ["build", "-s", "staging", *VARS], quiet=True)
     assert staging.success
-    command, selection, success, touched, built, *_ = logged(target, staging.invocation_id)
-    assert (selection, success, touched, built) == ("select=staging", True, False, "")
+    command, selection, success, touched, published, built, *_ = logged(
+        target, staging.invocation_id
+    )
+    assert (selection, success, touched, published, built) == (
+        "select=staging", True, False, False, [],
+    )  # fmt: skip
 
     tested = run_dbt(project_options, ["test", "-s", "mips_deliveries", *VARS], quiet=True)
     assert tested.success
-    assert logged(target, tested.invocation_id)[:5] == (
-        "test", "select=mips_deliveries", True, True, "",
+    assert logged(target, tested.invocation_id)[:6] == (
+        "test", "select=mips_deliveries", True, True, False, [],
     )  # fmt: skip
+
+    # `dbt run` builds every mart and tests none: it publishes nothing
+    ran = run_dbt(project_options, ["run", *VARS], quiet=True)
+    assert ran.success
+    assert logged(target, ran.invocation_id)[:6] == ("run", "", True, True, False, MARTS)
+    assert published_by(target) == [(good.invocation_id,)]
 
 
 def test_selection_text_with_a_quote_is_stored_as_given(target, project_options):
@@ -72,7 +99,10 @@ def test_selection_text_with_a_quote_is_stored_as_given(target, project_options)
     )  # fmt: skip
 
 
-def test_a_failed_build_is_recorded_with_its_failed_nodes(target, project_options):
+def test_a_failed_build_is_recorded_with_its_failed_nodes_and_publishes_nothing(
+    target, project_options
+):
+    before = published_by(target)
     key = "healthmonix_2025_integration_enabled"
     target.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))
     try:
@@ -80,10 +110,12 @@ def test_a_failed_build_is_recorded_with_its_failed_nodes(target, project_option
     finally:
         target.execute(f"update {APP_SCHEMA}.settings set value = 'true' where key = %s", (key,))
     assert not failed.success
-    command, _, success, touched, built, errors, _, skipped, nodes, _ = logged(
+    command, _, success, touched, published, built, errors, _, skipped, nodes, _ = logged(
         target, failed.invocation_id
     )
-    assert (command, success, touched) == ("build", False, True)
-    assert "mips_deliveries" not in built.split(",")
+    assert (command, success, touched, published) == ("build", False, True, False)
+    assert "mips_deliveries" not in built
     assert errors >= 1 and skipped >= 1
-    assert "model.healthmonix_mips.int_configuration_errors" in nodes.split(",")
+    # the failed nodes only (skipped ones are counted): the configuration check
+    assert nodes == ["model.healthmonix_mips.int_configuration_errors"]
+    assert before and published_by(target) == before

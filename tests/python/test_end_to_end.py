@@ -196,7 +196,9 @@ def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir
         "'hostile-build'::text as dbt_invocation_id"
     )
     complete_deliveries(db, "hostile_t")
-    record_build(db, "hostile_t", invocation_id="hostile-build")
+    record_build(
+        db, "hostile_t", invocation_id="hostile-build", marts_built="mips_deliveries,mips_export_v1"
+    )
     monkeypatch.setenv("MIPS_DEV_SCHEMA", "hostile_t")
     result = invoke(
         profiles_dir, "export", "--date", RUN_DATE, "--s3-url", servers["s3_url"],

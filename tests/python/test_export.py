@@ -16,8 +16,8 @@ import pytest
 from loader.engines.locks import EXPORT_LOCK_KEY
 from loader.engines.postgres import read_deliveries
 from loader.run.stores import s3_store_url
+from tests.support.handmade import HANDMADE_MARTS, record_build
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
-from tests.support.handmade import record_build
 from tests.support.local_runs import RUN_DATE, export, files_under, invoke
 
 
@@ -114,12 +114,16 @@ def test_missing_destinations_are_usage_errors(models, profiles_dir, stores):
 
 
 def test_one_failed_delivery_does_not_stop_the_others(models, profiles_dir, stores):
+    # 2023/CA's slice is a relation that fails when it is read.
     models.execute(
-        f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."gone"\' '
+        f"create view {SCHEMA}.broken as select * from {SCHEMA}.mips_export_v1 "
+        "where (select 1 / 0) = 1"
+    )
+    models.execute(
+        f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."broken"\' '
         "where performance_year = 2023"
     )
-    # A build that says it made the table, which is gone by the time the loader reads it.
-    record_build(models, SCHEMA, marts_built="mips_deliveries,mips_export_v1,gone")
+    record_build(models, SCHEMA, marts_built=f"{HANDMADE_MARTS},broken")
     result = export(profiles_dir, stores, "--json")
     assert result.exit_code == 1
     by_year = {d["performance_year"]: d for d in json.loads(result.output)["deliveries"]}

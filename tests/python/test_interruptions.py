@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from loader.cli import cli
 from tests.support.fault_rig import BUCKET
+from tests.support.handmade import HANDMADE_MARTS, record_build
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
-from tests.support.handmade import record_build
 from tests.support.model_scenarios import PROJECT_DIR
 from tests.support.processes import postgres_target_env as target_env
 
@@ -39,7 +39,7 @@ def slow_2023(db, seconds: float = 30) -> None:
         f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."slow_export"\' '
         "where performance_year = 2023"
     )
-    record_build(db, SCHEMA, marts_built="mips_deliveries,mips_export_v1,slow_export")
+    record_build(db, SCHEMA, marts_built=f"{HANDMADE_MARTS},slow_export")
 
 
 def wait_for_sleeping_loader(db, process=None, timeout: float = 60) -> int:

@@ -62,7 +62,7 @@ def test_text_output_names_the_build_and_what_failed(models, profiles_dir, store
     assert result.exit_code == 1
     assert "refused, nothing uploaded: the latest build of the marts failed" in result.output
     assert "dbt build failed-one, finished" in result.output
-    assert "test.healthmonix_mips.unique_x" in result.output
+    assert "failed: test unique_x errored (dbt build failed-one" in result.output
 
 
 def test_builds_that_did_not_touch_the_marts_do_not_count(models, profiles_dir, stores):
@@ -90,11 +90,13 @@ def test_deliveries_from_another_invocation_are_refused(models, profiles_dir, st
     assert "come from another dbt invocation" in json.loads(result.stdout)["refused"]
 
 
-def test_a_build_that_did_not_build_the_export_is_refused(models, profiles_dir, stores):
-    record_build(models, SCHEMA, marts_built="mips_deliveries")
+def test_a_build_that_did_not_build_every_mart_is_refused(models, profiles_dir, stores):
+    record_build(models, SCHEMA, invocation_id="partial", marts_built="mips_deliveries")
     result = export(profiles_dir, stores, "--json")
     assert result.exit_code == 1
-    assert "did not build mips_export_v1" in json.loads(result.stdout)["refused"]
+    refused = json.loads(result.stdout)["refused"]
+    assert "(dbt build partial, finished" in refused
+    assert "published nothing" in refused and "it built: mips_deliveries" in refused
 
 
 def test_no_build_log_is_refused(models, profiles_dir, stores):

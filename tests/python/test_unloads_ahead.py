@@ -7,6 +7,7 @@ test_interruptions.py (`test_a_signal_stops_the_slices_unloaded_ahead`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -54,49 +55,53 @@ def test_a_bad_jobs_value_is_a_usage_error(models, profiles_dir, stores):
 
 
 @pytest.fixture
-def engine(models, profiles_dir):
+def read(models, profiles_dir):
+    """The published build of the hand-made models, read as an export reads it."""
     options = ProjectOptions(project_dir=PROJECT_DIR, profiles_dir=profiles_dir, target="dev")
-    with open_engine(render_target(options)) as opened:
-        yield opened
+    with open_engine(render_target(options)) as engine, engine.published() as published:
+        yield published
 
 
 class _Watched:
-    """The engine's own sessions, each unload noting how many slice files exist as it starts
+    """The read's own sessions, each unload noting how many slice files exist as it starts
     and which database backend serves it."""
 
-    def __init__(self, engine, work_dir: Path):
-        self.engine, self.work_dir = engine, work_dir
+    def __init__(self, read, work_dir: Path):
+        self.read, self.work_dir = read, work_dir
         self.files_seen: list[int] = []
         self.backends: set[int] = set()
         self.lock = threading.Lock()
 
     def unload(self, delivery, work_dir):
-        return self.engine.unload(delivery, work_dir)
+        return self.read.unload(delivery, work_dir)
 
     @contextlib.contextmanager
-    def unload_session(self):
-        with self.engine.unload_session() as session:
-            watcher = self
+    def unload_sessions(self, count):
+        watcher = self
 
-            class Session:
-                def unload(self, delivery, work_dir):
-                    with watcher.lock:
-                        watcher.files_seen.append(len(list(watcher.work_dir.iterdir())))
-                        watcher.backends.add(session.conn.info.backend_pid)
-                    time.sleep(0.02)
-                    return session.unload(delivery, work_dir)
+        class Session:
+            def __init__(self, session):
+                self.session = session
 
-                def cancel_unload(self):
-                    session.cancel_unload()
+            def unload(self, delivery, work_dir):
+                with watcher.lock:
+                    watcher.files_seen.append(len(list(watcher.work_dir.iterdir())))
+                    watcher.backends.add(self.session.conn.info.backend_pid)
+                time.sleep(0.02)
+                return self.session.unload(delivery, work_dir)
 
-            yield Session()
+            def cancel_unload(self):
+                self.session.cancel_unload()
+
+        with self.read.unload_sessions(count) as sessions:
+            yield [Session(session) for session in sessions]
 
 
 @pytest.mark.parametrize("jobs", [2, 3])
-def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(engine, jobs):
-    deliveries = engine.deliveries() * 4  # 12 slices of 3, 5 and 10 rows
+def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(read, jobs):
+    deliveries = read.deliveries() * 4  # 12 slices of 3, 5 and 10 rows
     with private_work_dir() as work_dir:
-        watched = _Watched(engine, Path(work_dir))
+        watched = _Watched(read, Path(work_dir))
         taken = []
         with UnloadsAhead(watched, deliveries, Path(work_dir), jobs) as ahead:
             for index, delivery in enumerate(deliveries):
@@ -109,17 +114,18 @@ def test_at_most_jobs_slice_files_exist_and_slices_come_in_order(engine, jobs):
     # a file is being uploaded and up to jobs - 2 more wait when another unload starts
     assert max(watched.files_seen) <= jobs - 1
     assert max(watched.files_seen) >= 1, "unloads did run ahead of the upload"
-    main_backend = engine.conn.info.backend_pid
+    main_backend = read.conn.info.backend_pid
     assert main_backend not in watched.backends and len(watched.backends) <= jobs - 1
 
 
-def test_a_failed_unload_ahead_fails_that_delivery_only(engine, models):
-    models.execute(
-        f'update {SCHEMA}.mips_deliveries set export_relation = \'"{SCHEMA}"."no_such"\' '
-        "where performance_year = 2023"
-    )
-    deliveries = engine.deliveries()
-    with private_work_dir() as work_dir, UnloadsAhead(engine, deliveries, Path(work_dir), 3) as a:
+def test_a_failed_unload_ahead_fails_that_delivery_only(read, models):
+    deliveries = [
+        dataclasses.replace(d, export_relation=f'"{SCHEMA}"."no_such"')
+        if d.performance_year == 2023
+        else d
+        for d in read.deliveries()
+    ]
+    with private_work_dir() as work_dir, UnloadsAhead(read, deliveries, Path(work_dir), 3) as a:
         first = a.take(0)
         with pytest.raises(Exception, match="no_such"):
             a.take(1)
@@ -127,10 +133,10 @@ def test_a_failed_unload_ahead_fails_that_delivery_only(engine, models):
     assert (first.rows, last.rows) == (3, 10)
 
 
-def test_files_unloaded_ahead_but_never_taken_are_removed(engine):
-    deliveries = engine.deliveries()
+def test_files_unloaded_ahead_but_never_taken_are_removed(read):
+    deliveries = read.deliveries()
     with private_work_dir() as work_dir:
-        with UnloadsAhead(engine, deliveries, Path(work_dir), 3) as ahead:
+        with UnloadsAhead(read, deliveries, Path(work_dir), 3) as ahead:
             ahead.take(0).path.unlink()
             time.sleep(0.5)  # the two ahead finish; the run stops before taking them
         assert list(Path(work_dir).iterdir()) == []

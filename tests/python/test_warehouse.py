@@ -63,7 +63,8 @@ def test_missing_variable_names_the_setting(tmp_path, monkeypatch):
 
 def test_the_export_path_does_not_import_dbt():
     code = (
-        "import sys; import loader.cli, loader.run.export, loader.run.status, loader.engines.postgres; "
+        "import sys; import loader.cli, loader.run.export, loader.run.status; "
+        "import loader.engines.postgres; "
         "print(any(m == 'dbt' or m.startswith('dbt.') for m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

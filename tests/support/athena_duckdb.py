@@ -61,6 +61,11 @@ FIXUPS = {
         "RE2's only at the end: it becomes (?:\\n?\\z). The project anchors with \\z (macro "
         "fully_matches), so this counts `$` anchors that slipped in"
     ),
+    "iceberg_rename_across_schemas": (
+        "Athena renames an Iceberg table into another database as metadata (publication, "
+        "macros/publish_marts.sql); DuckDB renames only within a schema (and sqlglot drops the "
+        "target schema), so the table is copied there and dropped"
+    ),
     "utc_timestamp_as_timestamptz": (
         "a zone-less Glue timestamp holds UTC, and Trino (session zone UTC) reads `ts at time "
         "zone z` as that instant in z; DuckDB reads a zone-less timestamp as wall-clock time in "
@@ -97,6 +102,19 @@ class Transpiler:
         if relations:
             tree = tree.transform(lambda node: _swap_relation(node, relations))
         return tree.sql(dialect="duckdb")
+
+    def statements_to_duckdb(self, athena_sql: str) -> list[str]:
+        """DuckDB statements for one Athena statement, DDL included (a rename across schemas
+        becomes a copy and a drop: the counted fix-up iceberg_rename_across_schemas)."""
+        tree = sqlglot.parse_one(athena_sql, read="athena")
+        rename = tree.args.get("actions", [None])[0] if isinstance(tree, exp.Alter) else None
+        if isinstance(rename, exp.AlterRename):
+            source, target = tree.this, rename.this
+            if target.db and target.db != source.db:
+                self.fixups["iceberg_rename_across_schemas"] += 1
+                old, new = source.sql(dialect="duckdb"), target.sql(dialect="duckdb")
+                return [f"create table {new} as select * from {old}", f"drop table {old}"]
+        return [self.to_duckdb(athena_sql)]
 
     def _fix(self, node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Trim) and node.args.get("expression") is None:
@@ -286,6 +304,9 @@ class AthenaOnDuckDB:
             self.connection.execute(f'create schema if not exists "{table.catalog}"."{table.db}"')
             sql = self.transpiler.to_duckdb(node["compiled_code"])
             kind = "view" if materialized == "view" else "table"
+            if kind == "table" and self._is_view(table):
+                # a published mart leaves a view of itself behind; dbt-athena replaces it
+                self.connection.execute(f"drop view {node['relation_name']}")
             try:
                 self.connection.execute(
                     f"create or replace {kind} {node['relation_name']} as {sql}"
@@ -294,6 +315,15 @@ class AthenaOnDuckDB:
                 raise AssertionError(f"{node['name']} does not run in DuckDB: {error}") from error
             built.append(node["name"])
         return built
+
+    def _is_view(self, table: exp.Table) -> bool:
+        return bool(
+            self.connection.execute(
+                "select 1 from information_schema.tables where table_catalog = ? and "
+                "table_schema = ? and table_name = ? and table_type = 'VIEW'",
+                [table.catalog, table.db, table.name],
+            ).fetchone()
+        )
 
     def _nodes(self, resource_type: str) -> list[dict]:
         return [n for n in self.manifest["nodes"].values() if n["resource_type"] == resource_type]
@@ -472,10 +502,27 @@ class AthenaCompilation:
     manifest: dict
     # unit test name -> {"compiled_code": the model's SQL under the test's var overrides}
     unit_test_code: dict[str, dict[str, str]]
+    # dbt's own parsed manifest and the invocation options, for `render`
+    parsed: Any = field(repr=False, default=None)
+    dbt_args: tuple[str, ...] = ()
 
     @property
     def compiled_dir(self) -> Path:
         return self.target_dir / "compiled"
+
+    def render(self, jinja: str) -> str:
+        """`jinja` compiled inline for the athena target, offline (macros of the project, its
+        graph and vars): what a hook would send to Athena, as text."""
+        from dbt.cli.main import dbtRunner
+
+        with load_athena_lint().offline_env(), contextlib.redirect_stdout(io.StringIO()):
+            rendered = dbtRunner(manifest=self.parsed).invoke(
+                ["compile", "--no-populate-cache", "--inline", jinja, "--no-write-json",
+                 *self.dbt_args]
+            )  # fmt: skip
+        if not rendered.success:
+            raise RuntimeError(f"rendering {jinja!r} for athena failed: {rendered.exception}")
+        return rendered.result.results[0].node.compiled_code
 
 
 def compile_for_athena(
@@ -533,4 +580,4 @@ def compile_for_athena(
                 )
             (node,) = [r.node for r in rendered.result.results if r.node.unique_id == model_id]
             unit_test_code[test["name"]] = {"compiled_code": node.compiled_code}
-    return AthenaCompilation(target_dir, manifest, unit_test_code)
+    return AthenaCompilation(target_dir, manifest, unit_test_code, parsed.result, tuple(common))

@@ -335,6 +335,10 @@ class SftpFaults:
     write_delay: float = 0.0
     # Files opened for writing, by path relative to the root, in order.
     opened_for_write: list[str] = field(default_factory=list)
+    # A barrier: while `hold_writes` is set, every write waits until it is cleared (and says
+    # so in `writes_held`); the server stalls like one whose disk hangs.
+    hold_writes: threading.Event = field(default_factory=threading.Event)
+    writes_held: threading.Event = field(default_factory=threading.Event)
 
 
 class SftpServerAddress(NamedTuple):
@@ -357,6 +361,11 @@ class FaultInjectingSFTPServer(asyncssh.SFTPServer):
 
     def write(self, file_obj, offset, data):
         faults = self._faults
+        if faults.hold_writes.is_set():
+            faults.writes_held.set()
+            deadline = time.monotonic() + 120
+            while faults.hold_writes.is_set() and time.monotonic() < deadline:
+                time.sleep(0.02)
         if faults.write_delay:
             time.sleep(faults.write_delay)
         if offset <= faults.fault_offset < offset + len(data):
