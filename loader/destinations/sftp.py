@@ -13,7 +13,9 @@ An upload, and why a corrupt file can never count as delivered:
   swallows errors), every write's status reply is collected by request id and checked, and so
   is the reply to the close.
 - The `.part` file is then read back (pipelined 32 KiB reads, streamed into SHA-256) and its
-  size and hash compared with the caller's. OpenSSH offers no server-side hash, so this
+  size and hash compared with the caller's. The reads stop at the size the open file reports
+  (fstat), so none asks for bytes past its end (`_SFTPClient.digest_file` says how a file
+  that grows meanwhile is still read whole). OpenSSH offers no server-side hash, so this
   read-back is the proof; a refused write or a mismatch raises VerificationMismatch, which
   `upload_verified` answers with a fresh upload, `verify_attempts` times in all, then a
   terminal error naming the file, the expected and the stored digest.
@@ -45,9 +47,11 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_DATA,
     CMD_FSETSTAT,
+    CMD_FSTAT,
     CMD_HANDLE,
     CMD_OPEN,
     CMD_READ,
@@ -557,42 +561,36 @@ class _SFTPClient(paramiko.SFTPClient):
         return replies.first_error
 
     def digest_file(self, path: str) -> Digest:
-        """Size and SHA-256 of a remote file, read with pipelined requests, never all at once."""
+        """Size and SHA-256 of a remote file, read with pipelined requests, never all at once.
+
+        No read is sent at or past the end of the file as far as its size is known, so the
+        server never answers one with end-of-file (ProFTPD logs each such request): the open
+        file's size is taken first (fstat), and only the bytes before it are requested, the
+        last request no longer than what is left (a 48 KB file: two reads, an empty one:
+        none). When they are in, a second fstat must give the same size. If the file grew in
+        the meantime, or the server gives no size, it is read on one request at a time until
+        the server answers end-of-file, so a longer file is hashed whole and seen as a
+        mismatch: that one read at the end happens only for a file that changed while we
+        read it (or a server that does not say how large it is). Zero reads past the end,
+        then, for a file that holds still.
+        """
         kind, msg = self._request(CMD_OPEN, self._adjust_cwd(path), SFTP_FLAG_READ, _NO_ATTRS)
         if kind != CMD_HANDLE:
             raise SFTPError("expected a handle")
         handle = msg.get_binary()
-        replies = _Replies(self, check_writes=False)
         digest = hashlib.sha256()
-        size = 0
-        requested: deque[int] = deque()  # request numbers, in offset order
-        next_offset = 0
         try:
+            limit = self._size_of(handle)
+            size = 0 if limit is None else self._read_ahead(handle, limit, digest)
             while True:
-                while len(requested) < MAX_IN_FLIGHT:
-                    number = self._async_request(
-                        replies, CMD_READ, handle, int64(next_offset), REQUEST_SIZE
-                    )
-                    replies.expect(number, next_offset)
-                    requested.append(number)
-                    next_offset += REQUEST_SIZE
+                if limit is not None and size >= limit:
+                    now = self._size_of(handle)
+                    if now is not None and now <= size:
+                        break  # all of it: nothing asked past its end
+                    limit = None  # it grew (or has no size now): read on to end-of-file
+                length = REQUEST_SIZE if limit is None else min(REQUEST_SIZE, limit - size)
                 try:
-                    data = replies.data_for(requested.popleft())
-                except EOFError:
-                    at_end = True  # the file ends exactly where this request began
-                    break
-                digest.update(data)
-                size += len(data)
-                if len(data) < REQUEST_SIZE:
-                    # The end of the file, or a short read: go on one request at a time.
-                    at_end = False
-                    break
-            for number in requested:
-                with suppress(EOFError, OSError):
-                    replies.data_for(number)  # drain the replies read ahead
-            while not at_end:
-                try:
-                    kind, msg = self._request(CMD_READ, handle, int64(size), REQUEST_SIZE)
+                    kind, msg = self._request(CMD_READ, handle, int64(size), length)
                 except EOFError:
                     break
                 if kind != CMD_DATA:
@@ -604,6 +602,40 @@ class _SFTPClient(paramiko.SFTPClient):
             with suppress(OSError):
                 self.close_handle(handle)
         return Digest(size, digest.hexdigest())
+
+    def _size_of(self, handle: bytes) -> int | None:
+        kind, msg = self._request(CMD_FSTAT, handle)
+        if kind != CMD_ATTRS:
+            raise SFTPError("expected attributes")
+        return paramiko.SFTPAttributes._from_msg(msg).st_size
+
+    def _read_ahead(self, handle: bytes, limit: int, digest) -> int:
+        """Read the bytes before `limit` into `digest`, up to MAX_IN_FLIGHT requests in
+        flight; returns how many came back in order before a short read or end-of-file (a
+        file that shrank), after which the caller goes on one request at a time."""
+        replies = _Replies(self, check_writes=False)
+        requested: deque[tuple[int, int]] = deque()  # (request number, length), by offset
+        next_offset = size = 0
+        while size < limit:
+            while len(requested) < MAX_IN_FLIGHT and next_offset < limit:
+                length = min(REQUEST_SIZE, limit - next_offset)
+                number = self._async_request(replies, CMD_READ, handle, int64(next_offset), length)
+                replies.expect(number, next_offset)
+                requested.append((number, length))
+                next_offset += length
+            number, length = requested.popleft()
+            try:
+                data = replies.data_for(number)
+            except EOFError:
+                break
+            digest.update(data)
+            size += len(data)
+            if len(data) < length:
+                break
+        for number, _ in requested:
+            with suppress(EOFError, OSError):
+                replies.data_for(number)  # drain the replies read ahead
+        return size
 
 
 _NO_ATTRS = paramiko.SFTPAttributes()

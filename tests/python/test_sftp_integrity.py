@@ -1,6 +1,7 @@
 """SFTP uploads against servers that misbehave: a corrupt file never counts as delivered, our
 stale `.part` files (and only ours) are removed on the next connect, files get the configured
-mode, and preflight says what is wrong before anything is written.
+mode, preflight says what is wrong before anything is written, and the client is a polite
+guest (no reads past the end of a file).
 
 Servers: the asyncssh server of transport_servers (made to refuse, swallow or corrupt one
 write, or every one) and the system's OpenSSH sshd."""
@@ -463,3 +464,46 @@ def test_sftp_preflight_server_down_is_transient(server):
         pytest.raises(TransientDeliveryError, match="SFTP connection failed"),
     ):
         destination.preflight()
+
+
+# --- task 6: a polite guest on the registry's server ---------------------------------------------
+
+KiB = 1024
+READ_SIZE = 32 * KiB  # the client's read request size
+
+
+@pytest.mark.parametrize(
+    "size",
+    [48 * KiB, 0, 3 * READ_SIZE, 2 * MiB + 5],
+    ids=["48KiB", "empty", "3x32KiB", "65-requests"],
+)
+def test_read_back_never_reads_at_or_past_the_end_of_the_file(server, tmp_path, size):
+    """ProFTPD logs "requested read offset ... greater than size" for each read past the end;
+    reading ahead 64 requests blindly made ~63 such lines per small file."""
+    source = source_file(tmp_path, size)
+    with server.open() as destination:
+        put(destination, source)  # the upload's read-back of the .part file
+        assert destination.read_digest(NAME) == source.digest  # status --verify
+
+    past_the_end = [read for read in server.faults.reads if read.offset >= read.file_size]
+    assert past_the_end == []
+    [part] = [path for path in server.faults.opened_for_write if path.endswith(".part")]
+    for path in (part, NAME):
+        reads = [read for read in server.faults.reads if read.path == path]
+        # Every byte asked for once, in order, no request reaching beyond the end.
+        assert [read.offset for read in reads] == list(range(0, size, READ_SIZE))
+        assert sum(read.length for read in reads) == size
+
+
+def test_a_file_longer_than_its_first_stat_said_is_read_to_its_end(server, tmp_path):
+    source = source_file(tmp_path, 100 * KiB)
+    with server.open() as destination:
+        put(destination, source)
+        server.faults.reads.clear()
+        server.faults.understate_fstat = 40 * KiB  # as if it grew while we read it
+
+        assert destination.read_digest(NAME) == source.digest
+
+    # Read on one request at a time to the end, which one read (the last) confirms.
+    past_the_end = [read for read in server.faults.reads if read.offset >= read.file_size]
+    assert [read.offset for read in past_the_end] == [len(source.data)]
