@@ -28,6 +28,11 @@ reconnect. On every connect, stale `.part` files of ours (base.is_stale_temporar
 and the writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root,
 and from each subdirectory the first time an upload goes there on that connection; files
 whose names do not carry our marker are never touched.
+
+`close()` ends the session in order (see _end_session): the SFTP channel is closed, then an
+SSH_MSG_DISCONNECT sent, and the socket closed once the server has hung up, so the server logs
+a disconnect, not "connection reset by peer". After a transient failure the connection is just
+dropped (the server may be gone).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import paramiko
+from paramiko.common import cMSG_DISCONNECT
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
@@ -92,6 +98,10 @@ MAX_IN_FLIGHT = 64
 # SSH channel window: room for the replies of every request in flight, and more.
 SFTP_WINDOW_SIZE = 16 * 1024 * 1024
 PROBE_NAME = ".mips-preflight"
+# SSH_MSG_DISCONNECT reason code "disconnected by application" (RFC 4253, 11.1).
+DISCONNECT_BY_APPLICATION = 11
+# How long an orderly close waits for the server to hang up after our disconnect.
+CLOSE_TIMEOUT_SECONDS = 5.0
 # Errors a server gives for requests that will fail the same way next time.
 TERMINAL_ERRNOS = {
     errno.EACCES,
@@ -202,7 +212,7 @@ class SFTPDestination(Destination):
             sftp.remove(probe)
 
     def close(self) -> None:
-        self._disconnect()
+        self._disconnect(orderly=True)
 
     # Uploading.
 
@@ -428,13 +438,20 @@ class SFTPDestination(Destination):
                 sftp.remove(temporary)
             self._orphans.discard(temporary)
 
-    def _disconnect(self) -> None:
+    def _disconnect(self, *, orderly: bool = False) -> None:
+        """Drop the connection; `orderly` (the end of a session, not a failure): end it the
+        way the server expects, see _end_session."""
         sftp, ssh = self._sftp, self._ssh
         self._sftp = self._ssh = None
-        for connection in (sftp, ssh):
-            if connection is not None:
+        if ssh is None:
+            return
+        try:
+            if orderly and sftp is not None:
                 with suppress(Exception):
-                    connection.close()
+                    _end_session(sftp, ssh.get_transport())
+        finally:
+            with suppress(Exception):
+                ssh.close()
 
     @contextmanager
     def _preflight_errors(self):
@@ -485,6 +502,30 @@ class SFTPDestination(Destination):
             return self._error(TerminalDeliveryError, f"SFTP server refused: {reason}", name)
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         return self._error(TransientDeliveryError, f"SFTP connection failed ({detail})", name)
+
+
+def _end_session(sftp: _SFTPClient, transport: paramiko.Transport | None) -> None:
+    """Close the SFTP channel, say goodbye with SSH_MSG_DISCONNECT and let the server hang up.
+
+    paramiko's close() sends no SSH_MSG_DISCONNECT: it closes the socket at once, and the
+    replies still on their way to it (the server's channel close, at least) make our kernel
+    answer with a TCP reset, which servers log as "connection reset by peer". Here the
+    channel is closed first (the server ends the SFTP session and closes its files), then
+    the disconnect (by application) tells the server we are done; it closes the connection,
+    and paramiko's reader takes in everything it sent until then, so the socket closes with
+    nothing unread: a FIN, no reset. A server that does not hang up within
+    CLOSE_TIMEOUT_SECONDS is left to the caller's close of the socket.
+    """
+    if transport is None or not transport.is_active():
+        return
+    sftp.close()
+    goodbye = paramiko.Message()
+    goodbye.add_byte(cMSG_DISCONNECT)
+    goodbye.add_int(DISCONNECT_BY_APPLICATION)
+    goodbye.add_string("session closed by mips-loader")
+    goodbye.add_string("")  # language tag
+    transport._send_user_message(goodbye)
+    transport.join(CLOSE_TIMEOUT_SECONDS)
 
 
 class _UnknownHostKey(paramiko.SSHException):

@@ -1,7 +1,7 @@
 """SFTP uploads against servers that misbehave: a corrupt file never counts as delivered, our
 stale `.part` files (and only ours) are removed on the next connect, files get the configured
 mode, preflight says what is wrong before anything is written, and the client is a polite
-guest (no reads past the end of a file).
+guest (no reads past the end of a file, an orderly disconnect).
 
 Servers: the asyncssh server of transport_servers (made to refuse, swallow or corrupt one
 write, or every one) and the system's OpenSSH sshd."""
@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncssh
 import pytest
@@ -137,6 +138,13 @@ def server(tmp_path, keys):
         )
 
 
+class OpenSsh(NamedTuple):
+    url: str
+    root: Path
+    settings: TransportSettings
+    log_path: Path
+
+
 @pytest.fixture
 def openssh(tmp_path):
     try:
@@ -148,7 +156,7 @@ def openssh(tmp_path):
                 sftp_known_hosts=known_hosts, sftp_key_file=sshd.client_key_path, connect_timeout=5
             )
             url = f"sftp://{sshd.user}@{sshd.host}:{sshd.port}{tmp_path / 'registry'}"
-            yield url, tmp_path / "registry", settings
+            yield OpenSsh(url, tmp_path / "registry", settings, sshd.log_path)
     except SshdUnavailable as reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"OpenSSH test cannot run in CI: {reason}")
@@ -240,7 +248,7 @@ def test_read_digest_streams_what_the_server_holds(server, tmp_path):
 
 
 def test_openssh_upload_is_read_back_and_verified(openssh, tmp_path):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     source = source_file(tmp_path, 5 * MiB + 1)
     with open_destination(url, settings=settings) as destination:
         stored = put(destination, source)
@@ -352,7 +360,7 @@ def test_only_our_stale_parts_are_removed_from_root_and_subdirectories(server, t
 
 
 def test_openssh_stale_parts_removed_foreign_kept(openssh):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     planted = planted_parts(dead_pid())
     plant(root, planted)
     with open_destination(url, settings=settings) as destination:
@@ -390,7 +398,7 @@ def test_sftp_files_get_the_configured_mode(server, tmp_path, variable, mode):
 
 @pytest.mark.parametrize("mode", [0o600, 0o640])
 def test_openssh_files_get_the_configured_mode(openssh, tmp_path, mode):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     with open_destination(url, settings=replace(settings, file_mode=mode)) as destination:
         put(destination, source_file(tmp_path, 1000))
         destination.put_bytes("manifest.json", b"{}")
@@ -410,7 +418,7 @@ def test_sftp_preflight_passes_and_leaves_nothing(server):
 
 
 def test_openssh_preflight_passes_and_leaves_nothing(openssh):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     with open_destination(url, settings=settings) as destination:
         destination.preflight()
     assert files_under(root) == []
@@ -472,6 +480,13 @@ KiB = 1024
 READ_SIZE = 32 * KiB  # the client's read request size
 
 
+def eventually(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize(
     "size",
     [48 * KiB, 0, 3 * READ_SIZE, 2 * MiB + 5],
@@ -507,3 +522,36 @@ def test_a_file_longer_than_its_first_stat_said_is_read_to_its_end(server, tmp_p
     # Read on one request at a time to the end, which one read (the last) confirms.
     past_the_end = [read for read in server.faults.reads if read.offset >= read.file_size]
     assert [read.offset for read in past_the_end] == [len(source.data)]
+
+
+def test_every_session_ends_with_an_orderly_disconnect(server, tmp_path):
+    """Closing the socket under the server (paramiko sends no SSH_MSG_DISCONNECT on close, and
+    unread replies turn the close into a TCP reset) was logged "connection reset by peer"."""
+    source = source_file(tmp_path, 48 * KiB)
+    with server.open() as destination:
+        destination.preflight()
+    with server.open() as destination:
+        put(destination, source)
+        destination.read_digest(NAME)
+    with server.open() as destination:
+        destination.stat(NAME)
+
+    eventually(lambda: len(server.faults.connection_ends) == 3)
+    assert server.faults.connection_ends == [None, None, None]
+
+
+def test_openssh_session_ends_with_an_orderly_disconnect(openssh, tmp_path):
+    """sshd logs an orderly end as "Received disconnect ... :11: ..." and "Disconnected from
+    user"; a socket closed under it, as a reset or nothing at all at its default log level."""
+    with open_destination(openssh.url, settings=openssh.settings) as destination:
+        put(destination, source_file(tmp_path, 48 * KiB))
+    with open_destination(openssh.url, settings=openssh.settings) as destination:
+        destination.stat(NAME)
+
+    def ended(log: str) -> list[str]:
+        return [line for line in log.splitlines() if line.startswith("Disconnected from user")]
+
+    eventually(lambda: len(ended(openssh.log_path.read_text())) == 2)
+    log = openssh.log_path.read_text()
+    assert log.count("Received disconnect from") == 2 and ":11: " in log
+    assert "reset" not in log.lower()

@@ -507,6 +507,7 @@ class OpenSshServer(NamedTuple):
     host_public_key: str
     user: str
     client_key_path: Path
+    log_path: Path  # sshd's log (LogLevel INFO), while the server runs
 
 
 SSHD_CONFIG = """\
@@ -569,7 +570,7 @@ def openssh_sftp_server(root: Path) -> Iterator[OpenSshServer]:
         try:
             _wait_for_listener(port, process, log_path)
             yield OpenSshServer(
-                LOCALHOST, port, host_key.public_key, "root", client_key.private_path
+                LOCALHOST, port, host_key.public_key, "root", client_key.private_path, log_path
             )
         finally:
             process.terminate()
