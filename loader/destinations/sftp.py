@@ -23,11 +23,16 @@ An upload, and why a corrupt file can never count as delivered:
   atomically. A server that answers "operation unsupported" gets remove-then-rename instead:
   a moment where the name is absent, never a partial file under it.
 
-A failed upload removes its `.part` file; if the connection is gone it is removed after the
-reconnect. On every connect, stale `.part` files of ours (base.is_stale_temporary: this host
-and the writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root,
-and from each subdirectory the first time an upload goes there on that connection; files
-whose names do not carry our marker are never touched.
+A failed or interrupted upload (SIGTERM unwinds as KeyboardInterrupt) closes its handle on the
+`.part` file, then removes the file, so the server never sees it removed while open. If the
+connection is gone, or the interruption cut a request or a reply in half (the session has
+lost its framing: `_SFTPClient.stream_cut`, nothing more is sent on it), the `.part` is
+removed after the reconnect, or as a stale file by the next run.
+
+On every connect, stale `.part` files of ours (base.is_stale_temporary: this host and the
+writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root, and
+from each subdirectory the first time an upload goes there on that connection; files whose
+names do not carry our marker are never touched.
 
 `close()` ends the session in order (see _end_session): the SFTP channel is closed, then an
 SSH_MSG_DISCONNECT sent, and the socket closed once the server has hung up, so the server logs
@@ -42,6 +47,7 @@ import hashlib
 import io
 import posixpath
 import stat as stat_mode
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -281,7 +287,7 @@ class SFTPDestination(Destination):
 
     def _discard(self, temporary: str) -> None:
         try:
-            if self._sftp is not None:
+            if self._sftp is not None and not self._sftp.stream_cut:
                 self._sftp.remove(temporary)
                 return
         except FileNotFoundError:
@@ -338,6 +344,8 @@ class SFTPDestination(Destination):
     # Connecting.
 
     def _connection(self) -> _SFTPClient:
+        if self._sftp is not None and self._sftp.stream_cut:
+            self._disconnect()  # a request or reply was cut short: the session cannot go on
         if self._sftp is None:
             self._connect()
         assert self._sftp is not None
@@ -446,7 +454,7 @@ class SFTPDestination(Destination):
         if ssh is None:
             return
         try:
-            if orderly and sftp is not None:
+            if orderly and sftp is not None and not sftp.stream_cut:
                 with suppress(Exception):
                     _end_session(sftp, ssh.get_transport())
         finally:
@@ -544,6 +552,38 @@ class _OperationUnsupported(OSError):
 class _SFTPClient(paramiko.SFTPClient):
     """paramiko's client, plus pipelined writes and reads whose every reply is checked."""
 
+    # True once a request went out, or a reply came in, only in part (an interruption, a
+    # timeout, a dropped connection): the SFTP stream has lost its framing, so nothing more
+    # may be sent on this session (the server would read it as the rest of the cut packet).
+    stream_cut = False
+
+    def _send_packet(self, t, packet):
+        try:
+            super()._send_packet(t, packet)
+        except BaseException:
+            self.stream_cut = True  # how much of it went out is unknown
+            raise
+
+    def _read_packet(self):
+        # Giving up while waiting for a reply loses nothing; giving up in the middle of one
+        # leaves the rest of it to be taken for the next reply.
+        received = b""
+        try:
+            received = self.sock.recv(4)
+            if not received:
+                raise EOFError()
+            if len(received) < 4:
+                received += self._read_all(4 - len(received))
+            if received[0]:
+                raise SFTPError("Garbage packet received")  # > 16 MB: not a length
+            size = struct.unpack(">I", received)[0]
+            data = self._read_all(size)
+        except BaseException:
+            if received:
+                self.stream_cut = True
+            raise
+        return (data[0], data[1:]) if data else (0, b"")
+
     def _convert_status(self, msg):
         # paramiko reports SSH_FX_OP_UNSUPPORTED as a bare IOError; peek at the code first.
         position = msg.packet.tell()
@@ -561,14 +601,27 @@ class _SFTPClient(paramiko.SFTPClient):
         if kind != CMD_HANDLE:
             raise SFTPError("expected a handle")
         handle = msg.get_binary()
-        # The mode given at open is narrowed by the server's umask; set it exactly.
-        with suppress(_OperationUnsupported):
-            self._request(CMD_FSETSTAT, handle, attributes)
+        try:
+            # The mode given at open is narrowed by the server's umask; set it exactly.
+            with suppress(_OperationUnsupported):
+                self._request(CMD_FSETSTAT, handle, attributes)
+        except BaseException:
+            self.close_quietly(handle)
+            raise
         return handle
 
     def close_handle(self, handle: bytes) -> None:
         """Close a handle and check the reply (paramiko's SFTPFile.close swallows it)."""
         self._request(CMD_CLOSE, handle)
+
+    def close_quietly(self, handle: bytes) -> None:
+        """Close a handle while another exception is on its way (an interruption, a failed
+        request), so that a file we go on to remove is not open on the server; best effort:
+        what goes wrong here is not raised over the exception that brought us here."""
+        if self.stream_cut:
+            return
+        with suppress(Exception):
+            self.close_handle(handle)
 
     def write_new_file(
         self, path: str, mode: int, read_chunk: Callable[[], bytes]
@@ -581,19 +634,27 @@ class _SFTPClient(paramiko.SFTPClient):
         handle = self.create_exclusive(path, mode)
         replies = _Replies(self)
         offset = 0
-        while replies.first_error is None:
-            chunk = read_chunk()
-            if not chunk:
-                break
-            number = self._async_request(replies, CMD_WRITE, handle, int64(offset), chunk)
-            replies.expect(number, offset)
-            offset += len(chunk)
-            while replies.waiting() >= MAX_IN_FLIGHT or (
-                replies.waiting() and self.sock.recv_ready()
-            ):
+        try:
+            while True:
+                chunk = read_chunk()
+                if not chunk:
+                    break
+                while replies.waiting() and (
+                    replies.waiting() >= MAX_IN_FLIGHT or self.sock.recv_ready()
+                ):
+                    self._read_response()
+                if replies.first_error is not None:
+                    break
+                number = self._async_request(replies, CMD_WRITE, handle, int64(offset), chunk)
+                replies.expect(number, offset)
+                offset += len(chunk)
+            while replies.waiting():
                 self._read_response()
-        while replies.waiting():
-            self._read_response()
+        except BaseException:
+            # Interrupted (SIGTERM unwinds as KeyboardInterrupt) or failed: the caller removes
+            # the file next, which must not happen under a handle still open on the server.
+            self.close_quietly(handle)
+            raise
         try:
             self.close_handle(handle)
         except OSError as error:
@@ -640,8 +701,7 @@ class _SFTPClient(paramiko.SFTPClient):
                 digest.update(data)
                 size += len(data)
         finally:
-            with suppress(OSError):
-                self.close_handle(handle)
+            self.close_quietly(handle)
         return Digest(size, digest.hexdigest())
 
     def _size_of(self, handle: bytes) -> int | None:

@@ -1,7 +1,8 @@
 """SFTP uploads against servers that misbehave: a corrupt file never counts as delivered, our
 stale `.part` files (and only ours) are removed on the next connect, files get the configured
 mode, preflight says what is wrong before anything is written, and the client is a polite
-guest (no reads past the end of a file, an orderly disconnect).
+guest (no reads past the end of a file, an orderly disconnect, no handle left open when an
+interrupted upload removes its `.part`).
 
 Servers: the asyncssh server of transport_servers (made to refuse, swallow or corrupt one
 write, or every one) and the system's OpenSSH sshd."""
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -263,18 +265,35 @@ def test_openssh_upload_is_read_back_and_verified(openssh, tmp_path):
 
 
 UPLOAD_SCRIPT = """
+import signal
 import sys
 from pathlib import Path
 from loader.destinations import open_destination
+
+def interrupt(signum, frame):  # as the CLI does: SIGTERM unwinds like Ctrl-C
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+signal.signal(signal.SIGTERM, interrupt)
 url, path, name, size, sha256 = sys.argv[1:]
 with open_destination(url) as destination:
     destination.put_file(Path(path), name, size=int(size), sha256=sha256)
 """
 
 
-def test_part_left_by_a_killed_upload_is_removed_at_the_next_connect(server, tmp_path):
-    source = source_file(tmp_path, 2 * MiB)
-    server.faults.write_delay = 0.01  # 64 writes: the upload takes over half a second
+def part_sizes(root: Path) -> list[int]:
+    sizes = []
+    for path in root.glob("*.part"):
+        with suppress(FileNotFoundError):
+            sizes.append(path.stat().st_size)
+    return sizes
+
+
+def start_slow_upload(
+    server: Server, source: Source, *, write_delay: float, stored: int = 0, **popen
+) -> subprocess.Popen:
+    """UPLOAD_SCRIPT in a subprocess, returned once its `.part` file on the server exists and
+    holds at least `stored` bytes; every write takes the server `write_delay` seconds."""
+    server.faults.write_delay = write_delay
     environment = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -286,13 +305,26 @@ def test_part_left_by_a_killed_upload_is_removed_at_the_next_connect(server, tmp
         + [str(len(source.data)), source.digest.sha256],
         env=environment,
         cwd=REPO,
+        **popen,
     )
     try:
         deadline = time.monotonic() + 30
-        while not any(name.endswith(".part") for name in files_under(server.root)):
-            assert writer.poll() is None, "the upload ended before it could be killed"
+        while not [size for size in part_sizes(server.root) if size >= stored]:
+            assert writer.poll() is None, "the upload ended before it could be stopped"
             assert time.monotonic() < deadline, "no .part file appeared"
             time.sleep(0.02)
+    except BaseException:
+        writer.kill()
+        writer.wait(30)
+        raise
+    return writer
+
+
+def test_part_left_by_a_killed_upload_is_removed_at_the_next_connect(server, tmp_path):
+    source = source_file(tmp_path, 2 * MiB)
+    # 64 writes: the upload takes over half a second.
+    writer = start_slow_upload(server, source, write_delay=0.01)
+    try:
         os.kill(writer.pid, signal.SIGKILL)
     finally:
         writer.wait(30)
@@ -555,3 +587,38 @@ def test_openssh_session_ends_with_an_orderly_disconnect(openssh, tmp_path):
     log = openssh.log_path.read_text()
     assert log.count("Received disconnect from") == 2 and ":11: " in log
     assert "reset" not in log.lower()
+
+
+@pytest.mark.parametrize(("writes", "write_delay"), [(8, 0.1)], ids=["all-sent"])
+def test_sigterm_mid_upload_closes_the_part_file_before_removing_it(
+    server, tmp_path, writes, write_delay
+):
+    """ProFTPD: "aborting 1 unclosed file handle" when the .part was removed under its open
+    write handle. The interruption itself still ends the upload.
+
+    The signal comes once the server has stored the first write: by then the client has sent
+    all 8 writes and waits for their replies."""
+    source = source_file(tmp_path, writes * READ_SIZE)
+    writer = start_slow_upload(
+        server,
+        source,
+        write_delay=write_delay,
+        stored=READ_SIZE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        os.kill(writer.pid, signal.SIGTERM)
+    finally:
+        _, stderr = writer.communicate(timeout=30)
+
+    assert writer.returncode != 0 and "KeyboardInterrupt: SIGTERM" in stderr, stderr
+    [part] = [path for path in server.faults.opened_for_write if path.endswith(".part")]
+    assert [kind for kind, path in server.faults.file_events if path == part] == [
+        "open",
+        "close",
+        "remove",
+    ]
+    assert files_under(server.root) == []
+    eventually(lambda: server.faults.connection_ends)
+    assert server.faults.connection_ends == [None]
