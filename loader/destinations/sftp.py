@@ -27,7 +27,9 @@ A failed or interrupted upload (SIGTERM unwinds as KeyboardInterrupt) closes its
 `.part` file, then removes the file, so the server never sees it removed while open. If the
 connection is gone, or the interruption cut a request or a reply in half (the session has
 lost its framing: `_SFTPClient.stream_cut`, nothing more is sent on it), the `.part` is
-removed after the reconnect, or as a stale file by the next run.
+removed after the reconnect, or as a stale file by the next run. The write loop waits for
+replies, not for room in the channel window, so an interruption mostly lands between
+packets.
 
 On every connect, stale `.part` files of ours (base.is_stale_temporary: this host and the
 writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root, and
@@ -103,6 +105,9 @@ REQUEST_SIZE = 32 * 1024
 MAX_IN_FLIGHT = 64
 # SSH channel window: room for the replies of every request in flight, and more.
 SFTP_WINDOW_SIZE = 16 * 1024 * 1024
+# Bytes of an SFTP write request besides its handle and data: length, type, id, the handle's
+# and the data's lengths, offset.
+WRITE_PACKET_OVERHEAD = 4 + 1 + 4 + 4 + 8 + 4
 PROBE_NAME = ".mips-preflight"
 # SSH_MSG_DISCONNECT reason code "disconnected by application" (RFC 4253, 11.1).
 DISCONNECT_BY_APPLICATION = 11
@@ -639,8 +644,13 @@ class _SFTPClient(paramiko.SFTPClient):
                 chunk = read_chunk()
                 if not chunk:
                     break
+                # While the channel window has no room for this write, wait for a reply rather
+                # than in the send: a signal then lands between two packets, not inside one.
+                room_needed = len(chunk) + len(handle) + WRITE_PACKET_OVERHEAD
                 while replies.waiting() and (
-                    replies.waiting() >= MAX_IN_FLIGHT or self.sock.recv_ready()
+                    replies.waiting() >= MAX_IN_FLIGHT
+                    or self.sock.recv_ready()
+                    or self.sock.out_window_size < room_needed
                 ):
                     self._read_response()
                 if replies.first_error is not None:

@@ -589,7 +589,11 @@ def test_openssh_session_ends_with_an_orderly_disconnect(openssh, tmp_path):
     assert "reset" not in log.lower()
 
 
-@pytest.mark.parametrize(("writes", "write_delay"), [(8, 0.1)], ids=["all-sent"])
+@pytest.mark.parametrize(
+    ("writes", "write_delay"),
+    [(8, 0.1), (64, 0.02)],
+    ids=["all-sent", "beyond-the-window"],
+)
 def test_sigterm_mid_upload_closes_the_part_file_before_removing_it(
     server, tmp_path, writes, write_delay
 ):
@@ -597,7 +601,9 @@ def test_sigterm_mid_upload_closes_the_part_file_before_removing_it(
     write handle. The interruption itself still ends the upload.
 
     The signal comes once the server has stored the first write: by then the client has sent
-    all 8 writes and waits for their replies."""
+    all 8 writes and waits for their replies, or, with 64 (more than asyncssh's 2 MiB channel
+    window holds), has sent what fits and waits for replies before sending more rather than
+    blocking in a send, which an interruption would cut in half."""
     source = source_file(tmp_path, writes * READ_SIZE)
     writer = start_slow_upload(
         server,
