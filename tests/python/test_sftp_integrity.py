@@ -446,6 +446,7 @@ def test_sftp_preflight_passes_and_leaves_nothing(server):
         destination.preflight()
     probes = [path for path in server.faults.opened_for_write if ".mips-preflight." in path]
     assert len(probes) == 1 and ".mipspart-" in probes[0]
+    assert probes[0].startswith("..mips-preflight.mipspart-")  # as docs/destinations.md says
     assert files_under(server.root) == []
 
 
