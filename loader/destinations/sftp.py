@@ -13,7 +13,9 @@ An upload, and why a corrupt file can never count as delivered:
   swallows errors), every write's status reply is collected by request id and checked, and so
   is the reply to the close.
 - The `.part` file is then read back (pipelined 32 KiB reads, streamed into SHA-256) and its
-  size and hash compared with the caller's. OpenSSH offers no server-side hash, so this
+  size and hash compared with the caller's. The reads stop at the size the open file reports
+  (fstat), so none asks for bytes past its end (`_SFTPClient.digest_file` says how a file
+  that grows meanwhile is still read whole). OpenSSH offers no server-side hash, so this
   read-back is the proof; a refused write or a mismatch raises VerificationMismatch, which
   `upload_verified` answers with a fresh upload, `verify_attempts` times in all, then a
   terminal error naming the file, the expected and the stored digest.
@@ -21,11 +23,23 @@ An upload, and why a corrupt file can never count as delivered:
   atomically. A server that answers "operation unsupported" gets remove-then-rename instead:
   a moment where the name is absent, never a partial file under it.
 
-A failed upload removes its `.part` file; if the connection is gone it is removed after the
-reconnect. On every connect, stale `.part` files of ours (base.is_stale_temporary: this host
-and the writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root,
-and from each subdirectory the first time an upload goes there on that connection; files
-whose names do not carry our marker are never touched.
+A failed or interrupted upload (SIGTERM unwinds as KeyboardInterrupt) closes its handle on the
+`.part` file, then removes the file, so the server never sees it removed while open. If the
+connection is gone, or the interruption cut a request or a reply in half (the session has
+lost its framing: `_SFTPClient.stream_cut`, nothing more is sent on it), the `.part` is
+removed after the reconnect, or as a stale file by the next run. The write loop waits for
+replies, not for room in the channel window, so an interruption mostly lands between
+packets.
+
+On every connect, stale `.part` files of ours (base.is_stale_temporary: this host and the
+writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root, and
+from each subdirectory the first time an upload goes there on that connection; files whose
+names do not carry our marker are never touched.
+
+`close()` ends the session in order (see _end_session): the SFTP channel is closed, then an
+SSH_MSG_DISCONNECT sent, and the socket closed once the server has hung up, so the server logs
+a disconnect, not "connection reset by peer". After a transient failure the connection is just
+dropped (the server may be gone).
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import hashlib
 import io
 import posixpath
 import stat as stat_mode
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -44,10 +59,13 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import paramiko
+from paramiko.common import cMSG_DISCONNECT
 from paramiko.sftp import (
+    CMD_ATTRS,
     CMD_CLOSE,
     CMD_DATA,
     CMD_FSETSTAT,
+    CMD_FSTAT,
     CMD_HANDLE,
     CMD_OPEN,
     CMD_READ,
@@ -87,7 +105,14 @@ REQUEST_SIZE = 32 * 1024
 MAX_IN_FLIGHT = 64
 # SSH channel window: room for the replies of every request in flight, and more.
 SFTP_WINDOW_SIZE = 16 * 1024 * 1024
+# Bytes of an SFTP write request besides its handle and data: length, type, id, the handle's
+# and the data's lengths, offset.
+WRITE_PACKET_OVERHEAD = 4 + 1 + 4 + 4 + 8 + 4
 PROBE_NAME = ".mips-preflight"
+# SSH_MSG_DISCONNECT reason code "disconnected by application" (RFC 4253, 11.1).
+DISCONNECT_BY_APPLICATION = 11
+# How long an orderly close waits for the server to hang up after our disconnect.
+CLOSE_TIMEOUT_SECONDS = 5.0
 # Errors a server gives for requests that will fail the same way next time.
 TERMINAL_ERRNOS = {
     errno.EACCES,
@@ -198,7 +223,7 @@ class SFTPDestination(Destination):
             sftp.remove(probe)
 
     def close(self) -> None:
-        self._disconnect()
+        self._disconnect(orderly=True)
 
     # Uploading.
 
@@ -267,7 +292,7 @@ class SFTPDestination(Destination):
 
     def _discard(self, temporary: str) -> None:
         try:
-            if self._sftp is not None:
+            if self._sftp is not None and not self._sftp.stream_cut:
                 self._sftp.remove(temporary)
                 return
         except FileNotFoundError:
@@ -324,6 +349,8 @@ class SFTPDestination(Destination):
     # Connecting.
 
     def _connection(self) -> _SFTPClient:
+        if self._sftp is not None and self._sftp.stream_cut:
+            self._disconnect()  # a request or reply was cut short: the session cannot go on
         if self._sftp is None:
             self._connect()
         assert self._sftp is not None
@@ -424,13 +451,20 @@ class SFTPDestination(Destination):
                 sftp.remove(temporary)
             self._orphans.discard(temporary)
 
-    def _disconnect(self) -> None:
+    def _disconnect(self, *, orderly: bool = False) -> None:
+        """Drop the connection; `orderly` (the end of a session, not a failure): end it the
+        way the server expects, see _end_session."""
         sftp, ssh = self._sftp, self._ssh
         self._sftp = self._ssh = None
-        for connection in (sftp, ssh):
-            if connection is not None:
+        if ssh is None:
+            return
+        try:
+            if orderly and sftp is not None and not sftp.stream_cut:
                 with suppress(Exception):
-                    connection.close()
+                    _end_session(sftp, ssh.get_transport())
+        finally:
+            with suppress(Exception):
+                ssh.close()
 
     @contextmanager
     def _preflight_errors(self):
@@ -483,6 +517,30 @@ class SFTPDestination(Destination):
         return self._error(TransientDeliveryError, f"SFTP connection failed ({detail})", name)
 
 
+def _end_session(sftp: _SFTPClient, transport: paramiko.Transport | None) -> None:
+    """Close the SFTP channel, say goodbye with SSH_MSG_DISCONNECT and let the server hang up.
+
+    paramiko's close() sends no SSH_MSG_DISCONNECT: it closes the socket at once, and the
+    replies still on their way to it (the server's channel close, at least) make our kernel
+    answer with a TCP reset, which servers log as "connection reset by peer". Here the
+    channel is closed first (the server ends the SFTP session and closes its files), then
+    the disconnect (by application) tells the server we are done; it closes the connection,
+    and paramiko's reader takes in everything it sent until then, so the socket closes with
+    nothing unread: a FIN, no reset. A server that does not hang up within
+    CLOSE_TIMEOUT_SECONDS is left to the caller's close of the socket.
+    """
+    if transport is None or not transport.is_active():
+        return
+    sftp.close()
+    goodbye = paramiko.Message()
+    goodbye.add_byte(cMSG_DISCONNECT)
+    goodbye.add_int(DISCONNECT_BY_APPLICATION)
+    goodbye.add_string("session closed by mips-loader")
+    goodbye.add_string("")  # language tag
+    transport._send_user_message(goodbye)
+    transport.join(CLOSE_TIMEOUT_SECONDS)
+
+
 class _UnknownHostKey(paramiko.SSHException):
     pass
 
@@ -498,6 +556,38 @@ class _OperationUnsupported(OSError):
 
 class _SFTPClient(paramiko.SFTPClient):
     """paramiko's client, plus pipelined writes and reads whose every reply is checked."""
+
+    # True once a request went out, or a reply came in, only in part (an interruption, a
+    # timeout, a dropped connection): the SFTP stream has lost its framing, so nothing more
+    # may be sent on this session (the server would read it as the rest of the cut packet).
+    stream_cut = False
+
+    def _send_packet(self, t, packet):
+        try:
+            super()._send_packet(t, packet)
+        except BaseException:
+            self.stream_cut = True  # how much of it went out is unknown
+            raise
+
+    def _read_packet(self):
+        # Giving up while waiting for a reply loses nothing; giving up in the middle of one
+        # leaves the rest of it to be taken for the next reply.
+        received = b""
+        try:
+            received = self.sock.recv(4)
+            if not received:
+                raise EOFError()
+            if len(received) < 4:
+                received += self._read_all(4 - len(received))
+            if received[0]:
+                raise SFTPError("Garbage packet received")  # > 16 MB: not a length
+            size = struct.unpack(">I", received)[0]
+            data = self._read_all(size)
+        except BaseException:
+            if received:
+                self.stream_cut = True
+            raise
+        return (data[0], data[1:]) if data else (0, b"")
 
     def _convert_status(self, msg):
         # paramiko reports SSH_FX_OP_UNSUPPORTED as a bare IOError; peek at the code first.
@@ -516,14 +606,27 @@ class _SFTPClient(paramiko.SFTPClient):
         if kind != CMD_HANDLE:
             raise SFTPError("expected a handle")
         handle = msg.get_binary()
-        # The mode given at open is narrowed by the server's umask; set it exactly.
-        with suppress(_OperationUnsupported):
-            self._request(CMD_FSETSTAT, handle, attributes)
+        try:
+            # The mode given at open is narrowed by the server's umask; set it exactly.
+            with suppress(_OperationUnsupported):
+                self._request(CMD_FSETSTAT, handle, attributes)
+        except BaseException:
+            self.close_quietly(handle)
+            raise
         return handle
 
     def close_handle(self, handle: bytes) -> None:
         """Close a handle and check the reply (paramiko's SFTPFile.close swallows it)."""
         self._request(CMD_CLOSE, handle)
+
+    def close_quietly(self, handle: bytes) -> None:
+        """Close a handle while another exception is on its way (an interruption, a failed
+        request), so that a file we go on to remove is not open on the server; best effort:
+        what goes wrong here is not raised over the exception that brought us here."""
+        if self.stream_cut:
+            return
+        with suppress(Exception):
+            self.close_handle(handle)
 
     def write_new_file(
         self, path: str, mode: int, read_chunk: Callable[[], bytes]
@@ -536,19 +639,32 @@ class _SFTPClient(paramiko.SFTPClient):
         handle = self.create_exclusive(path, mode)
         replies = _Replies(self)
         offset = 0
-        while replies.first_error is None:
-            chunk = read_chunk()
-            if not chunk:
-                break
-            number = self._async_request(replies, CMD_WRITE, handle, int64(offset), chunk)
-            replies.expect(number, offset)
-            offset += len(chunk)
-            while replies.waiting() >= MAX_IN_FLIGHT or (
-                replies.waiting() and self.sock.recv_ready()
-            ):
+        try:
+            while True:
+                chunk = read_chunk()
+                if not chunk:
+                    break
+                # While the channel window has no room for this write, wait for a reply rather
+                # than in the send: a signal then lands between two packets, not inside one.
+                room_needed = len(chunk) + len(handle) + WRITE_PACKET_OVERHEAD
+                while replies.waiting() and (
+                    replies.waiting() >= MAX_IN_FLIGHT
+                    or self.sock.recv_ready()
+                    or self.sock.out_window_size < room_needed
+                ):
+                    self._read_response()
+                if replies.first_error is not None:
+                    break
+                number = self._async_request(replies, CMD_WRITE, handle, int64(offset), chunk)
+                replies.expect(number, offset)
+                offset += len(chunk)
+            while replies.waiting():
                 self._read_response()
-        while replies.waiting():
-            self._read_response()
+        except BaseException:
+            # Interrupted (SIGTERM unwinds as KeyboardInterrupt) or failed: the caller removes
+            # the file next, which must not happen under a handle still open on the server.
+            self.close_quietly(handle)
+            raise
         try:
             self.close_handle(handle)
         except OSError as error:
@@ -557,42 +673,36 @@ class _SFTPClient(paramiko.SFTPClient):
         return replies.first_error
 
     def digest_file(self, path: str) -> Digest:
-        """Size and SHA-256 of a remote file, read with pipelined requests, never all at once."""
+        """Size and SHA-256 of a remote file, read with pipelined requests, never all at once.
+
+        No read is sent at or past the end of the file as far as its size is known, so the
+        server never answers one with end-of-file (ProFTPD logs each such request): the open
+        file's size is taken first (fstat), and only the bytes before it are requested, the
+        last request no longer than what is left (a 48 KB file: two reads, an empty one:
+        none). When they are in, a second fstat must give the same size. If the file grew in
+        the meantime, or the server gives no size, it is read on one request at a time until
+        the server answers end-of-file, so a longer file is hashed whole and seen as a
+        mismatch: that one read at the end happens only for a file that changed while we
+        read it (or a server that does not say how large it is). Zero reads past the end,
+        then, for a file that holds still.
+        """
         kind, msg = self._request(CMD_OPEN, self._adjust_cwd(path), SFTP_FLAG_READ, _NO_ATTRS)
         if kind != CMD_HANDLE:
             raise SFTPError("expected a handle")
         handle = msg.get_binary()
-        replies = _Replies(self, check_writes=False)
         digest = hashlib.sha256()
-        size = 0
-        requested: deque[int] = deque()  # request numbers, in offset order
-        next_offset = 0
         try:
+            limit = self._size_of(handle)
+            size = 0 if limit is None else self._read_ahead(handle, limit, digest)
             while True:
-                while len(requested) < MAX_IN_FLIGHT:
-                    number = self._async_request(
-                        replies, CMD_READ, handle, int64(next_offset), REQUEST_SIZE
-                    )
-                    replies.expect(number, next_offset)
-                    requested.append(number)
-                    next_offset += REQUEST_SIZE
+                if limit is not None and size >= limit:
+                    now = self._size_of(handle)
+                    if now is not None and now <= size:
+                        break  # all of it: nothing asked past its end
+                    limit = None  # it grew (or has no size now): read on to end-of-file
+                length = REQUEST_SIZE if limit is None else min(REQUEST_SIZE, limit - size)
                 try:
-                    data = replies.data_for(requested.popleft())
-                except EOFError:
-                    at_end = True  # the file ends exactly where this request began
-                    break
-                digest.update(data)
-                size += len(data)
-                if len(data) < REQUEST_SIZE:
-                    # The end of the file, or a short read: go on one request at a time.
-                    at_end = False
-                    break
-            for number in requested:
-                with suppress(EOFError, OSError):
-                    replies.data_for(number)  # drain the replies read ahead
-            while not at_end:
-                try:
-                    kind, msg = self._request(CMD_READ, handle, int64(size), REQUEST_SIZE)
+                    kind, msg = self._request(CMD_READ, handle, int64(size), length)
                 except EOFError:
                     break
                 if kind != CMD_DATA:
@@ -601,9 +711,42 @@ class _SFTPClient(paramiko.SFTPClient):
                 digest.update(data)
                 size += len(data)
         finally:
-            with suppress(OSError):
-                self.close_handle(handle)
+            self.close_quietly(handle)
         return Digest(size, digest.hexdigest())
+
+    def _size_of(self, handle: bytes) -> int | None:
+        kind, msg = self._request(CMD_FSTAT, handle)
+        if kind != CMD_ATTRS:
+            raise SFTPError("expected attributes")
+        return paramiko.SFTPAttributes._from_msg(msg).st_size
+
+    def _read_ahead(self, handle: bytes, limit: int, digest) -> int:
+        """Read the bytes before `limit` into `digest`, up to MAX_IN_FLIGHT requests in
+        flight; returns how many came back in order before a short read or end-of-file (a
+        file that shrank), after which the caller goes on one request at a time."""
+        replies = _Replies(self, check_writes=False)
+        requested: deque[tuple[int, int]] = deque()  # (request number, length), by offset
+        next_offset = size = 0
+        while size < limit:
+            while len(requested) < MAX_IN_FLIGHT and next_offset < limit:
+                length = min(REQUEST_SIZE, limit - next_offset)
+                number = self._async_request(replies, CMD_READ, handle, int64(next_offset), length)
+                replies.expect(number, next_offset)
+                requested.append((number, length))
+                next_offset += length
+            number, length = requested.popleft()
+            try:
+                data = replies.data_for(number)
+            except EOFError:
+                break
+            digest.update(data)
+            size += len(data)
+            if len(data) < length:
+                break
+        for number, _ in requested:
+            with suppress(EOFError, OSError):
+                replies.data_for(number)  # drain the replies read ahead
+        return size
 
 
 _NO_ATTRS = paramiko.SFTPAttributes()

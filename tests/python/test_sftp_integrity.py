@@ -1,6 +1,8 @@
 """SFTP uploads against servers that misbehave: a corrupt file never counts as delivered, our
 stale `.part` files (and only ours) are removed on the next connect, files get the configured
-mode, and preflight says what is wrong before anything is written.
+mode, preflight says what is wrong before anything is written, and the client is a polite
+guest (no reads past the end of a file, an orderly disconnect, no handle left open when an
+interrupted upload removes its `.part`).
 
 Servers: the asyncssh server of transport_servers (made to refuse, swallow or corrupt one
 write, or every one) and the system's OpenSSH sshd."""
@@ -14,8 +16,10 @@ import stat
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncssh
 import pytest
@@ -136,6 +140,13 @@ def server(tmp_path, keys):
         )
 
 
+class OpenSsh(NamedTuple):
+    url: str
+    root: Path
+    settings: TransportSettings
+    log_path: Path
+
+
 @pytest.fixture
 def openssh(tmp_path):
     try:
@@ -147,7 +158,7 @@ def openssh(tmp_path):
                 sftp_known_hosts=known_hosts, sftp_key_file=sshd.client_key_path, connect_timeout=5
             )
             url = f"sftp://{sshd.user}@{sshd.host}:{sshd.port}{tmp_path / 'registry'}"
-            yield url, tmp_path / "registry", settings
+            yield OpenSsh(url, tmp_path / "registry", settings, sshd.log_path)
     except SshdUnavailable as reason:
         if os.environ.get("CI") == "true":
             pytest.fail(f"OpenSSH test cannot run in CI: {reason}")
@@ -239,7 +250,7 @@ def test_read_digest_streams_what_the_server_holds(server, tmp_path):
 
 
 def test_openssh_upload_is_read_back_and_verified(openssh, tmp_path):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     source = source_file(tmp_path, 5 * MiB + 1)
     with open_destination(url, settings=settings) as destination:
         stored = put(destination, source)
@@ -254,18 +265,35 @@ def test_openssh_upload_is_read_back_and_verified(openssh, tmp_path):
 
 
 UPLOAD_SCRIPT = """
+import signal
 import sys
 from pathlib import Path
 from loader.destinations import open_destination
+
+def interrupt(signum, frame):  # as the CLI does: SIGTERM unwinds like Ctrl-C
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+signal.signal(signal.SIGTERM, interrupt)
 url, path, name, size, sha256 = sys.argv[1:]
 with open_destination(url) as destination:
     destination.put_file(Path(path), name, size=int(size), sha256=sha256)
 """
 
 
-def test_part_left_by_a_killed_upload_is_removed_at_the_next_connect(server, tmp_path):
-    source = source_file(tmp_path, 2 * MiB)
-    server.faults.write_delay = 0.01  # 64 writes: the upload takes over half a second
+def part_sizes(root: Path) -> list[int]:
+    sizes = []
+    for path in root.glob("*.part"):
+        with suppress(FileNotFoundError):
+            sizes.append(path.stat().st_size)
+    return sizes
+
+
+def start_slow_upload(
+    server: Server, source: Source, *, write_delay: float, stored: int = 0, **popen
+) -> subprocess.Popen:
+    """UPLOAD_SCRIPT in a subprocess, returned once its `.part` file on the server exists and
+    holds at least `stored` bytes; every write takes the server `write_delay` seconds."""
+    server.faults.write_delay = write_delay
     environment = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -277,13 +305,26 @@ def test_part_left_by_a_killed_upload_is_removed_at_the_next_connect(server, tmp
         + [str(len(source.data)), source.digest.sha256],
         env=environment,
         cwd=REPO,
+        **popen,
     )
     try:
         deadline = time.monotonic() + 30
-        while not any(name.endswith(".part") for name in files_under(server.root)):
-            assert writer.poll() is None, "the upload ended before it could be killed"
+        while not [size for size in part_sizes(server.root) if size >= stored]:
+            assert writer.poll() is None, "the upload ended before it could be stopped"
             assert time.monotonic() < deadline, "no .part file appeared"
             time.sleep(0.02)
+    except BaseException:
+        writer.kill()
+        writer.wait(30)
+        raise
+    return writer
+
+
+def test_part_left_by_a_killed_upload_is_removed_at_the_next_connect(server, tmp_path):
+    source = source_file(tmp_path, 2 * MiB)
+    # 64 writes: the upload takes over half a second.
+    writer = start_slow_upload(server, source, write_delay=0.01)
+    try:
         os.kill(writer.pid, signal.SIGKILL)
     finally:
         writer.wait(30)
@@ -351,7 +392,7 @@ def test_only_our_stale_parts_are_removed_from_root_and_subdirectories(server, t
 
 
 def test_openssh_stale_parts_removed_foreign_kept(openssh):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     planted = planted_parts(dead_pid())
     plant(root, planted)
     with open_destination(url, settings=settings) as destination:
@@ -389,7 +430,7 @@ def test_sftp_files_get_the_configured_mode(server, tmp_path, variable, mode):
 
 @pytest.mark.parametrize("mode", [0o600, 0o640])
 def test_openssh_files_get_the_configured_mode(openssh, tmp_path, mode):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     with open_destination(url, settings=replace(settings, file_mode=mode)) as destination:
         put(destination, source_file(tmp_path, 1000))
         destination.put_bytes("manifest.json", b"{}")
@@ -405,11 +446,12 @@ def test_sftp_preflight_passes_and_leaves_nothing(server):
         destination.preflight()
     probes = [path for path in server.faults.opened_for_write if ".mips-preflight." in path]
     assert len(probes) == 1 and ".mipspart-" in probes[0]
+    assert probes[0].startswith("..mips-preflight.mipspart-")  # as docs/destinations.md says
     assert files_under(server.root) == []
 
 
 def test_openssh_preflight_passes_and_leaves_nothing(openssh):
-    url, root, settings = openssh
+    url, root, settings, _ = openssh
     with open_destination(url, settings=settings) as destination:
         destination.preflight()
     assert files_under(root) == []
@@ -463,3 +505,127 @@ def test_sftp_preflight_server_down_is_transient(server):
         pytest.raises(TransientDeliveryError, match="SFTP connection failed"),
     ):
         destination.preflight()
+
+
+# --- task 6: a polite guest on the registry's server ---------------------------------------------
+
+KiB = 1024
+READ_SIZE = 32 * KiB  # the client's read request size
+
+
+def eventually(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not get there in time"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [48 * KiB, 0, 3 * READ_SIZE, 2 * MiB + 5],
+    ids=["48KiB", "empty", "3x32KiB", "65-requests"],
+)
+def test_read_back_never_reads_at_or_past_the_end_of_the_file(server, tmp_path, size):
+    """ProFTPD logs "requested read offset ... greater than size" for each read past the end;
+    reading ahead 64 requests blindly made ~63 such lines per small file."""
+    source = source_file(tmp_path, size)
+    with server.open() as destination:
+        put(destination, source)  # the upload's read-back of the .part file
+        assert destination.read_digest(NAME) == source.digest  # status --verify
+
+    past_the_end = [read for read in server.faults.reads if read.offset >= read.file_size]
+    assert past_the_end == []
+    [part] = [path for path in server.faults.opened_for_write if path.endswith(".part")]
+    for path in (part, NAME):
+        reads = [read for read in server.faults.reads if read.path == path]
+        # Every byte asked for once, in order, no request reaching beyond the end.
+        assert [read.offset for read in reads] == list(range(0, size, READ_SIZE))
+        assert sum(read.length for read in reads) == size
+
+
+def test_a_file_longer_than_its_first_stat_said_is_read_to_its_end(server, tmp_path):
+    source = source_file(tmp_path, 100 * KiB)
+    with server.open() as destination:
+        put(destination, source)
+        server.faults.reads.clear()
+        server.faults.understate_fstat = 40 * KiB  # as if it grew while we read it
+
+        assert destination.read_digest(NAME) == source.digest
+
+    # Read on one request at a time to the end, which one read (the last) confirms.
+    past_the_end = [read for read in server.faults.reads if read.offset >= read.file_size]
+    assert [read.offset for read in past_the_end] == [len(source.data)]
+
+
+def test_every_session_ends_with_an_orderly_disconnect(server, tmp_path):
+    """Closing the socket under the server (paramiko sends no SSH_MSG_DISCONNECT on close, and
+    unread replies turn the close into a TCP reset) was logged "connection reset by peer"."""
+    source = source_file(tmp_path, 48 * KiB)
+    with server.open() as destination:
+        destination.preflight()
+    with server.open() as destination:
+        put(destination, source)
+        destination.read_digest(NAME)
+    with server.open() as destination:
+        destination.stat(NAME)
+
+    eventually(lambda: len(server.faults.connection_ends) == 3)
+    assert server.faults.connection_ends == [None, None, None]
+
+
+def test_openssh_session_ends_with_an_orderly_disconnect(openssh, tmp_path):
+    """sshd logs an orderly end as "Received disconnect ... :11: ..." and "Disconnected from
+    user"; a socket closed under it, as a reset or nothing at all at its default log level."""
+    with open_destination(openssh.url, settings=openssh.settings) as destination:
+        put(destination, source_file(tmp_path, 48 * KiB))
+    with open_destination(openssh.url, settings=openssh.settings) as destination:
+        destination.stat(NAME)
+
+    def ended(log: str) -> list[str]:
+        return [line for line in log.splitlines() if line.startswith("Disconnected from user")]
+
+    eventually(lambda: len(ended(openssh.log_path.read_text())) == 2)
+    log = openssh.log_path.read_text()
+    assert log.count("Received disconnect from") == 2 and ":11: " in log
+    assert "reset" not in log.lower()
+
+
+@pytest.mark.parametrize(
+    ("writes", "write_delay"),
+    [(8, 0.1), (64, 0.02)],
+    ids=["all-sent", "beyond-the-window"],
+)
+def test_sigterm_mid_upload_closes_the_part_file_before_removing_it(
+    server, tmp_path, writes, write_delay
+):
+    """ProFTPD: "aborting 1 unclosed file handle" when the .part was removed under its open
+    write handle. The interruption itself still ends the upload.
+
+    The signal comes once the server has stored the first write: by then the client has sent
+    all 8 writes and waits for their replies, or, with 64 (more than asyncssh's 2 MiB channel
+    window holds), has sent what fits and waits for replies before sending more rather than
+    blocking in a send, which an interruption would cut in half."""
+    source = source_file(tmp_path, writes * READ_SIZE)
+    writer = start_slow_upload(
+        server,
+        source,
+        write_delay=write_delay,
+        stored=READ_SIZE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        os.kill(writer.pid, signal.SIGTERM)
+    finally:
+        _, stderr = writer.communicate(timeout=30)
+
+    assert writer.returncode != 0 and "KeyboardInterrupt: SIGTERM" in stderr, stderr
+    [part] = [path for path in server.faults.opened_for_write if path.endswith(".part")]
+    assert [kind for kind, path in server.faults.file_events if path == part] == [
+        "open",
+        "close",
+        "remove",
+    ]
+    assert files_under(server.root) == []
+    eventually(lambda: server.faults.connection_ends)
+    assert server.faults.connection_ends == [None]

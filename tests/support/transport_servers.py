@@ -9,8 +9,10 @@ Plain context managers, no pytest: fixtures in test modules wrap them.
   chosen requests with an S3 error or corrupt their body on the way.
 - `asyncssh_sftp_server(root, ...)` runs an asyncssh SFTP server chrooted to `root`, with
   `SftpFaults` to drop the connection mid-write, deny writes, refuse posix-rename, answer a
-  write with an error, acknowledge a write without storing it, corrupt stored bytes, or slow
-  every write down.
+  write with an error, acknowledge a write without storing it, corrupt stored bytes, slow
+  every write down, or understate a file's size once; `SftpFaults` also records what the
+  server saw: every read (offset against the file's size), the order of opens, closes and
+  removes, and how each connection ended.
 - `openssh_sftp_server(root)` runs the system's sshd (internal-sftp); raises SshdUnavailable
   when it cannot.
 - `make_ssh_key` and `write_known_hosts` prepare keys and known_hosts files.
@@ -309,9 +311,17 @@ def s3_fault_proxy(upstream_url: str) -> Iterator[FaultInjectingProxy]:
 # --- SFTP with asyncssh -------------------------------------------------------------------------
 
 
+class ReadRequest(NamedTuple):
+    path: str
+    offset: int
+    length: int
+    file_size: int  # the file's size on disk when the request arrived
+
+
 @dataclass
 class SftpFaults:
-    """Misbehaviour for `asyncssh_sftp_server`; change it while the server runs."""
+    """Misbehaviour for `asyncssh_sftp_server` (change it while the server runs), and what
+    the server saw."""
 
     # Drop the whole connection once, after this many bytes have been written to files.
     drop_after_bytes: int | None = None
@@ -333,12 +343,21 @@ class SftpFaults:
     corrupt_writes: int = 0
     # Seconds to sleep in every write (to catch an upload in the act).
     write_delay: float = 0.0
+    # Bytes taken off the size in the next answer to a stat of an open file (fstat), once.
+    understate_fstat: int = 0
     # Files opened for writing, by path relative to the root, in order.
     opened_for_write: list[str] = field(default_factory=list)
     # A barrier: while `hold_writes` is set, every write waits until it is cleared (and says
     # so in `writes_held`); the server stalls like one whose disk hangs.
     hold_writes: threading.Event = field(default_factory=threading.Event)
     writes_held: threading.Event = field(default_factory=threading.Event)
+    # What the server saw, in order: every read request...
+    reads: list[ReadRequest] = field(default_factory=list)
+    # ...("open" | "close" | "remove", path relative to the root) for files...
+    file_events: list[tuple[str, str]] = field(default_factory=list)
+    # ...and how each connection ended: None for an orderly SSH disconnect, else the exception
+    # asyncssh got (ConnectionLost for a bare TCP close, ConnectionResetError, ...).
+    connection_ends: list[Exception | None] = field(default_factory=list)
 
 
 class SftpServerAddress(NamedTuple):
@@ -351,13 +370,43 @@ class FaultInjectingSFTPServer(asyncssh.SFTPServer):
     def __init__(self, chan, *, chroot: Path, faults: SftpFaults):
         super().__init__(chan, chroot=os.fsencode(chroot))
         self._faults = faults
+        self._paths: dict[int, str] = {}  # id(open file) -> its path relative to the root
 
     def open(self, path, pflags, attrs):
+        relative = os.fsdecode(path).lstrip("/")
         if pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT):
             if self._faults.deny_writes:
                 raise asyncssh.SFTPPermissionDenied("writes are denied on this server")
-            self._faults.opened_for_write.append(os.fsdecode(path).lstrip("/"))
-        return super().open(path, pflags, attrs)
+            self._faults.opened_for_write.append(relative)
+        file_obj = super().open(path, pflags, attrs)
+        self._paths[id(file_obj)] = relative
+        self._faults.file_events.append(("open", relative))
+        return file_obj
+
+    def close(self, file_obj):
+        # asyncssh calls this for a client's close request and, at the end of the session,
+        # for every handle the client left open.
+        self._faults.file_events.append(("close", self._paths.pop(id(file_obj), "?")))
+        return super().close(file_obj)
+
+    def remove(self, path):
+        self._faults.file_events.append(("remove", os.fsdecode(path).lstrip("/")))
+        return super().remove(path)
+
+    def read(self, file_obj, offset, size):
+        path = self._paths.get(id(file_obj), "?")
+        file_size = os.fstat(file_obj.fileno()).st_size
+        self._faults.reads.append(ReadRequest(path, offset, size, file_size))
+        return super().read(file_obj, offset, size)
+
+    def fstat(self, file_obj):
+        result = super().fstat(file_obj)
+        if not self._faults.understate_fstat:
+            return result
+        attributes = asyncssh.SFTPAttrs.from_local(result)
+        attributes.size = max(0, result.st_size - self._faults.understate_fstat)
+        self._faults.understate_fstat = 0
+        return attributes
 
     def write(self, file_obj, offset, data):
         faults = self._faults
@@ -397,8 +446,12 @@ class FaultInjectingSFTPServer(asyncssh.SFTPServer):
 
 
 class _PasswordServer(asyncssh.SSHServer):
-    def __init__(self, password: str | None):
+    def __init__(self, password: str | None, faults: SftpFaults):
         self._password = password
+        self._faults = faults
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._faults.connection_ends.append(exc)
 
     def password_auth_supported(self) -> bool:
         return self._password is not None
@@ -429,7 +482,7 @@ def asyncssh_sftp_server(
             0,
             server_host_keys=[str(host_key)],
             authorized_client_keys=asyncssh.import_authorized_keys(authorized_client_key + "\n"),
-            server_factory=lambda: _PasswordServer(password),
+            server_factory=lambda: _PasswordServer(password, faults),
             sftp_factory=lambda chan: FaultInjectingSFTPServer(chan, chroot=root, faults=faults),
             allow_scp=False,
         )
@@ -463,6 +516,7 @@ class OpenSshServer(NamedTuple):
     host_public_key: str
     user: str
     client_key_path: Path
+    log_path: Path  # sshd's log (LogLevel INFO), while the server runs
 
 
 SSHD_CONFIG = """\
@@ -525,7 +579,7 @@ def openssh_sftp_server(root: Path) -> Iterator[OpenSshServer]:
         try:
             _wait_for_listener(port, process, log_path)
             yield OpenSshServer(
-                LOCALHOST, port, host_key.public_key, "root", client_key.private_path
+                LOCALHOST, port, host_key.public_key, "root", client_key.private_path, log_path
             )
         finally:
             process.terminate()
