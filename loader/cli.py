@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import signal
 import sys
-import threading
 from decimal import Decimal
 from pathlib import Path
 
 import click
 
+from loader import signals
 from loader.engines.athena_client import AthenaClient, AthenaQueryError
 from loader.environment.sync_forms import FormsSyncError, sync_forms
 from loader.environment.synthetic import generate
@@ -72,29 +71,6 @@ def _options(project_dir: Path, profiles_dir: Path | None, target: str | None) -
     )
 
 
-@contextlib.contextmanager
-def _signals_unwind():
-    """SIGTERM and SIGHUP (a scheduler's timeout, a closed terminal) unwind like Ctrl-C on every
-    target: temporary files are removed, the run is recorded as interrupted, the summary is
-    printed and the exit code is 1."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        INTERRUPTED.set()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    INTERRUPTED.clear()
-    handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, interrupt) for signum in handled}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _error_kind(error: BaseException) -> str:
     if isinstance(error, click.UsageError):
         return "usage"
@@ -112,7 +88,11 @@ class _Cli(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
         as_json = _wants_json(argv)
-        with _signals_unwind():
+        INTERRUPTED.clear()
+        # SIGTERM and SIGHUP (a scheduler's timeout, a closed terminal) unwind like Ctrl-C:
+        # temporary files are removed, the run is recorded as interrupted, the summary is
+        # printed and the exit code is 1 (loader/signals.py)
+        with signals.unwinding():
             try:
                 result = super().main(argv, prog_name, complete_var, False, **extra)
                 code = result if isinstance(result, int) else 0
@@ -137,6 +117,14 @@ class _Cli(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def interrupted_while_starting(argv: list[str]) -> int:
+    """A signal came before the command started (loader/__main__.py): one line, or one JSON
+    document with --json, and exit 1."""
+    return _fail(
+        "interrupted by a signal while starting", EXIT_FAILED, "interrupted", _wants_json(argv)
+    )
 
 
 def _wants_json(argv: list[str]) -> bool:

@@ -54,6 +54,12 @@ class TransientDeliveryError(DeliveryError, TransientError):
     """Worth retrying: dropped connections, timeouts, server errors, throttling."""
 
 
+class UnreachableError(TransientDeliveryError):
+    """The store could not be reached at all (connection refused, timed out, name not
+    resolved): retried like any transient error, but once the retries are spent a run stops
+    starting deliveries that need it."""
+
+
 class TerminalDeliveryError(DeliveryError, TerminalError):
     """Retrying will not help: bad credentials, unknown host key, permissions, missing bucket."""
 
@@ -154,6 +160,10 @@ def check_file_mode(mode: int) -> int:
 
 class Destination(ABC):
     """Stores named files under one root. Use as a context manager, or call close()."""
+
+    # Whether `stat` gives the SHA-256 of the stored bytes for objects this code wrote (S3,
+    # from the object's metadata). Where it does, an object without one is not proven ours.
+    vouches_for_checksums = False
 
     @abstractmethod
     def describe(self) -> str:

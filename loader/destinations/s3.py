@@ -72,6 +72,7 @@ from loader.destinations.base import (
     TerminalDeliveryError,
     TransientDeliveryError,
     TransportSettings,
+    UnreachableError,
     VerificationMismatch,
     check_name,
     refuse_credentials_in_url,
@@ -103,6 +104,9 @@ SHA256_METADATA_KEY = "sha256"
 
 
 class S3Destination(Destination):
+    # put_file stores the SHA-256 in the object's metadata; stat reads it back
+    vouches_for_checksums = True
+
     def __init__(self, url: str, settings: TransportSettings):
         refuse_credentials_in_url(url, "s3")
         parts = urlsplit(url)
@@ -319,6 +323,8 @@ class S3Destination(Destination):
             )
         if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
             return self._error(ConfigurationError, f"no usable AWS credentials: {error}", name)
+        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
+            return self._error(UnreachableError, f"S3 unreachable: {error}", name)
         if isinstance(error, TRANSIENT_CLIENT_ERRORS):
             return self._error(TransientDeliveryError, f"S3 connection failed: {error}", name)
         return self._error(TerminalDeliveryError, f"S3 request failed: {error}", name)

@@ -48,6 +48,7 @@ import errno
 import hashlib
 import io
 import posixpath
+import socket
 import stat as stat_mode
 import struct
 from collections import deque
@@ -90,6 +91,7 @@ from loader.destinations.base import (
     TerminalDeliveryError,
     TransientDeliveryError,
     TransportSettings,
+    UnreachableError,
     VerificationMismatch,
     check_name,
     is_stale_temporary,
@@ -385,6 +387,13 @@ class SFTPDestination(Destination):
                 look_for_keys=False,
                 **credentials,
             )
+        except TimeoutError as error:  # socket.timeout: nothing answered
+            client.close()
+            raise _ConnectTimedOut(f"no answer within {self.settings.connect_timeout} s") from error
+        except BaseException:
+            client.close()
+            raise
+        try:
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(self.settings.keepalive_interval)
@@ -514,6 +523,8 @@ class SFTPDestination(Destination):
             reason = error.strerror or errno.errorcode.get(error.errno, str(error.errno))
             return self._error(TerminalDeliveryError, f"SFTP server refused: {reason}", name)
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if isinstance(error, _UNREACHABLE):
+            return self._error(UnreachableError, f"SFTP server unreachable ({detail})", name)
         return self._error(TransientDeliveryError, f"SFTP connection failed ({detail})", name)
 
 
@@ -539,6 +550,20 @@ def _end_session(sftp: _SFTPClient, transport: paramiko.Transport | None) -> Non
     goodbye.add_string("")  # language tag
     transport._send_user_message(goodbye)
     transport.join(CLOSE_TIMEOUT_SECONDS)
+
+
+# Connection failures that say the server could not be reached at all (every address refused
+# or timed out, the name not resolved), as opposed to a session that broke off.
+class _ConnectTimedOut(OSError):
+    """The TCP connection (or the SSH banner) did not come within the connect timeout."""
+
+
+_UNREACHABLE = (
+    paramiko.ssh_exception.NoValidConnectionsError,
+    socket.gaierror,
+    ConnectionRefusedError,
+    _ConnectTimedOut,
+)
 
 
 class _UnknownHostKey(paramiko.SSHException):

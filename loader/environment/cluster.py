@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from loader import signals
 from loader.errors import TerminalError
 
 DATABASE = "mips"
@@ -426,26 +427,13 @@ class EmbeddedCluster:
     # -- signals -----------------------------------------------------------------------------
 
     def _install_signal_handlers(self) -> None:
-        """SIGTERM (a scheduler stopping us) unwinds like Ctrl-C, so the server stops cleanly."""
-        if not _in_main_thread():
-            return
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            self._previous_handlers[signum] = signal.signal(signum, _raise_keyboard_interrupt)
+        """SIGTERM (a scheduler stopping us) unwinds like Ctrl-C, so the server stops cleanly
+        (loader/signals.py: the same handler as every command's)."""
+        self._previous_handlers = signals.install((signal.SIGTERM, signal.SIGHUP))
 
     def _restore_signal_handlers(self) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        self._previous_handlers.clear()
-
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+        signals.restore(self._previous_handlers)
+        self._previous_handlers = {}
 
 
 def default_data_dir(project_dir: Path) -> Path:

@@ -134,6 +134,13 @@ def check_template(template: str | None, what: str, placeholders: tuple[str, ...
     """A template holds only safe characters and `{placeholders}` of its kind."""
     if not template or not SAFE_NAME.fullmatch(template):
         raise DeliveriesError(f"{what} is empty or has characters a file name must not have")
+    # a relative name that stays below its root: no '.' or '..' segment, no '//' (a prefix
+    # ends with one '/')
+    segments = template.removesuffix("/").split("/")
+    if template.startswith("/") or any(part in ("", ".", "..") for part in segments):
+        raise DeliveriesError(
+            f"{what} {template!r} must be a relative name without '.', '..' or empty segments"
+        )
     try:
         fields = [
             field for _, field, _, _ in string.Formatter().parse(template) if field is not None

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from loader.clock import today_in
-from loader.destinations.base import DeliveryError
+from loader.destinations.base import DeliveryError, UnreachableError
 from loader.engines import open_engine
 from loader.engines.slice_files import UnloadedSlice, private_work_dir
 from loader.errors import INTERRUPTED, ConfigurationError
@@ -25,6 +25,7 @@ from loader.marts.deliveries import Delivery, select_deliveries
 from loader.marts.expected_years import ExpectedYear, years_needing_a_look
 from loader.retry import retrying
 from loader.run.build_gate import DEFAULT_MAX_BUILD_AGE, gate_refusal
+from loader.run.journal import Journal
 from loader.run.records import (
     SFTP_DELIVERED,
     SFTP_DISABLED,
@@ -48,6 +49,8 @@ STATUS_PLANNED = "planned"
 STATUS_REFUSED = "refused"
 # A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run during this delivery.
 STATUS_INTERRUPTED = "interrupted"
+# The run stopped before this delivery (a destination became unreachable): nothing was tried.
+STATUS_NOT_ATTEMPTED = "not attempted"
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,12 @@ class ExportReport:
     # Set when a signal stopped the run; `not_attempted` deliveries were never started.
     interrupted: bool = False
     not_attempted: int = 0
+    # Why the run stopped early (a destination unreachable), or None.
+    stopped: str | None = None
+    # How many deliveries the run set out to make (the selection), and how many records an
+    # earlier run had kept in the local journal were written to the store first.
+    selected: int = 0
+    journal_replayed: int = 0
     # `plan` and the demo: years expected on the run date not configured or not reported.
     expected_years: list[ExpectedYear] = field(default_factory=list)
 
@@ -86,6 +95,7 @@ class ExportReport:
     def succeeded(self) -> bool:
         return (
             self.refused is None
+            and self.stopped is None
             and not self.interrupted
             and all(r.status in (STATUS_OK, STATUS_DRY_RUN, STATUS_PLANNED) for r in self.results)
         )
@@ -180,6 +190,7 @@ def _export(read, warehouse, request: ExportRequest, progress) -> ExportReport:
     check_run_date(report.run_date, read.run_time_zone())
     deliveries = select_deliveries(read.deliveries(), request.years, request.states)
     _judge_build(report, read, deliveries, request, warehouse.schema)
+    report.selected = len(deliveries)
     s3, sftp = (
         (None, None)
         if request.dry_run
@@ -189,11 +200,13 @@ def _export(read, warehouse, request: ExportRequest, progress) -> ExportReport:
         for destination in (s3, sftp):
             if destination is not None:
                 stack.enter_context(destination)
+        recorder = _Recorder(s3, Journal(s3)) if s3 is not None else None
         if report.refused:
-            _refuse(report, deliveries, s3)
+            _refuse(report, deliveries, recorder)
             return report
-        if not request.dry_run:
+        if recorder is not None:
             _preflight(s3, sftp)
+            report.journal_replayed = recorder.replay()
         work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
         ahead = stack.enter_context(UnloadsAhead(read, deliveries, work_dir, request.jobs))
         for index, delivery in enumerate(deliveries):
@@ -204,18 +217,36 @@ def _export(read, warehouse, request: ExportRequest, progress) -> ExportReport:
 
             step(STAGE_UNLOAD)
             record = _new_record(delivery, report, STATUS_FAILED)
+            failure = None
             try:
-                _deliver(lambda i=index: ahead.take(i), delivery, request, record, s3, sftp, step)
+                failure = _deliver(
+                    lambda i=index: ahead.take(i), delivery, request, record, recorder, sftp, step
+                )
                 interrupted = INTERRUPTED.is_set()
             except KeyboardInterrupt:
                 interrupted = True
             if interrupted:
-                _interrupted(report, delivery, record, s3, request)
+                _interrupted(report, delivery, record, recorder)
                 report.not_attempted = len(deliveries) - index - 1
                 break
             report.results.append(record)
             step(STAGE_DONE, record, record.status)
+            if isinstance(failure, UnreachableError):
+                _stop(report, deliveries[index + 1 :], failure)
+                break
     return report
+
+
+def _stop(report: ExportReport, rest: list[Delivery], cause: UnreachableError) -> None:
+    """A store could not be reached at all, after the retries: the deliveries after this one
+    would only fail the same way, slowly. They are not started; the report says why once."""
+    report.stopped = (
+        f"{cause.destination or 'a destination'} is unreachable ({cause.reason}): "
+        f"stopped before the remaining {len(rest)} deliveries"
+    )
+    report.not_attempted = len(rest)
+    for delivery in rest:
+        report.results.append(_new_record(delivery, report, STATUS_NOT_ATTEMPTED))
 
 
 def _new_report(read, request: ExportRequest, run_id: str | None = None) -> ExportReport:
@@ -241,29 +272,81 @@ def _judge_build(report: ExportReport, read, deliveries, request, schema: str) -
     )
 
 
-def _refuse(report: ExportReport, deliveries: list[Delivery], s3) -> None:
+class _Recorder:
+    """Where a run's records go: the S3 store, or the local journal (loader.run.journal) when
+    the store will not take them. Once the store is unreachable it is not asked again: every
+    later record goes straight to the journal."""
+
+    def __init__(self, s3, journal: Journal | None):
+        self.s3 = s3
+        self.journal = journal
+        self.unreachable: UnreachableError | None = None
+        # records a previous run kept in the journal (the shrink guard reads them too)
+        self.pending = journal.pending() if journal is not None else []
+
+    def replay(self) -> int:
+        """The records an earlier run could not store, written first (best effort)."""
+        if self.journal is None or not self.pending:
+            return 0
+        try:
+            written = self.journal.replay()
+        except DeliveryError as exc:
+            logger.warning("the journal's records stay pending: %s", exc)
+            return 0
+        self.pending = self.journal.pending()
+        return written
+
+    def record(self, delivery: Delivery, record: DeliveryRecord, *, with_manifest: bool):
+        """Manifest beside the snapshot, then the run-log line. When the store fails, the
+        record goes to the journal, the delivery is reported failed, and the error is
+        returned."""
+        run_date = dt.date.fromisoformat(record.run_date)
+        manifest = delivery.manifest_key(run_date) if with_manifest else None
+        run_log = delivery.run_log_key(record.run_date, record.recorded_at, record.run_id)
+        body = (record.to_json() + "\n").encode()
+        try:
+            if self.unreachable is not None:
+                raise self.unreachable
+            if manifest is not None:
+                retrying(lambda: self.s3.put_bytes(manifest, body))
+            retrying(lambda: self.s3.put_bytes(run_log, body))
+            return None
+        except DeliveryError as exc:
+            if isinstance(exc, UnreachableError):
+                self.unreachable = exc
+            kept = ""
+            if self.journal is not None:
+                path = self.journal.keep(run_log, manifest, record)
+                kept = f"; the record is kept in the local journal ({path}) until S3 takes it"
+            record.status = STATUS_FAILED
+            earlier = f"{record.error}; " if record.error else ""
+            record.error = f"{earlier}recording failed: {exc}{kept}"
+            return exc
+
+
+def _refuse(report: ExportReport, deliveries: list[Delivery], recorder: _Recorder | None) -> None:
     """The gate is closed: nothing is uploaded; the run log says why, for every delivery."""
     for delivery in deliveries:
         record = _new_record(delivery, report, STATUS_REFUSED)
         record.error = f"{delivery.label}: not delivered: {report.refused}"
         report.results.append(record)
-        if s3 is not None:
-            _record(s3, delivery, record, with_manifest=False)
+        if recorder is not None:
+            recorder.record(delivery, record, with_manifest=False)
 
 
 def _interrupted(
-    report: ExportReport, delivery: Delivery, record: DeliveryRecord, s3, request: ExportRequest
+    report: ExportReport, delivery: Delivery, record: DeliveryRecord, recorder: _Recorder | None
 ) -> None:
     """A signal arrived during `record`'s delivery: say so in the run log, best effort."""
     report.interrupted = True
     record.status = STATUS_INTERRUPTED
     if record.sftp_outcome == SFTP_NOT_ATTEMPTED:
         record.sftp_outcome = SFTP_FAILED
-    record.error = f"{record.performance_year}/{record.state_code}: interrupted by a signal"
+    record.error = "interrupted by a signal"
     report.results.append(record)
-    if not request.dry_run and s3 is not None:
+    if recorder is not None:
         with contextlib.suppress(Exception):
-            _record(s3, delivery, record, with_manifest=False)
+            recorder.record(delivery, record, with_manifest=False)
 
 
 def _new_record(delivery: Delivery, report: ExportReport, status: str) -> DeliveryRecord:
@@ -284,20 +367,21 @@ def _new_record(delivery: Delivery, report: ExportReport, status: str) -> Delive
     )
 
 
-def _deliver(unload, delivery, request, record, s3, sftp, step) -> None:
+def _deliver(unload, delivery, request, record, recorder, sftp, step) -> DeliveryError | None:
     """`unload()` gives the delivery's slice file (unloaded ahead, or now); `step(stage,
-    record, detail)` tells the progress display."""
+    record, detail)` tells the progress display. Returns the delivery error, if any."""
     unloaded: UnloadedSlice | None = None
     snapshot_written = False
+    failure: DeliveryError | None = None
     try:
         unloaded = unload()
         record.rows, record.bytes, record.sha256 = unloaded.rows, unloaded.bytes, unloaded.sha256
         if request.dry_run:
             record.status = STATUS_DRY_RUN
-            return
+            return None
         step(STAGE_S3, record)
         retrying(
-            lambda: s3.put_file(
+            lambda: recorder.s3.put_file(
                 unloaded.path,
                 record.s3_key,
                 size=unloaded.bytes,
@@ -306,13 +390,11 @@ def _deliver(unload, delivery, request, record, s3, sftp, step) -> None:
             )
         )
         snapshot_written = True
-        error = None
         if delivery.sftp_enabled:
-            error = _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, step)
-        record.status = STATUS_FAILED if error else STATUS_OK
-        record.error = error
+            failure = _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step)
+        record.status = STATUS_FAILED if record.error else STATUS_OK
     except DeliveryError as exc:
-        record.error = str(exc)
+        record.error, failure = str(exc), exc
     except Exception as exc:  # noqa: BLE001 - one delivery's failure must not stop the others
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         prefix = "" if message.startswith(delivery.label) else f"{delivery.label}: "
@@ -320,19 +402,22 @@ def _deliver(unload, delivery, request, record, s3, sftp, step) -> None:
     finally:
         if unloaded is not None and unloaded.path is not None:
             unloaded.path.unlink(missing_ok=True)
-    if not request.dry_run:
-        _record(s3, delivery, record, with_manifest=snapshot_written)
+    if request.dry_run:
+        return failure
+    return recorder.record(delivery, record, with_manifest=snapshot_written) or failure
 
 
-def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, step) -> str | None:
-    """Upload the same bytes to SFTP unless the shrink guard refuses; returns the error."""
-    previous = last_sftp_delivery(s3, delivery)
+def _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step):
+    """Upload the same bytes to SFTP unless the shrink guard refuses; sets the record's error
+    and returns the delivery error, if any."""
+    previous = last_sftp_delivery(recorder.s3, delivery, recorder.pending)
     refusal = None
     if previous is not None and not request.allow_shrink:
         refusal = shrink_refusal(previous.rows, unloaded.rows, request.max_shrink)
     if refusal:
         record.sftp_outcome = SFTP_REFUSED_SHRINK
-        return f"{delivery.label}: SFTP upload refused: {refusal}"
+        record.error = f"{delivery.label}: SFTP upload refused: {refusal}"
+        return None
     step(STAGE_SFTP, record, record.sftp_file_name)
     try:
         retrying(
@@ -342,24 +427,10 @@ def _upload_to_sftp(delivery, request, record, unloaded, s3, sftp, step) -> str 
         )
     except DeliveryError as exc:
         record.sftp_outcome = SFTP_FAILED
-        return str(exc)
+        record.error = str(exc)
+        return exc
     record.sftp_outcome = SFTP_DELIVERED
     return None
-
-
-def _record(s3, delivery: Delivery, record: DeliveryRecord, *, with_manifest: bool) -> None:
-    """Manifest beside the snapshot, then the run-log line; if either fails, the delivery fails."""
-    try:
-        if with_manifest:
-            body = (record.to_json() + "\n").encode()
-            manifest = delivery.manifest_key(dt.date.fromisoformat(record.run_date))
-            retrying(lambda: s3.put_bytes(manifest, body))
-        line = (record.to_json() + "\n").encode()
-        run_log = delivery.run_log_key(record.run_date, record.recorded_at, record.run_id)
-        retrying(lambda: s3.put_bytes(run_log, line))
-    except DeliveryError as exc:
-        record.status = STATUS_FAILED
-        record.error = f"{record.error + '; ' if record.error else ''}recording failed: {exc}"
 
 
 def plan_export(warehouse, request: ExportRequest) -> ExportReport:

@@ -55,18 +55,33 @@ class DeliveryRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def run_log_newest_first(store, delivery) -> Iterator[DeliveryRecord]:
-    """Recorded runs of a delivery, newest run date first; read lazily, one by one."""
-    names = sorted((o.name for o in store.list(delivery.run_log_prefix)), reverse=True)
-    for name in names:
+def run_log_newest_first(store, delivery, pending=()) -> Iterator[DeliveryRecord]:
+    """Recorded runs of a delivery, newest run date first; read lazily, one by one.
+
+    `pending` are records kept in the local journal (loader.run.journal) because the store
+    would not take them: they count as recorded."""
+    waiting = {
+        p.run_log_key: p.record
+        for p in pending
+        if p.run_log_key.startswith(delivery.run_log_prefix)
+    }
+    names = {o.name for o in store.list(delivery.run_log_prefix)} | set(waiting)
+    for name in sorted(names, reverse=True):
+        if name in waiting:
+            yield waiting[name]
+            continue
         data = store.get_bytes(name)
         if data:
             yield DeliveryRecord.from_json(data)
 
 
-def last_sftp_delivery(store, delivery) -> DeliveryRecord | None:
+def last_sftp_delivery(store, delivery, pending=()) -> DeliveryRecord | None:
     """The newest run-log record whose file reached the SFTP server."""
     return next(
-        (r for r in run_log_newest_first(store, delivery) if r.sftp_outcome == SFTP_DELIVERED),
+        (
+            r
+            for r in run_log_newest_first(store, delivery, pending)
+            if r.sftp_outcome == SFTP_DELIVERED
+        ),
         None,
     )

@@ -78,19 +78,28 @@ def build_line(build) -> str:
 
 
 def export_summary(report) -> str:
+    count = max(report.selected, len(report.results))
     lines = [
-        f"run {report.run_id} for {report.run_date.isoformat()}: {len(report.results)} deliveries",
+        f"run {report.run_id} for {report.run_date.isoformat()}: {count} deliveries",
         build_line(report.build),
         "",
         table(EXPORT_COLUMNS, delivery_rows(report.results)),
     ]
+    if report.journal_replayed:
+        lines += [
+            "",
+            f"{report.journal_replayed} record(s) an earlier run kept in the local journal "
+            "were written to S3 first",
+        ]
     if report.refused:
         verb = "export would refuse" if report.run_id == "plan" else "refused, nothing uploaded"
         lines += ["", f"{verb}: {report.refused}"]
     else:
-        errors = [r.error for r in report.results if r.error]
+        errors = [_labelled(r, r.error) for r in report.results if r.error]
         if errors:
             lines += ["", "errors:"] + [f"- {e}" for e in errors]
+    if report.stopped:
+        lines += ["", f"stopped: {report.stopped}"]
     if report.interrupted:
         lines += [
             "",
@@ -114,6 +123,9 @@ def export_json(report) -> str:
             "refused": report.refused,
             "interrupted": report.interrupted,
             "not_attempted": report.not_attempted,
+            "stopped": report.stopped,
+            "selected": report.selected,
+            "journal_replayed": report.journal_replayed,
             "deliveries": [asdict(r) for r in report.results],
             "expected_years": [y.to_dict() for y in report.expected_years],
         },
@@ -156,12 +168,23 @@ def year_rows(years: list[ExpectedYear]) -> list[list]:
 def status_text(report: StatusReport) -> str:
     rows = status_rows(report.statuses) + year_rows(report.years)
     lines = [build_line(report.build), "", table(STATUS_COLUMNS, rows)]
-    details = [
-        f"- {s.performance_year}/{s.state_code}: {s.detail}" for s in report.statuses if s.detail
-    ] + [f"- {y.describe()}" for y in report.years]
+    details = [f"- {_labelled(s, s.detail)}" for s in report.statuses if s.detail] + [
+        f"- {y.describe()}" for y in report.years
+    ]
+    if report.journal_pending:
+        details.append(
+            f"- {report.journal_pending} delivery record(s) wait in the local journal (S3 would "
+            "not take them): they count here; the next export writes them to S3"
+        )
     if details:
         lines += ["", "details:", *details]
     return "\n".join(lines)
+
+
+def _labelled(delivery, text: str) -> str:
+    """`2023/AZ: text`, unless the text already starts with the year and state."""
+    label = f"{delivery.performance_year}/{delivery.state_code}"
+    return text if text.startswith(label) else f"{label}: {text}"
 
 
 def status_json(report: StatusReport) -> str:
@@ -170,6 +193,7 @@ def status_json(report: StatusReport) -> str:
             "ok": report.ok,
             "verified": report.verified,
             "build": report.build.to_dict() if report.build is not None else None,
+            "journal_pending": report.journal_pending,
             "deliveries": [asdict(s) for s in report.statuses],
             "expected_years": [y.to_dict() for y in report.years],
         },

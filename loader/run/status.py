@@ -21,6 +21,7 @@ from loader.errors import MipsError
 from loader.marts.build_log import BuildRecord
 from loader.marts.deliveries import Delivery, select_deliveries
 from loader.marts.expected_years import ExpectedYear, years_needing_a_look
+from loader.run.journal import Journal
 from loader.run.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
 from loader.run.stores import open_stores
 
@@ -74,6 +75,8 @@ class StatusReport:
     years: list[ExpectedYear] = field(default_factory=list)
     build: BuildRecord | None = None
     verified: bool = False
+    # Records kept in the local journal because S3 would not take them (they count).
+    journal_pending: int = 0
 
     @property
     def ok(self) -> bool:
@@ -82,11 +85,22 @@ class StatusReport:
         )
 
 
-def last_snapshot(store: Destination, delivery: Delivery) -> DeliveryRecord | None:
-    """The newest manifest below the snapshot prefix: snapshot folders are dates, names sort."""
+def last_snapshot(store: Destination, delivery: Delivery, pending=()) -> DeliveryRecord | None:
+    """The newest manifest below the snapshot prefix: snapshot folders are dates, names sort.
+    A manifest waiting in the local journal counts (`pending`)."""
     suffix = "/" + delivery.manifest_file_name()
+    waiting = {
+        p.manifest_key: p.record
+        for p in pending
+        if p.manifest_key and p.manifest_key.startswith(delivery.snapshot_prefix)
+    }
     manifests = [o.name for o in store.list(delivery.snapshot_prefix) if o.name.endswith(suffix)]
-    data = store.get_bytes(max(manifests)) if manifests else None
+    newest = max([*manifests, *waiting], default=None)
+    if newest is None:
+        return None
+    if newest in waiting:
+        return waiting[newest]
+    data = store.get_bytes(newest)
     return DeliveryRecord.from_json(data) if data else None
 
 
@@ -101,6 +115,12 @@ def _matches(
         return False, f"{name}: stored {stored.size} bytes, delivered {recorded.bytes}"
     if stored.checksum is not None and stored.checksum != recorded.sha256:
         return False, f"{name}: stored sha256 {stored.checksum}, delivered {recorded.sha256}"
+    if stored.checksum is None and store.vouches_for_checksums and not verify:
+        # missing proof is not proof: the loader writes every object with its SHA-256
+        return False, (
+            f"{name}: the object carries no sha256 metadata, so it is not the one the loader "
+            "wrote (or was copied without it); `status --verify` reads it back"
+        )
     if verify:
         digest = store.read_digest(name)
         expected = Digest(recorded.bytes, recorded.sha256)
@@ -152,16 +172,20 @@ def collect_status(
     with s3, contextlib.ExitStack() as stack:
         if sftp is not None:
             stack.enter_context(sftp)
+        pending = Journal(s3).pending()
+        report.journal_pending = len(pending)
         for delivery in deliveries:
-            report.statuses.append(_status(delivery, s3, sftp, today, max_age_days, verify))
+            report.statuses.append(
+                _status(delivery, s3, sftp, today, max_age_days, verify, pending)
+            )
     return report
 
 
-def _status(delivery, s3, sftp, today, max_age_days, verify) -> DeliveryStatus:
+def _status(delivery, s3, sftp, today, max_age_days, verify, pending=()) -> DeliveryStatus:
     year, state = delivery.performance_year, delivery.state_code
-    snapshot = last_snapshot(s3, delivery)
-    latest = next(run_log_newest_first(s3, delivery), None)
-    delivered = last_sftp_delivery(s3, delivery) if delivery.sftp_enabled else None
+    snapshot = last_snapshot(s3, delivery, pending)
+    latest = next(run_log_newest_first(s3, delivery, pending), None)
+    delivered = last_sftp_delivery(s3, delivery, pending) if delivery.sftp_enabled else None
     verdict, detail = None, None
     in_s3 = on_server = None
     if snapshot is not None:

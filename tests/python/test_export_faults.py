@@ -10,7 +10,7 @@ import json
 
 import asyncssh
 
-from tests.support.fault_rig import BUCKET, SFTP_NAMES, export
+from tests.support.fault_rig import BUCKET, SFTP_NAMES, against_rig, export
 from tests.support.transport_servers import (
     make_ssh_key,
 )
@@ -90,3 +90,39 @@ def test_s3_returning_500_then_succeeding(rig, profiles_dir):
     assert result.exit_code == 0, result.output
     assert len(data_keys(rig)) == 3
     assert on_server(rig) == SFTP_NAMES
+
+
+def test_s3_lost_after_an_sftp_upload_keeps_the_record_and_stops_the_run(
+    rig, profiles_dir, monkeypatch, tmp_path
+):
+    """2023/CA's file reaches the registry, then S3 disappears before its manifest is written:
+    the record goes to the local journal, the run starts nothing more and says why once;
+    with S3 back, `status` shows the file delivered and the next export stores the record."""
+    journal = tmp_path / "journal"
+    monkeypatch.setenv("MIPS_JOURNAL_DIR", str(journal))
+    rig["faults"].after_rename = lambda name: rig["proxy"].go_away()
+    result, report = export(rig, profiles_dir)
+    assert result.exit_code == 1, result.output
+    statuses = {d["performance_year"]: d["status"] for d in report["deliveries"]}
+    assert statuses == {2022: "ok", 2023: "failed", 2025: "not attempted"}
+    assert report["not_attempted"] == 1 and "unreachable" in report["stopped"]
+    ca = next(d for d in report["deliveries"] if d["performance_year"] == 2023)
+    assert ca["sftp_outcome"] == "delivered" and "local journal" in ca["error"]
+    assert on_server(rig) == [SFTP_NAMES[0]]
+    assert len(list(journal.rglob("*.json"))) == 1
+    # S3 is back (the proxy stays gone: the loader now talks to the store directly)
+    monkeypatch.setenv("MIPS_S3_ENDPOINT_URL", rig["s3_endpoint"])
+    shown = json.loads(against_rig(rig, profiles_dir, "status").stdout)
+    rows = {(r["performance_year"], r["state_code"]): r for r in shown["deliveries"]}
+    assert rows[(2023, "CA")]["last_sftp_file_name"] == SFTP_NAMES[0]
+    assert rows[(2023, "CA")]["verdict"] == "ok"
+    assert shown["journal_pending"] == 1
+    again, document = export(rig, profiles_dir)
+    assert again.exit_code == 0, again.output
+    assert document["journal_replayed"] == 1 and list(journal.rglob("*.json")) == []
+    logged = [
+        json.loads(rig["s3"].get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        for key in s3_keys(rig)
+        if "/run-log/2023/CA/" in key
+    ]
+    assert any(r["run_id"] == report["run_id"] and r["sftp_outcome"] == "delivered" for r in logged)

@@ -115,12 +115,57 @@ def test_a_signal_mid_slice_cleans_up_records_and_reports(
     assert "Traceback" not in stderr
     report = json.loads(stdout)
     assert report.get("interrupted") is True, (stdout, stderr)
-    assert report["not_attempted"] == 1
+    assert report["not_attempted"] == 1 and report["selected"] == 3
     statuses = {d["performance_year"]: d["status"] for d in report["deliveries"]}
     assert statuses == {2022: "ok", 2023: "interrupted"}
     assert work_dirs(env) == [], "no temporary CSV is left behind"
     logged = {(r["performance_year"], r["status"]) for r in run_log(stores[0])}
     assert logged == {(2022, "ok"), (2023, "interrupted")}
+
+
+def test_an_interrupted_run_says_what_it_set_out_to_do_once(
+    models, cluster, profiles_dir, stores, tmp_path
+):
+    slow_2023(models)
+    env = postgres_target_env(cluster, tmp_path)
+    process = loader_process(profiles_dir, stores, env, "--jobs", "1")
+    wait_for_sleeping_loader(models, process)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"for {RUN_DATE}: 3 deliveries" in stdout.splitlines()[0]
+    assert "interrupted by a signal: 1 deliveries not attempted" in stdout
+    s3, sftp = stores
+    shown = CliRunner().invoke(
+        cli,
+        ["status", "--date", RUN_DATE, "--s3-url", s3.as_uri(), "--sftp-url", sftp.as_uri(),
+         "--profiles-dir", str(profiles_dir), "--target", "dev"],
+    )  # fmt: skip
+    assert "- 2023/CA: interrupted by a signal" in shown.output.splitlines()
+    assert "2023/CA: 2023/CA" not in shown.output
+
+
+def test_a_signal_while_the_command_starts_is_an_interruption(profiles_dir, stores):
+    """The console script handles signals before it imports the command line: a SIGTERM
+    while psycopg (part of that import) is being loaded ends in one JSON document, exit 1."""
+    s3, sftp = stores
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mips-loader"), "export", "--json",
+         "--s3-url", s3.as_uri(), "--sftp-url", sftp.as_uri(),
+         "--profiles-dir", str(profiles_dir), "--target", "dev"],
+        cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 30
+    while "libpq" not in maps.read_text() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, (process.returncode, stderr)
+    document = json.loads(stdout)
+    assert document["error"]["kind"] == "interrupted"
+    assert "interrupted by a signal" in document["error"]["message"]
+    assert "Traceback" not in stderr
 
 
 def test_a_signal_stops_the_slices_unloaded_ahead(models, cluster, profiles_dir, stores, tmp_path):

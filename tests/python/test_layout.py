@@ -8,7 +8,8 @@
     loader.marts.*                    the marts' rows as Python values (no I/O)
     loader.environment.*              the warehouse, the embedded cluster, dbt, the source data
     loader.destinations.*             S3, SFTP, local directories
-    loader.errors, retry, names, clock, aws  what every layer shares
+    loader.errors, retry, names, clock, aws, signals  what every layer shares
+    loader.__main__                   the console script: signal handlers, then loader.cli
 
 (docs/loader.md says what lives where.)
 """
@@ -26,7 +27,10 @@ from pathlib import Path
 import loader
 
 LOADER_DIR = Path(loader.__file__).parent
-SHARED = {"loader", "loader.errors", "loader.retry", "loader.names", "loader.clock", "loader.aws"}
+SHARED = {
+    "loader", "loader.errors", "loader.retry", "loader.names", "loader.clock", "loader.aws",
+    "loader.signals",
+}  # fmt: skip
 # What each package may import from the loader, besides itself and SHARED.
 ALLOWED = {
     "loader.destinations": set(),
@@ -38,6 +42,7 @@ ALLOWED = {
                       "loader.marts"},
     "loader.cli": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
                    "loader.demo", "loader.review", "loader.marts"},
+    "loader.__main__": {"loader.cli"},
     "loader.demo": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
                     "loader.marts"},
 }  # fmt: skip

@@ -124,6 +124,13 @@ def test_a_date_after_tomorrow_is_refused(models, profiles_dir, stores):
     assert files_under(stores[0]) == [] and files_under(stores[1]) == []
 
 
+def test_a_zero_build_age_is_a_usage_error(models, profiles_dir, stores):
+    result = export(profiles_dir, stores, "--max-build-age", "0h", "--json")
+    assert result.exit_code == 2
+    assert "--max-build-age '0h' is zero" in json.loads(result.stdout)["error"]["message"]
+    assert files_under(stores[0]) == []
+
+
 def test_a_selection_matching_nothing_is_a_usage_error(models, profiles_dir, stores):
     result = export(profiles_dir, stores, "--state", "XX")
     assert result.exit_code == 2
@@ -138,7 +145,13 @@ def test_a_selection_matching_nothing_is_a_usage_error(models, profiles_dir, sto
         ("state_code = 'X/Y'", "state code must be two capital letters"),
         ("s3_key_template = '2025/TX/{run_day}/data.csv'", "unknown placeholder(s) {run_day}"),
         ("export_relation = 'x; drop table y'", "must be a quoted relation"),
-        ("sftp_file_name_template = '../Quality.csv'", "must not contain '/'"),
+        ("sftp_file_name_template = '../Quality.csv'", "must be a relative name without"),
+        ("sftp_file_name_template = 'in/Quality.csv'", "must not contain '/'"),
+        (
+            "s3_key_template = '2025/TX/../../../../escape/{run_date}/data.csv'",
+            "must be a relative name without '.', '..' or empty segments",
+        ),
+        ("run_log_prefix = 'run-log//2025/TX/'", "without '.', '..' or empty segments"),
     ],
 )
 def test_unusable_deliveries_rows_are_configuration_errors(
@@ -191,7 +204,7 @@ def test_build_age_durations(text, hours):
     assert parse_duration(text).total_seconds() == hours * 3600
 
 
-@pytest.mark.parametrize("text", ["", "24", "h", "1w", "-1h", "1h30"])
+@pytest.mark.parametrize("text", ["", "24", "h", "1w", "-1h", "1h30", "0h", "0d0m"])
 def test_bad_build_age_durations(text):
     with pytest.raises(ConfigurationError):
         parse_duration(text)

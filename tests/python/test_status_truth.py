@@ -145,3 +145,22 @@ def test_destination_errors_are_one_json_document(rig, profiles_dir):  # noqa: F
     code, document = status_document(rig, profiles_dir, sftp_url="sftp://mips@127.0.0.1:9/x")
     assert code in (1, 2) and document["ok"] is False
     assert "127.0.0.1" in document["error"]["message"]
+
+
+def test_an_object_without_checksum_metadata_is_not_ok_without_verify(rig, profiles_dir):
+    """Missing proof is not proof: an object the loader did not write (no sha256 metadata)
+    is not "ok" on its size alone; reading it back decides."""
+    delivered(rig, profiles_dir)
+    original = rig["s3"].get_object(Bucket=BUCKET, Key=TX_KEY)["Body"].read()
+    # the same bytes, copied without the loader's metadata
+    rig["s3"].put_object(Bucket=BUCKET, Key=TX_KEY, Body=original)
+    code, rows = status(rig, profiles_dir)
+    assert code == 1
+    assert rows[(2025, "TX")]["verdict"] == "altered in S3"
+    assert "no sha256 metadata" in rows[(2025, "TX")]["detail"]
+    assert status(rig, profiles_dir, "--verify")[1][(2025, "TX")]["verdict"] == "ok"
+    # same size, other bytes, no metadata
+    rig["s3"].put_object(Bucket=BUCKET, Key=TX_KEY, Body=original[:-2] + b"9\n")
+    assert status(rig, profiles_dir)[1][(2025, "TX")]["verdict"] == "altered in S3"
+    code, rows = status(rig, profiles_dir, "--verify")
+    assert code == 1 and rows[(2025, "TX")]["verdict"] == "altered in S3"

@@ -52,6 +52,7 @@ def fault_rig(tmp_path, monkeypatch) -> Iterator[dict]:
         monkeypatch.setenv("MIPS_SFTP_KNOWN_HOSTS", str(known_hosts))
         yield {
             "proxy": proxy,
+            "s3_endpoint": endpoint,
             "faults": faults,
             "s3": s3_client(endpoint),
             "uploads": root / "uploads",

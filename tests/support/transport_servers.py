@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,6 +203,17 @@ class FaultInjectingProxy:
         self.requests: list[tuple[str, str]] = []
         self._faults: list[InjectedFault] = []
         self._lock = threading.Lock()
+        # set by go_away(): the endpoint is gone (open connections dropped, new ones refused)
+        self.gone = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+
+    def go_away(self) -> None:
+        """The endpoint disappears, as when S3 is lost mid-run: every connection still open is
+        dropped at its next request, and the port refuses new ones."""
+        self.gone.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.socket.close()
 
     def fail(
         self, method: str, *, status: int, code: str, times: int = 1, query_contains: str = ""
@@ -235,6 +246,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "expect", "date", "server"}
 
     def handle_request(self) -> None:
+        if self.proxy.gone.is_set():
+            self.close_connection = True
+            return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         fault = self.proxy.take_fault(self.command, self.path)
         if fault is not None and fault.status is not None:
@@ -297,6 +311,7 @@ def s3_fault_proxy(upstream_url: str) -> Iterator[FaultInjectingProxy]:
     server = ThreadingHTTPServer((LOCALHOST, 0), handler)
     server.daemon_threads = True
     proxy = FaultInjectingProxy(upstream_url, f"http://{LOCALHOST}:{server.server_address[1]}")
+    proxy._server = server
     handler.proxy = proxy
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -347,6 +362,8 @@ class SftpFaults:
     understate_fstat: int = 0
     # Files opened for writing, by path relative to the root, in order.
     opened_for_write: list[str] = field(default_factory=list)
+    # Called with the new name after each file is renamed into place (a test's trigger).
+    after_rename: Callable[[str], None] | None = None
     # A barrier: while `hold_writes` is set, every write waits until it is cleared (and says
     # so in `writes_held`); the server stalls like one whose disk hangs.
     hold_writes: threading.Event = field(default_factory=threading.Event)
@@ -442,7 +459,10 @@ class FaultInjectingSFTPServer(asyncssh.SFTPServer):
     def posix_rename(self, oldpath, newpath):
         if not self._faults.posix_rename:
             raise asyncssh.SFTPOpUnsupported("posix-rename@openssh.com not supported")
-        return super().posix_rename(oldpath, newpath)
+        result = super().posix_rename(oldpath, newpath)
+        if self._faults.after_rename is not None:
+            self._faults.after_rename(os.fsdecode(newpath))
+        return result
 
 
 class _PasswordServer(asyncssh.SSHServer):
