@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -289,12 +290,29 @@ def run_dbt_build(
     intermediate = [n for n in nodes if n["node"].split(".")[-1] in INTERMEDIATE_TABLES]
     return {
         "seconds": measured.seconds,
+        "hooks_seconds": hook_seconds((logs / f"{label}.out").read_text(errors="replace")),
         "max_rss_bytes": measured.max_rss_bytes,
         "dbt_elapsed_seconds": results.get("elapsed_time"),
         "intermediate_tables_seconds": sum(n["seconds"] for n in intermediate),
         "node_count": len(nodes),
         "nodes": nodes,
     }
+
+
+# dbt's line for a finished hook: "1 of 1 OK hook: healthmonix_mips.on-run-end.0 ... [OK in 0.05s]"
+_HOOK_LINE = re.compile(
+    r"OK hook: healthmonix_mips\.(on-run-(?:start|end))\.\d+ .*?\[\S*OK\S* in ([0-9.]+)s\]"
+)
+
+
+def hook_seconds(dbt_output: str) -> dict[str, float]:
+    """Seconds of the project's on-run-start and on-run-end hooks (the build log's two rows
+    and, at the end, the publication of the marts): what write-audit-publish costs a build."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", dbt_output)
+    seconds: dict[str, float] = {}
+    for hook, value in _HOOK_LINE.findall(plain):
+        seconds[hook] = seconds.get(hook, 0.0) + float(value)
+    return seconds
 
 
 def run_monolithic(conn) -> float:
@@ -644,6 +662,10 @@ def pair_ratios(run: dict) -> dict[str, float | None]:
         "break_even_forms_query_seconds": _break_even(run, daily),
         "dbt_models_over_monolithic": _ratio(
             run["dbt_build"]["dbt_elapsed_seconds"], run["monolithic"]["seconds"]
+        ),
+        "publication_share_of_build": _ratio(
+            sum((run["dbt_build"].get("hooks_seconds") or {}).values()) or None,
+            run["dbt_build"]["seconds"],
         ),
     }
 

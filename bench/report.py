@@ -20,6 +20,9 @@ TARGET_SPEED_VS_WORKER = ((10, 0.5),)  # worker's time ÷ daily run's, at least
 TARGET_MONOLITHIC = ((100, 2.0),)  # production dbt build ÷ monolithic query, at most
 TARGET_FLOOR = ((10, 1.5), (100, 1.2))  # loader S3 + SFTP ÷ floor, at most
 TARGET_LOADER_RSS = 150 * MB
+# The build log's hooks and the publication of the marts (write-audit-publish), a share of the
+# production dbt build, at most.
+TARGET_PUBLICATION = ((10, 0.05), (100, 0.05))
 # "Flat": the loader's peak memory at the largest scale within this factor of the smallest's.
 FLAT_FACTOR = 1.25
 
@@ -204,6 +207,19 @@ def _targets(largest: dict, ordered: list[dict], fit: dict | None) -> list[str]:
         ratio = None if result is None else result["ratios"].get(key)
         ok = ratio is not None and ratio <= limit
         rows.append(_target_row(what.format(limit), result, ratio, ok, _x(ratio)))
+    for scale, limit in TARGET_PUBLICATION:
+        result = _at(ordered, scale)
+        share = None if result is None else result["ratios"].get("publication_share_of_build")
+        rows.append(
+            _target_row(
+                f"build log + publication (the project's hooks) < {limit:.0%} of the production "
+                "`dbt build`",
+                result,
+                share,
+                share is not None and share < limit,
+                "–" if share is None else f"{share:.1%}",
+            )
+        )
     loader_rss = [
         max(c["peak_rss_bytes"] for c in r["medians"]["loader"].values()) for r in ordered
     ]

@@ -338,8 +338,11 @@ def export_command(
 ):
     """Deliver every configured year/state slice: S3 snapshot, then SFTP where enabled.
 
-    Delivers only from the latest dbt build of the marts, if it succeeded and is younger than
-    --max-build-age (the publish gate); otherwise uploads nothing and exits 1.
+    Reads the published marts (those of the last dbt build whose every node passed), one
+    build for the whole run, and delivers only if that build is the newest build of the
+    marts and younger than --max-build-age (the publish gate); otherwise uploads nothing and
+    exits 1. A record S3 will not take is kept in a local journal ($MIPS_JOURNAL_DIR) and
+    written by the next export.
 
     Exit status: 0 all deliveries succeeded, 1 any failed or the gate refused, 2 usage or
     configuration error (nothing written).
@@ -377,9 +380,10 @@ def export_command(
 def plan_command(
     project_dir, profiles_dir, target, years, states, run_date, max_build_age, as_json
 ):
-    """Show what `export` would deliver (keys, file names, row counts, the build they come
-    from) and the performance years expected on the date that are not configured or declared
-    not reported; writes nothing. Any --date is accepted, so a new year can be checked before
+    """Show what `export` would deliver (keys, file names, row counts, the published build they
+    come from, and why the gate would refuse: a build that failed, naming its failing nodes
+    first, or never finished) and the performance years expected on the date that are not
+    configured or declared not reported; writes nothing. Any --date is accepted, so a new year can be checked before
     it starts.
 
     Exit status: 0 export would deliver, 1 the publish gate would refuse, 2 usage error.
