@@ -383,8 +383,8 @@ def plan_command(
     """Show what `export` would deliver (keys, file names, row counts, the published build they
     come from, and why the gate would refuse: a build that failed, naming its failing nodes
     first, or never finished) and the performance years expected on the date that are not
-    configured or declared not reported; writes nothing. Any --date is accepted, so a new year can be checked before
-    it starts.
+    configured or declared not reported; writes nothing. Any --date is accepted, so a new
+    year can be checked before it starts.
 
     Exit status: 0 export would deliver, 1 the publish gate would refuse, 2 usage error.
 

@@ -20,6 +20,7 @@ from loader.destinations.base import (
     TerminalDeliveryError,
     TransientDeliveryError,
     TransportSettings,
+    UnreachableError,
     redact_url,
 )
 from loader.retry import retrying
@@ -33,6 +34,7 @@ __all__ = [
     "TerminalDeliveryError",
     "TransientDeliveryError",
     "TransportSettings",
+    "UnreachableError",
     "open_destination",
     "redact_url",
     "retrying",

@@ -24,6 +24,7 @@ from loader.destinations import (
     TerminalDeliveryError,
     TransientDeliveryError,
     TransportSettings,
+    UnreachableError,
     open_destination,
     redact_url,
     retrying,
@@ -614,7 +615,7 @@ def test_s3_http_500_surfaces_as_transient_and_retrying_recovers(aws_environment
     assert proxy.count("PUT", S3_NAME) == 3
 
 
-def test_s3_connection_refused_is_transient(aws_environment, tmp_path):
+def test_s3_connection_refused_is_transient_and_unreachable(aws_environment, tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"
     settings = TransportSettings.from_env(s3_endpoint_url=closed, connect_timeout=2)
     source = local_file(tmp_path, 100)
@@ -625,9 +626,10 @@ def test_s3_connection_refused_is_transient(aws_environment, tmp_path):
             destination.preflight,
         ):
             delays: list[float] = []
-            with pytest.raises(TransientDeliveryError, match="S3 connection failed"):
+            # retried like any transient error; once spent, a run stops using the store
+            with pytest.raises(UnreachableError, match="S3 unreachable"):
                 retrying(operation, attempts=2, sleep=delays.append)
-            assert len(delays) == 1
+            assert len(delays) == 1 and issubclass(UnreachableError, TransientDeliveryError)
 
 
 def test_s3_preflight_missing_bucket_or_denied_is_a_configuration_error(aws_environment):

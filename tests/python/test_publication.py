@@ -138,6 +138,11 @@ def wait_for(condition, what: str, process=None, timeout: float = 120):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def backend(db, where: str):
+    """The first server process matching `where` (a condition on pg_stat_activity), or None."""
+    return db.execute(f"select pid from pg_stat_activity where {where}").fetchone()
+
+
 def newest_invocation(db) -> str:
     return db.execute(
         f"select invocation_id from {SCENARIO.models_schema}.mips_build_log "
@@ -189,10 +194,7 @@ def test_a_build_stopped_before_the_export_is_tested_publishes_nothing(
         (copy / "tests" / "dbt" / "zz_blocks_after_the_export.sql").write_text(BLOCKING_TEST)
         build = dbt_build_process(cluster, profiles_dir, copy, tmp_path / "dbt")
         sleeper = wait_for(
-            lambda: db.execute(
-                "select pid from pg_stat_activity where wait_event = 'PgSleep' "
-                "and query like '%pg_sleep(600)%'"
-            ).fetchone(),
+            lambda: backend(db, "wait_event = 'PgSleep' and query like '%pg_sleep(600)%'"),
             "the export's tests",
             build,
         )
@@ -297,11 +299,9 @@ def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build
         wait_for(faults.writes_held.is_set, "the export's first SFTP upload", export)
         build = dbt_build_process(cluster, profiles_dir, PROJECT_DIR, tmp_path / "dbt")
         # the build runs its models and tests, then its publication waits for the export
+        # (pg_stat_activity keeps the statement's first 1 kB: the log table is named there)
         waiting = wait_for(
-            lambda: db.execute(
-                "select pid from pg_stat_activity where wait_event_type = 'Lock' "
-                "and query like '%\"mips_build_log\"%'"
-            ).fetchone(),
+            lambda: backend(db, "wait_event_type = 'Lock' and query like '%\"mips_build_log\"%'"),
             "the publication to wait for the export",
             build,
             timeout=180,

@@ -30,6 +30,7 @@ from loader.destinations import (
     TerminalDeliveryError,
     TransientDeliveryError,
     TransportSettings,
+    UnreachableError,
     open_destination,
     retrying,
 )
@@ -498,13 +499,14 @@ def test_sftp_preflight_missing_directory_is_a_configuration_error(server):
         destination.preflight()
 
 
-def test_sftp_preflight_server_down_is_transient(server):
+def test_sftp_preflight_server_down_is_transient_and_unreachable(server):
     url = f"sftp://registry@127.0.0.1:{free_port()}/"
     with (
         open_destination(url, settings=server.settings) as destination,
-        pytest.raises(TransientDeliveryError, match="SFTP connection failed"),
+        pytest.raises(UnreachableError, match="SFTP server unreachable"),
     ):
         destination.preflight()
+    assert issubclass(UnreachableError, TransientDeliveryError)
 
 
 # --- task 6: a polite guest on the registry's server ---------------------------------------------
