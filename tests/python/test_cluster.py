@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from loader.environment.cluster import EmbeddedCluster, running_cluster
+from loader.environment.cluster import EmbeddedCluster, running_cluster, socket_dir_for
 from tests.support.processes import postgres_pids
 
 # A child process that starts a cluster, prints READY, then waits to be stopped.
@@ -92,6 +93,10 @@ def test_no_postgres_outlives_a_stopped_command(tmp_path, how):
     child.send_signal(getattr(signal, how))
     child.wait(timeout=30)
     assert wait_until_gone(data_dir) == [], f"postgres survived the parent's {how}"
+    if how != "SIGKILL":
+        assert not socket_dir_for(data_dir).exists(), "the owner removes its socket dir"
+    # a killed owner leaves it (empty) for the next server of its data dir; none comes here
+    shutil.rmtree(socket_dir_for(data_dir), ignore_errors=True)
 
 
 def test_restart_after_a_crash_reuses_the_data_dir(tmp_path):
