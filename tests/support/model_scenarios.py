@@ -85,7 +85,7 @@ def edit_seed(project: ProjectOptions, seed: str, edit: Callable[[list[dict]], l
 def copy_project(destination: Path) -> Path:
     """The dbt project's own files (not the Python tests) under `destination`, to edit there."""
     destination.mkdir(parents=True, exist_ok=True)
-    for name in ("dbt_project.yml", "models", "macros", "seeds", "tests"):
+    for name in ("dbt_project.yml", "selectors.yml", "models", "macros", "seeds", "tests"):
         source = PROJECT_DIR / name
         if source.is_dir():
             shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("python"))
