@@ -164,22 +164,38 @@ def cli() -> None:
     """
 
 
+_DBT_HELP = ("-h", "--help")
+
+
 @cli.command(
     "dbt",
+    # --help after a dbt command is dbt's; this command's own is `mips-loader dbt --help`
+    add_help_option=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @project_options
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
-def dbt_command(project_dir, profiles_dir, target, dbt_args) -> None:
+@click.pass_context
+def dbt_command(ctx, project_dir, profiles_dir, target, dbt_args) -> None:
     """Run a dbt command with the warehouse up (the embedded cluster for the `dev` target).
+
+    Everything after the dbt command is dbt's, --help too: `mips-loader dbt build --help`
+    is dbt's help of `build`; `mips-loader dbt --help` (or -h, or nothing) is this text.
+    While the dev database runs (`make dev`), plain `dbt` works as well.
 
     Example: mips-loader dbt build --select staging
     """
+    if not dbt_args or dbt_args[0] in _DBT_HELP:
+        click.echo(ctx.get_help())
+        return
     from loader.environment.dbt_invocation import run_dbt  # dbt itself: only this command
 
     options = _options(project_dir, profiles_dir, target)
-    with open_warehouse(options):
-        outcome = run_dbt(options, list(dbt_args))
+    if any(arg in _DBT_HELP for arg in dbt_args):
+        outcome = run_dbt(options, list(dbt_args))  # dbt's help: no server needed
+    else:
+        with open_warehouse(options):
+            outcome = run_dbt(options, list(dbt_args))
     sys.exit(0 if outcome.success else 1)
 
 
