@@ -63,6 +63,16 @@ def test_cluster_serves_and_stops(tmp_path):
     )
 
 
+def test_a_deep_clone_still_gets_a_short_socket_path(tmp_path):
+    data_dir = tmp_path / ("a-deep-checkout-" * 5) / ("of-the-project-" * 5) / ".mips" / "pgdata"
+    assert len(str(data_dir)) > 150, "a socket beside it would exceed the ~107-byte limit"
+    with running_cluster(data_dir) as connection:
+        assert len(str(connection.socket_dir / ".s.PGSQL.5432")) < 100
+        with psycopg.connect(connection.conninfo()) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    assert wait_until_gone(data_dir) == []
+
+
 def test_cluster_is_reused_when_nested(tmp_path):
     data_dir = tmp_path / "pgdata"
     with running_cluster(data_dir) as outer:
