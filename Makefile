@@ -1,11 +1,12 @@
 # The three verbs: `make demo`, `make test`, `make lint`. Each sets the project up first.
+# `make dev` / `make dev-stop`: this clone's dev database for plain dbt (README, "Change a rule").
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SCALE ?= 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo dev dev-stop test lint bench clean
 
 $(INSTALLED): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,16 @@ setup: $(INSTALLED) profiles.yml
 
 demo: setup
 	$(BIN)/mips-loader demo --scale $(SCALE)
+
+# Starts this clone's embedded PostgreSQL and leaves it running (data in .mips/), fills the
+# source schema when it is empty (SCALE, as for the demo), runs the daily build, prints how
+# to connect. Plain `dbt` on the default target then works in any shell here.
+dev: setup
+	$(BIN)/mips-loader dev start --scale $(SCALE)
+
+# Stops it (only this clone's; the data stays). Nothing to stop without a .venv.
+dev-stop:
+	@if [ -x $(BIN)/mips-loader ]; then $(BIN)/mips-loader dev stop; fi
 
 test: setup
 	$(BIN)/pytest
@@ -38,5 +49,6 @@ bench: setup
 		$(BIN)/python -m bench --scale $$scale --runs $(RUNS) --levers || exit 1; \
 	done
 
-clean:
-	rm -rf $(VENV) .mips target logs demo-output
+# The dev database first: its server runs from .venv on the data in .mips.
+clean: dev-stop
+	rm -rf $(VENV) .mips target logs demo-output dbt_packages

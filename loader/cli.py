@@ -67,7 +67,9 @@ def project_options(function):
 
 def _options(project_dir: Path, profiles_dir: Path | None, target: str | None) -> ProjectOptions:
     return ProjectOptions(
-        project_dir=project_dir.resolve(), profiles_dir=profiles_dir, target=target
+        project_dir=project_dir.resolve(),
+        profiles_dir=profiles_dir.resolve() if profiles_dir else None,
+        target=target,
     )
 
 
@@ -150,23 +152,133 @@ def cli() -> None:
     """
 
 
+_DBT_HELP = ("-h", "--help")
+
+
 @cli.command(
     "dbt",
+    # --help after a dbt command is dbt's; this command's own is `mips-loader dbt --help`
+    add_help_option=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @project_options
 @click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
-def dbt_command(project_dir, profiles_dir, target, dbt_args) -> None:
+@click.pass_context
+def dbt_command(ctx, project_dir, profiles_dir, target, dbt_args) -> None:
     """Run a dbt command with the warehouse up (the embedded cluster for the `dev` target).
+
+    Everything after the dbt command is dbt's, --help too: `mips-loader dbt build --help`
+    is dbt's help of `build`; `mips-loader dbt --help` (or -h, or nothing) is this text.
+    While the dev database runs (`make dev`), plain `dbt` works as well.
 
     Example: mips-loader dbt build --select staging
     """
+    if not dbt_args or dbt_args[0] in _DBT_HELP:
+        click.echo(ctx.get_help())
+        return
     from loader.environment.dbt_invocation import run_dbt  # dbt itself: only this command
 
     options = _options(project_dir, profiles_dir, target)
-    with open_warehouse(options):
-        outcome = run_dbt(options, list(dbt_args))
+    if any(arg in _DBT_HELP for arg in dbt_args):
+        outcome = run_dbt(options, list(dbt_args))  # dbt's help: no server needed
+    else:
+        with open_warehouse(options):
+            outcome = run_dbt(options, list(dbt_args))
     sys.exit(0 if outcome.success else 1)
+
+
+@cli.group("dev")
+def dev_group() -> None:
+    """This clone's dev database: the embedded PostgreSQL kept running, so that plain `dbt`
+    works on the `dev` target in any shell (`make dev`, `make dev-stop`).
+
+    The server belongs to this clone (data in .mips/, or $MIPS_HOME): other clones have their
+    own. mips-loader commands run meanwhile use it and never stop it.
+
+    Example: mips-loader dev start --scale 0.2
+    """
+
+
+_project_dir_option = click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The dbt project directory.",
+)
+# No --target: the dev database serves the `dev` target, which plain dbt uses by default.
+_profiles_dir_option = click.option(
+    "--profiles-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory with profiles.yml (default: $DBT_PROFILES_DIR, the project, ~/.dbt).",
+)
+
+
+@dev_group.command("start")
+@_project_dir_option
+@_profiles_dir_option
+@click.option(
+    "--scale",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Synthetic data size, when the source schema is empty; 1 is about 10k care plans.",
+)
+@click.option("--seed", default=42, show_default=True, help="Synthetic data seed.")
+def dev_start_command(project_dir, profiles_dir, scale, seed) -> None:
+    """Start the dev database (unless it runs), fill the source schema `app` with the demo's
+    synthetic data when it is empty, run the daily build (`dbt build --selector daily`) and
+    print how to connect. The database keeps running when the build fails. Exit 0, or 1
+    when the build failed.
+
+    Example: mips-loader dev start --scale 0.2
+    """
+    from loader import dev  # dbt itself: only this command
+
+    options = _options(project_dir, profiles_dir, None)
+    sys.exit(0 if dev.start(options, scale=scale, seed=seed, echo=click.echo) else 1)
+
+
+@dev_group.command("stop")
+@_project_dir_option
+def dev_stop_command(project_dir) -> None:
+    """Stop this clone's dev database, after the mips-loader commands that use it. Its data
+    stays. Nothing else is stopped: not another clone's, not a server a command runs for its
+    own duration.
+
+    Example: mips-loader dev stop
+    """
+    from loader import dev
+
+    dev.stop(_options(project_dir, None, None), click.echo)
+
+
+@dev_group.command("status")
+@_project_dir_option
+@_profiles_dir_option
+def dev_status_command(project_dir, profiles_dir) -> None:
+    """Say whether this clone's dev database runs, and how to connect to it. Exit 0 when it
+    runs, 1 when it does not.
+
+    Example: mips-loader dev status
+    """
+    from loader import dev
+
+    sys.exit(0 if dev.status(_options(project_dir, profiles_dir, None), click.echo) else 1)
+
+
+@dev_group.command("serve")
+@_project_dir_option
+def dev_serve_command(project_dir) -> None:
+    """Run the dev database in the foreground until Ctrl-C or SIGTERM (what `dev start` runs
+    in the background). Its log is on stdout.
+
+    Example: mips-loader dev serve
+    """
+    from loader import dev
+
+    dev.serve(_options(project_dir, None, None), click.echo)
 
 
 @cli.command("generate")

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from loader.engines import open_engine
 from loader.environment.cluster import default_data_dir, running_cluster
-from loader.environment.dbt_invocation import DAILY_BUILD, run_dbt
+from loader.environment.dbt_invocation import DAILY_BUILD, dbt_log_file, run_dbt
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import EMBEDDED_TARGET, ProjectOptions, render_target
 from loader.marts.expected_years import years_needing_a_look
@@ -62,8 +61,7 @@ def run_demo(
         echo("2/3 dbt build --selector daily")
         # dbt's node lines go to its log only; errors still reach the terminal
         outcome = run_dbt(options, list(DAILY_BUILD), quiet=True)
-        log = Path(os.environ.get("DBT_LOG_PATH") or project_dir / "logs") / "dbt.log"
-        echo(f"    {outcome.summary()}  (every node: {log})")
+        echo(f"    {outcome.summary()}  (every node: {dbt_log_file(project_dir)})")
         for name in outcome.warned:
             echo(f"    warning: {name}")
         if not outcome.success:

@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from loader.cli import cli
@@ -35,11 +36,23 @@ def _help(args: list[str]) -> str:
     return result.output.rstrip()
 
 
+def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command's words after `mips-loader`, in name order; a group's subcommands follow
+    the group (`dev`, `dev serve`, `dev start`, ...)."""
+    paths = []
+    for name in sorted(group.commands):
+        command = group.commands[name]
+        paths.append([*prefix, name])
+        if isinstance(command, click.Group):
+            paths += command_paths(command, (*prefix, name))
+    return paths
+
+
 def generated() -> str:
     """The reference: the group's help, then each command's, in name order."""
     sections = ["## mips-loader", "", "```", _help([]), "```"]
-    for name in sorted(cli.commands):
-        sections += ["", f"## mips-loader {name}", "", "```", _help([name]), "```"]
+    for path in command_paths():
+        sections += ["", f"## mips-loader {' '.join(path)}", "", "```", _help(path), "```"]
     return "\n".join(sections)
 
 

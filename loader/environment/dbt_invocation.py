@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from loader.environment.warehouse import ProjectOptions
 
@@ -36,6 +38,11 @@ class DbtOutcome:
             f"SKIP={counts.get('skipped', 0)} NO-OP={counts.get('no-op', 0)} "
             f"TOTAL={sum(counts.values())}"
         )
+
+
+def dbt_log_file(project_dir: Path) -> Path:
+    """Where dbt writes every node's line (`DBT_LOG_PATH`, default `<project>/logs`)."""
+    return Path(os.environ.get("DBT_LOG_PATH") or project_dir / "logs") / "dbt.log"
 
 
 def run_dbt(options: ProjectOptions, args: list[str], *, quiet: bool = False) -> DbtOutcome:

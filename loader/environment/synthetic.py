@@ -31,6 +31,8 @@ from loader.environment.source_schema import (
 log = logging.getLogger(__name__)
 
 SETTINGS_CHOICES = ("production", "none")
+# The demo's data set (`mips-loader demo` defaults), for an embedded cluster without data.
+DEMO_SEED, DEMO_SCALE = 42, 1.0
 # Table order of the returned counts: parents before children, as an application fills them.
 COUNTED_TABLES = (
     "states",
@@ -77,6 +79,16 @@ class SyntheticSize:
         while math.gcd(stride, self.care_plans) != 1:
             stride += 2
         return stride
+
+
+def has_source_data(conn, app_schema: str) -> bool:
+    """Whether `app_schema` has appointments (no such schema or table: no). `diff` and
+    `dev start` fill an embedded cluster without source data with the demo's data set."""
+    relation = sql.Identifier(app_schema, "appointments")
+    if conn.execute("select to_regclass(%s)", (relation.as_string(conn),)).fetchone()[0] is None:
+        return False
+    query = sql.SQL("select exists (select from {})").format(relation)
+    return bool(conn.execute(query).fetchone()[0])
 
 
 def generate(

@@ -2,12 +2,13 @@
 
 The loader reads the same `profiles.yml` as dbt, so credentials live in one place. The target
 named `dev` is the embedded PostgreSQL: opening it starts the cluster for the duration of the
-`with` block (and exports its socket dir so dbt's `dev` target finds it).
+`with` block, or joins the one running (the dev server of `make dev`, another command).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -55,12 +56,14 @@ class ProjectOptions:
     target: str | None = None
 
     def resolved_profiles_dir(self) -> Path:
+        """Where dbt finds profiles.yml, as an absolute path: the profile renders it
+        (`flags.PROFILES_DIR`), so dbt run by the loader and plain dbt must see the same."""
         if self.profiles_dir is not None:
-            return self.profiles_dir
+            return self.profiles_dir.resolve()
         if os.environ.get("DBT_PROFILES_DIR"):
-            return Path(os.environ["DBT_PROFILES_DIR"])
+            return Path(os.environ["DBT_PROFILES_DIR"]).resolve()
         if (self.project_dir / "profiles.yml").exists():
-            return self.project_dir
+            return self.project_dir.resolve()
         return Path.home() / ".dbt"
 
     def dbt_args(self) -> list[str]:
@@ -179,22 +182,28 @@ def target_name(options: ProjectOptions) -> str:
     if options.target:
         return options.target
     raw = _read_raw_profile(options)
-    return str(_ProfileRenderer().render(raw.get("target", "default"), "target"))
+    renderer = _ProfileRenderer(options.resolved_profiles_dir())
+    return str(renderer.render(raw.get("target", "default"), "target"))
 
 
 class _ProfileRenderer:
     """Renders profile values the way dbt does, without importing dbt (~60 MiB the loader
-    does not need): `env_var(name[, default])` and the filters `as_number`, `as_bool`,
+    does not need): `env_var(name[, default])`, `local_md5(text)`, `flags.PROFILES_DIR` (the
+    dev target's socket dir is derived from it) and the filters `as_number`, `as_bool`,
     `as_native`, `as_text`. A value that is a single `{{ … }}` keeps the type its filters
     give (a port stays a number); anything else renders to text."""
 
     _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 
-    def __init__(self) -> None:
+    def __init__(self, profiles_dir: Path) -> None:
+        import types
+
         import jinja2
 
         self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701
         self.env.globals["env_var"] = self._env_var
+        self.env.globals["local_md5"] = _local_md5
+        self.env.globals["flags"] = types.SimpleNamespace(PROFILES_DIR=str(profiles_dir))
         self.env.filters.update(
             as_number=_as_number, as_bool=_as_bool, as_native=_as_native, as_text=str
         )
@@ -224,6 +233,10 @@ class _ProfileRenderer:
             return self.env.from_string(value).render()
         except jinja2.TemplateError as exc:
             raise WarehouseConfigError(f"{key}: cannot render {value!r}: {exc}") from None
+
+
+def _local_md5(value: str) -> str:
+    return hashlib.md5(str(value).encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def _as_number(value: Any) -> int | float:
@@ -256,7 +269,8 @@ def render_target(options: ProjectOptions) -> Warehouse:
             f"target '{name}' is not in profile '{PROFILE_NAME}' "
             f"(it has: {', '.join(sorted(outputs)) or 'none'})"
         )
-    data = _ProfileRenderer().render(outputs[name], f"{PROFILE_NAME}.outputs.{name}")
+    renderer = _ProfileRenderer(options.resolved_profiles_dir())
+    data = renderer.render(outputs[name], f"{PROFILE_NAME}.outputs.{name}")
     return Warehouse(target_name=name, adapter_type=str(data.get("type")), settings=data)
 
 

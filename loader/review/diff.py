@@ -21,7 +21,7 @@ from pathlib import Path
 from loader.clock import today_in
 from loader.engines.postgres import read_deliveries, read_run_time_zone
 from loader.environment.cluster import default_data_dir
-from loader.environment.synthetic import generate
+from loader.environment.synthetic import DEMO_SCALE, DEMO_SEED, generate, has_source_data
 from loader.environment.warehouse import (
     ProjectOptions,
     Warehouse,
@@ -37,8 +37,6 @@ from loader.review.revisions import Revision, base_checkout, resolve_base
 
 # A schema the diff builds into: plain, unquoted, within PostgreSQL's 63 bytes.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# The demo's data set (`mips-loader demo` defaults), for an embedded cluster without data.
-DEMO_SEED, DEMO_SCALE = 42, 1.0
 # The names and flags of a delivery, most dangerous first: a file under a name the registry
 # does not expect is never read.
 NAME_FIELDS = (
@@ -195,15 +193,8 @@ def _ensure_demo_data(warehouse: Warehouse, dbt_vars: dict, progress) -> None:
     """On the embedded cluster, sources without data get the demo's synthetic data."""
     app = dbt_vars["app_schema"]
     with warehouse.connect(autocommit=True) as conn:
-        relation = conn.execute("select to_regclass(%s)", (f'"{app}".appointments',)).fetchone()[0]
-        if relation is not None:
-            from psycopg import sql
-
-            query = sql.SQL("select exists (select from {})").format(
-                sql.Identifier(app, "appointments")
-            )
-            if conn.execute(query).fetchone()[0]:
-                return
+        if has_source_data(conn, app):
+            return
         progress(f"no source data in schema {app}: generating the demo's synthetic data")
         generate(
             conn,

@@ -32,6 +32,21 @@ def test_dbt_pass_through_runs_dbt_with_the_warehouse_up(profiles_dir, cluster):
     assert result.exit_code == 0
 
 
+def test_dbt_help_after_a_dbt_command_is_dbts_own(capfd):
+    """`mips-loader dbt --help` is the wrapper's help and says how to reach dbt's; --help after
+    a dbt command is passed to dbt (no warehouse needed)."""
+    ours = invoke("dbt", "--help")
+    assert ours.exit_code == 0
+    assert "dbt [OPTIONS] [DBT_ARGS]..." in ours.output
+    assert "mips-loader dbt build --help" in " ".join(ours.output.split())
+    assert invoke("dbt").output == ours.output
+    dbts = invoke("dbt", "build", "--help")
+    assert dbts.exit_code == 0
+    out = capfd.readouterr().out + dbts.output  # dbt writes to the process's stdout
+    assert "Run all seeds, models, snapshots, and tests in DAG order" in out
+    assert "mips-loader dbt" not in out
+
+
 def test_missing_profiles_is_a_usage_error(tmp_path):
     result = invoke("plan", "--profiles-dir", str(tmp_path))
     assert result.exit_code == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from loader.environment.cluster import EmbeddedCluster, running_cluster
+from loader.environment.cluster import EmbeddedCluster, running_cluster, socket_dir_for
 from tests.support.processes import postgres_pids
 
 # A child process that starts a cluster, prints READY, then waits to be stopped.
@@ -62,6 +63,16 @@ def test_cluster_serves_and_stops(tmp_path):
     )
 
 
+def test_a_deep_clone_still_gets_a_short_socket_path(tmp_path):
+    data_dir = tmp_path / ("a-deep-checkout-" * 5) / ("of-the-project-" * 5) / ".mips" / "pgdata"
+    assert len(str(data_dir)) > 150, "a socket beside it would exceed the ~107-byte limit"
+    with running_cluster(data_dir) as connection:
+        assert len(str(connection.socket_dir / ".s.PGSQL.5432")) < 100
+        with psycopg.connect(connection.conninfo()) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    assert wait_until_gone(data_dir) == []
+
+
 def test_cluster_is_reused_when_nested(tmp_path):
     data_dir = tmp_path / "pgdata"
     with running_cluster(data_dir) as outer:
@@ -92,6 +103,10 @@ def test_no_postgres_outlives_a_stopped_command(tmp_path, how):
     child.send_signal(getattr(signal, how))
     child.wait(timeout=30)
     assert wait_until_gone(data_dir) == [], f"postgres survived the parent's {how}"
+    if how != "SIGKILL":
+        assert not socket_dir_for(data_dir).exists(), "the owner removes its socket dir"
+    # a killed owner leaves it (empty) for the next server of its data dir; none comes here
+    shutil.rmtree(socket_dir_for(data_dir), ignore_errors=True)
 
 
 def test_restart_after_a_crash_reuses_the_data_dir(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -15,14 +16,31 @@ PROJECT = Path(__file__).resolve().parents[2]
 SHARED = {"--project-dir", "--profiles-dir", "--target", "--help"}
 
 
+def _command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[str]:
+    """`export`, ..., `dev`, `dev start`: every command, a group's subcommands included."""
+    paths = []
+    for name, command in sorted(group.commands.items()):
+        paths.append(" ".join((*prefix, name)))
+        if isinstance(command, click.Group):
+            paths += _command_paths(command, (*prefix, name))
+    return paths
+
+
+def _command(path: str) -> click.Command:
+    command = cli
+    for name in path.split():
+        command = command.commands[name]
+    return command
+
+
 def documentation() -> str:
     paths = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
     return "\n".join(p.read_text() for p in paths)
 
 
-@pytest.mark.parametrize("name", sorted(cli.commands))
+@pytest.mark.parametrize("name", _command_paths())
 def test_every_command_and_option_is_documented(name):
-    command = cli.commands[name]
+    command = _command(name)
     readme = (PROJECT / "README.md").read_text()
     assert f"mips-loader {name}" in readme, f"README does not show `mips-loader {name}`"
     docs = documentation()
@@ -35,9 +53,9 @@ def test_every_command_and_option_is_documented(name):
     assert not missing, f"`mips-loader {name}` options missing from README/docs: {missing}"
 
 
-@pytest.mark.parametrize("name", sorted(cli.commands))
+@pytest.mark.parametrize("name", _command_paths())
 def test_help_has_an_example(name):
-    result = CliRunner().invoke(cli, [name, "--help"])
+    result = CliRunner().invoke(cli, [*name.split(), "--help"])
     assert result.exit_code == 0
     assert f"Example: mips-loader {name}" in " ".join(result.output.split())
 
@@ -69,7 +87,7 @@ def test_the_cli_reference_is_every_commands_whole_help():
     assert document == reference.render(document), (
         "docs/cli.md is out of date: run .venv/bin/python scripts/cli_reference.py"
     )
-    for name in cli.commands:
+    for name in _command_paths():
         assert f"## mips-loader {name}\n" in document
 
 

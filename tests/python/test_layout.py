@@ -1,6 +1,6 @@
 """The loader's layout: every module imports, nothing imports in a circle, layers point down.
 
-    loader.cli, loader.demo           the commands
+    loader.cli, loader.demo, loader.dev  the commands
     loader.review.*                   `diff`: two builds of the project compared
     loader.run.*                      one export run: gate, export, records, status
     loader.engines.*                  one engine per warehouse (PostgreSQL, Athena): the marts
@@ -41,8 +41,9 @@ ALLOWED = {
     "loader.review": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
                       "loader.marts"},
     "loader.cli": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
-                   "loader.demo", "loader.review", "loader.marts"},
+                   "loader.demo", "loader.dev", "loader.review", "loader.marts"},
     "loader.__main__": {"loader.cli"},
+    "loader.dev": {"loader.environment"},
     "loader.demo": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
                     "loader.marts"},
 }  # fmt: skip

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from loader.environment.cluster import socket_dir_for
 from loader.environment.warehouse import (
     ProjectOptions,
     Warehouse,
@@ -33,13 +34,22 @@ ENVIRONMENT = {
 
 
 def dbt_rendering(profiles_dir, target: str) -> dict:
+    from argparse import Namespace
+
+    from dbt import flags
     from dbt.config.profile import Profile, read_profile
     from dbt.config.renderer import ProfileRenderer
     from dbt_common.context import set_invocation_context
 
     set_invocation_context(dict(os.environ))
     raw = read_profile(str(profiles_dir))["healthmonix_mips"]
-    return Profile.render_profile(raw, "healthmonix_mips", target, ProfileRenderer({}))[1]
+    previous = flags.get_flags()
+    # what dbt's command line sets: the profile reads flags.PROFILES_DIR
+    flags.set_flags(Namespace(PROFILES_DIR=str(profiles_dir)))
+    try:
+        return Profile.render_profile(raw, "healthmonix_mips", target, ProfileRenderer({}))[1]
+    finally:
+        flags.set_flags(previous)
 
 
 @pytest.mark.parametrize("target", ["dev", "postgres", "athena"])
@@ -52,6 +62,27 @@ def test_rendering_matches_dbt(tmp_path, monkeypatch, target):
     assert ours == dbt_rendering(tmp_path, target)
     if target == "postgres":
         assert ours["port"] == 6543 and ours["user"] == "0123"
+
+
+@pytest.mark.parametrize("home", [None, "mips-home"])
+def test_the_dev_target_finds_the_clusters_socket_by_itself(tmp_path, monkeypatch, home):
+    """Nothing exported: the dev target's host is the socket dir of the data dir beside the
+    profile (`.mips/pgdata`, or `$MIPS_HOME/pgdata`), rendered alike by dbt and the loader."""
+    profiles_dir = tmp_path.resolve()
+    shutil.copy(PROJECT_DIR / "profiles.example.yml", profiles_dir / "profiles.yml")
+    monkeypatch.delenv("MIPS_PG_SOCKET_DIR", raising=False)
+    monkeypatch.delenv("MIPS_DEV_SCHEMA", raising=False)
+    if home is None:
+        monkeypatch.delenv("MIPS_HOME", raising=False)
+        data_dir = profiles_dir / ".mips" / "pgdata"
+    else:
+        monkeypatch.setenv("MIPS_HOME", str(profiles_dir / home))
+        data_dir = profiles_dir / home / "pgdata"
+    ours = render_target(ProjectOptions(PROJECT_DIR, profiles_dir, "dev")).settings
+    assert ours == dbt_rendering(profiles_dir, "dev")
+    assert ours["host"] == str(socket_dir_for(data_dir))
+    assert ours["host"].endswith("-start-with-make-dev")
+    assert len(ours["host"] + "/.s.PGSQL.5432") < 100, "a unix socket path must stay short"
 
 
 def test_missing_variable_names_the_setting(tmp_path, monkeypatch):
