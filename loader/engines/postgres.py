@@ -267,39 +267,35 @@ class PostgresEngine(Engine):
 
     @contextlib.contextmanager
     def published(self) -> Iterator[PublishedBuild]:
+        for _attempt in range(2):
+            latest, publication = read_build_history(self.conn, self.schema)
+            if publication is None:
+                yield NothingPublished(latest)
+                return
+            relations = [
+                f'"{publication.published_schema}"."{mart}{publication.publication_suffix}"'
+                for mart in publication_order(publication.marts_built)
+            ]
+            with _snapshot_transaction(self.conn):
+                self._lock(relations)
+                latest, current = read_build_history(self.conn, self.schema)
+                if current is not None and _same_marts(current, publication):
+                    yield PostgresPublished(self, latest, current, relations)
+                    return
+            # the publication moved elsewhere while the locks were awaited: lock it there
+        raise DeliveriesError("the published marts moved twice while being locked: run again")
+
+    def _lock(self, relations: list[str]) -> None:
         import psycopg
 
-        with contextlib.ExitStack() as held:
-            read: PublishedBuild | None = None
-            for _attempt in range(2):
-                latest, publication = read_build_history(self.conn, self.schema)
-                if publication is None:
-                    read = NothingPublished(latest)
-                    break
-                relations = [
-                    f'"{publication.published_schema}"."{mart}{publication.publication_suffix}"'
-                    for mart in publication_order(publication.marts_built)
-                ]
-                attempt = contextlib.ExitStack()
-                attempt.enter_context(_snapshot_transaction(self.conn))
-                try:
-                    with attempt:
-                        self.conn.execute(_lock_statement(relations))
-                        latest, current = read_build_history(self.conn, self.schema)
-                        if current is not None and _same_marts(current, publication):
-                            read = PostgresPublished(self, latest, current, relations)
-                            held.push(attempt.pop_all())
-                except psycopg.errors.UndefinedTable as exc:
-                    raise DeliveriesError(
-                        f"a published mart named in {self.schema}.{BUILD_LOG_MODEL} is missing "
-                        f"({' '.join(str(exc).split())}): run `dbt build` to publish again"
-                    ) from None
-                if read is not None:
-                    break
-                # published elsewhere while we waited for the locks: lock what is published now
-            if read is None:
-                raise DeliveriesError("the published marts moved twice while being locked")
-            yield read
+        try:
+            with _savepoint(self.conn):
+                self.conn.execute(_lock_statement(relations))
+        except psycopg.errors.UndefinedTable as exc:
+            raise DeliveriesError(
+                f"a published mart named in {self.schema}.{BUILD_LOG_MODEL} is missing "
+                f"({' '.join(str(exc).split())}): run `dbt build` to publish again"
+            ) from None
 
 
 def _same_marts(current: BuildRecord, expected: BuildRecord) -> bool:
@@ -355,8 +351,10 @@ class PostgresPublished(PublishedBuild, _Unloads):
         return [ExpectedYear(*row) for row in rows]
 
     def _zones(self) -> list[str | None]:
-        schema, suffix = self._model("")
-        return _model_zones(self.conn, schema, suffix)
+        assert self.publication is not None and self.publication.published_schema
+        return _model_zones(
+            self.conn, self.publication.published_schema, self.publication.publication_suffix
+        )
 
     def count(self, delivery: Delivery) -> int:
         with _savepoint(self.conn):

@@ -322,3 +322,25 @@ def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build
     after = invoke(profiles_dir, "export", *options, "--dry-run", "--json")
     assert json.loads(after.stdout)["build"]["invocation_id"] == second
     assert slice_digests(json.loads(after.stdout)) != first_bytes
+
+
+def test_the_snapshot_is_taken_after_the_locks(cluster):
+    """What the consistent read relies on: in a REPEATABLE READ transaction, LOCK (and
+    SAVEPOINT) take no snapshot, so what commits between the locks and the first read is seen,
+    and nothing after it."""
+    with (
+        psycopg.connect(cluster.conninfo(), autocommit=True) as reader,
+        psycopg.connect(cluster.conninfo(), autocommit=True) as writer,
+    ):
+        writer.execute("drop table if exists snapshot_probe")
+        writer.execute("create table snapshot_probe (n int)")
+        reader.execute("begin isolation level repeatable read read only")
+        reader.execute("savepoint probe")
+        reader.execute("lock table snapshot_probe in access share mode")
+        reader.execute("release savepoint probe")
+        writer.execute("insert into snapshot_probe values (1)")
+        assert reader.execute("select count(*) from snapshot_probe").fetchone()[0] == 1
+        writer.execute("insert into snapshot_probe values (2)")
+        assert reader.execute("select count(*) from snapshot_probe").fetchone()[0] == 1
+        reader.execute("rollback")
+        writer.execute("drop table snapshot_probe")
