@@ -97,27 +97,57 @@ def test_public_models_document_every_column_and_enforce_contracts(manifest):
         assert all(c["data_type"] for c in model["columns"].values()), model["name"]
 
 
-def test_every_model_has_a_primary_key_test(manifest):
+def _is_weekly(test: dict) -> bool:
+    """Left out of the daily build (selectors.yml): a repeat of a guard the build has."""
+    return "weekly" in test["config"]["tags"]
+
+
+def _key_test_columns(tests: list[dict]) -> bool:
+    """A primary-key test as dbt Labs' evaluator counts it (var primary_key_test_macros in
+    dbt_project.yml): `unique` and `not_null` on one column, or our combination test."""
+    unique, not_null = set(), set()
+    for test in tests:
+        name = (test.get("test_metadata") or {}).get("name")
+        if name == "unique_combination_of_columns":
+            return True
+        if name == "unique":
+            unique.add(test.get("column_name"))
+        if name == "not_null":
+            not_null.add(test.get("column_name"))
+    return bool(unique & not_null)
+
+
+def _tests_by_model(manifest: dict) -> dict[str, list[dict]]:
     tests_by_model: dict[str, list[dict]] = {}
     for test in _nodes(manifest, "test"):
         if test.get("attached_node"):
             tests_by_model.setdefault(test["attached_node"], []).append(test)
+    return tests_by_model
 
-    def has_primary_key_test(model_id: str) -> bool:
-        unique, not_null = set(), set()
-        for test in tests_by_model.get(model_id, []):
-            metadata = test.get("test_metadata") or {}
-            if metadata.get("name") == "unique_combination_of_columns":
-                return True
-            column = test.get("column_name")
-            if metadata.get("name") == "unique":
-                unique.add(column)
-            if metadata.get("name") == "not_null":
-                not_null.add(column)
-        return bool(unique & not_null)
+
+def test_every_model_has_a_primary_key_test(manifest):
+    """The evaluator's rule: a key test on every model, whether the daily or the weekly run
+    runs it (dbt test --selector weekly)."""
+    tests_by_model = _tests_by_model(manifest)
+    missing = [
+        m["name"]
+        for m in _nodes(manifest, "model")
+        if not _key_test_columns(tests_by_model.get(m["unique_id"], []))
+    ]
+    assert missing == []
+
+
+def test_the_daily_build_guards_every_model_key(manifest):
+    """Ours: the production build (`--selector daily`) guards every key, by a test it runs, an
+    enforced primary key, or the key's test on the source column or the model it becomes
+    (`meta.primary_key_tested_on`). A weekly key test only repeats one of these."""
+    tests_by_model = _tests_by_model(manifest)
+
+    def has_daily_key_test(model_id: str) -> bool:
+        return _key_test_columns([t for t in tests_by_model.get(model_id, []) if not _is_weekly(t)])
 
     def has_primary_key_constraint(model: dict) -> bool:
-        """Enforced while the table is built; its tests are then disabled on PostgreSQL."""
+        """Enforced while the table is built; its tests are then weekly or off on PostgreSQL."""
         return model["contract"]["enforced"] and any(
             c["type"] == "primary_key" for c in model.get("constraints", [])
         )
@@ -126,7 +156,9 @@ def test_every_model_has_a_primary_key_test(manifest):
         source, table, column = name.split(".")
         tests = tests_on_sources.get((source, table), [])
         kinds = {
-            (t.get("test_metadata") or {}).get("name") for t in tests if t["column_name"] == column
+            (t.get("test_metadata") or {}).get("name")
+            for t in tests
+            if t["column_name"] == column and not _is_weekly(t)
         }
         return {"unique", "not_null"} <= kinds
 
@@ -141,7 +173,7 @@ def test_every_model_has_a_primary_key_test(manifest):
     models = {m["name"]: m for m in _nodes(manifest, "model")}
 
     def guarded(model: dict) -> bool:
-        if has_primary_key_test(model["unique_id"]) or has_primary_key_constraint(model):
+        if has_daily_key_test(model["unique_id"]) or has_primary_key_constraint(model):
             return True
         # a key tested elsewhere: the source column it casts, or the model it becomes
         elsewhere = (model["config"].get("meta") or {}).get("primary_key_tested_on")
