@@ -1,8 +1,10 @@
 """Project hygiene from dbt's manifest (dbt-project-evaluator's rules we hold ourselves to).
 
-Every model is described and has a primary-key test; every column of the public models is
-described; public models enforce contracts; the exposure depends on public models only; seeds
-declare a type for every column; the export's columns are the loader's interface.
+Every model is described and has a primary-key test, and the daily build guards every key;
+every column of the public models is described; public models enforce contracts; a source
+table has a freshness or is a declared exception, and only its staging model reads it; the
+exposure depends on public models only; seeds declare a type for every column; the export's
+columns are the loader's interface.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from dbt.cli.main import dbtRunner
 
 from loader.marts.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL
@@ -206,6 +209,41 @@ def test_sources_have_freshness_and_descriptions(manifest):
         assert sources[name]["loaded_at_field"] in ("starts_at", "completed_at")
     assert "status = 'completed'" in sources["appointments"]["freshness"]["filter"]
     assert all(source["description"].strip() for source in sources.values())
+
+
+def test_sources_without_freshness_are_the_declared_exceptions(manifest):
+    """A source table has a freshness, or is one dbt Labs' evaluator is told to leave out (its
+    var exclude_paths_from_project in dbt_project.yml, with the reason): a new table gets one."""
+    project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())
+    patterns = project["vars"]["dbt_project_evaluator"]["exclude_paths_from_project"]
+    for source in manifest["sources"].values():
+        # the path the evaluator matches (its macro set_is_excluded)
+        path = f"{source['original_file_path']}:{source['fqn'][-2]}.{source['fqn'][-1]}"
+        excluded = any(re.search(pattern, path, re.IGNORECASE) for pattern in patterns)
+        freshness = source.get("freshness") or {}
+        has_freshness = any(
+            (freshness.get(after) or {}).get("count") for after in ("warn_after", "error_after")
+        )
+        assert excluded != has_freshness, path
+
+
+def test_a_source_table_is_read_by_its_staging_model_only(manifest):
+    """dbt Labs' source rules, held here for every source table, those the evaluator leaves out
+    too: one reader (no fan-out, none unused), the staging model of the table in the source's
+    folder, which reads nothing else (no join to a source; no later layer reads a source)."""
+    readers: dict[str, list[dict]] = {unique_id: [] for unique_id in manifest["sources"]}
+    for model in _nodes(manifest, "model"):
+        for parent in model["depends_on"]["nodes"]:
+            if parent.startswith("source."):
+                readers[parent].append(model)
+    for unique_id, models in readers.items():
+        source = manifest["sources"][unique_id]
+        assert len(models) == 1, (unique_id, [m["name"] for m in models])
+        (model,) = models
+        assert model["name"].startswith(f"stg_{source['source_name']}__"), model["name"]
+        folder = f"models/staging/{source['source_name']}/"
+        assert model["original_file_path"].startswith(folder), model["original_file_path"]
+        assert model["depends_on"]["nodes"] == [unique_id], model["name"]
 
 
 def test_exposure_depends_on_public_models_only(manifest):
