@@ -9,7 +9,8 @@ from pathlib import Path
 from loader.environment.warehouse import ProjectOptions
 
 # The production build (selectors.yml): every model, seed and guarding data test; the unit
-# tests and the `weekly` data-quality tests are left to CI and the weekly run.
+# tests and the `weekly` tests (data-quality looks, repeated key tests) are left to CI and the
+# weekly run.
 DAILY_BUILD = ("build", "--selector", "daily")
 
 # Node statuses that make a dbt command fail (a test with severity warn reports "warn").

@@ -6,8 +6,9 @@
 {%- set snapshot_dir = dbt.concat([
     year_state, "'/'", "coalesce(" ~ format_date_iso('fixed_snapshot_date') ~ ", '{run_date}')",
 ]) -%}
--- a broken configuration must stop this model from being rebuilt, though it reads nothing of it
--- depends_on: {{ ref('int_configuration_errors') }}
+-- A broken configuration stops this model from being rebuilt through mips_export, which it refs
+-- (export_relation) and which depends on int_configuration_errors: dbt skips both. A depends_on
+-- here too would rejoin that parent (dbt Labs' rule fct_rejoining_of_upstream_concepts).
 
 with
 

@@ -230,8 +230,8 @@ def test_source_freshness_warns_after_three_quiet_days_and_errors_after_a_week(d
 def test_the_export_constraints_refuse_what_its_skipped_tests_would_find(
     production_build, db, row, refusal
 ):
-    """On PostgreSQL the export's unique and not-null tests are disabled (models.md, "Data
-    tests"): the table's own primary key and not-null constraints refuse such a row."""
+    """On PostgreSQL the export's not-null tests are off and its key test is weekly (models.md,
+    "The daily build"): the table's own primary key and not-null constraints refuse such a row."""
     import psycopg
 
     assert production_build.success

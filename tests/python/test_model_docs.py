@@ -1,8 +1,10 @@
 """Project hygiene from dbt's manifest (dbt-project-evaluator's rules we hold ourselves to).
 
-Every model is described and has a primary-key test; every column of the public models is
-described; public models enforce contracts; the exposure depends on public models only; seeds
-declare a type for every column; the export's columns are the loader's interface.
+Every model is described and has a primary-key test, and the daily build guards every key;
+every column of the public models is described; public models enforce contracts; a source
+table has a freshness or is a declared exception, and only its staging model reads it; the
+exposure depends on public models only; seeds declare a type for every column; the export's
+columns are the loader's interface.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from dbt.cli.main import dbtRunner
 
 from loader.marts.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL
@@ -97,27 +100,57 @@ def test_public_models_document_every_column_and_enforce_contracts(manifest):
         assert all(c["data_type"] for c in model["columns"].values()), model["name"]
 
 
-def test_every_model_has_a_primary_key_test(manifest):
+def _is_weekly(test: dict) -> bool:
+    """Left out of the daily build (selectors.yml): a repeat of a guard the build has."""
+    return "weekly" in test["config"]["tags"]
+
+
+def _key_test_columns(tests: list[dict]) -> bool:
+    """A primary-key test as dbt Labs' evaluator counts it (var primary_key_test_macros in
+    dbt_project.yml): `unique` and `not_null` on one column, or our combination test."""
+    unique, not_null = set(), set()
+    for test in tests:
+        name = (test.get("test_metadata") or {}).get("name")
+        if name == "unique_combination_of_columns":
+            return True
+        if name == "unique":
+            unique.add(test.get("column_name"))
+        if name == "not_null":
+            not_null.add(test.get("column_name"))
+    return bool(unique & not_null)
+
+
+def _tests_by_model(manifest: dict) -> dict[str, list[dict]]:
     tests_by_model: dict[str, list[dict]] = {}
     for test in _nodes(manifest, "test"):
         if test.get("attached_node"):
             tests_by_model.setdefault(test["attached_node"], []).append(test)
+    return tests_by_model
 
-    def has_primary_key_test(model_id: str) -> bool:
-        unique, not_null = set(), set()
-        for test in tests_by_model.get(model_id, []):
-            metadata = test.get("test_metadata") or {}
-            if metadata.get("name") == "unique_combination_of_columns":
-                return True
-            column = test.get("column_name")
-            if metadata.get("name") == "unique":
-                unique.add(column)
-            if metadata.get("name") == "not_null":
-                not_null.add(column)
-        return bool(unique & not_null)
+
+def test_every_model_has_a_primary_key_test(manifest):
+    """The evaluator's rule: a key test on every model, whether the daily or the weekly run
+    runs it (dbt test --selector weekly)."""
+    tests_by_model = _tests_by_model(manifest)
+    missing = [
+        m["name"]
+        for m in _nodes(manifest, "model")
+        if not _key_test_columns(tests_by_model.get(m["unique_id"], []))
+    ]
+    assert missing == []
+
+
+def test_the_daily_build_guards_every_model_key(manifest):
+    """Ours: the production build (`--selector daily`) guards every key, by a test it runs, an
+    enforced primary key, or the key's test on the source column or the model it becomes
+    (`meta.primary_key_tested_on`). A weekly key test only repeats one of these."""
+    tests_by_model = _tests_by_model(manifest)
+
+    def has_daily_key_test(model_id: str) -> bool:
+        return _key_test_columns([t for t in tests_by_model.get(model_id, []) if not _is_weekly(t)])
 
     def has_primary_key_constraint(model: dict) -> bool:
-        """Enforced while the table is built; its tests are then disabled on PostgreSQL."""
+        """Enforced while the table is built; its tests are then weekly or off on PostgreSQL."""
         return model["contract"]["enforced"] and any(
             c["type"] == "primary_key" for c in model.get("constraints", [])
         )
@@ -126,7 +159,9 @@ def test_every_model_has_a_primary_key_test(manifest):
         source, table, column = name.split(".")
         tests = tests_on_sources.get((source, table), [])
         kinds = {
-            (t.get("test_metadata") or {}).get("name") for t in tests if t["column_name"] == column
+            (t.get("test_metadata") or {}).get("name")
+            for t in tests
+            if t["column_name"] == column and not _is_weekly(t)
         }
         return {"unique", "not_null"} <= kinds
 
@@ -141,7 +176,7 @@ def test_every_model_has_a_primary_key_test(manifest):
     models = {m["name"]: m for m in _nodes(manifest, "model")}
 
     def guarded(model: dict) -> bool:
-        if has_primary_key_test(model["unique_id"]) or has_primary_key_constraint(model):
+        if has_daily_key_test(model["unique_id"]) or has_primary_key_constraint(model):
             return True
         # a key tested elsewhere: the source column it casts, or the model it becomes
         elsewhere = (model["config"].get("meta") or {}).get("primary_key_tested_on")
@@ -174,6 +209,41 @@ def test_sources_have_freshness_and_descriptions(manifest):
         assert sources[name]["loaded_at_field"] in ("starts_at", "completed_at")
     assert "status = 'completed'" in sources["appointments"]["freshness"]["filter"]
     assert all(source["description"].strip() for source in sources.values())
+
+
+def test_sources_without_freshness_are_the_declared_exceptions(manifest):
+    """A source table has a freshness, or is one dbt Labs' evaluator is told to leave out (its
+    var exclude_paths_from_project in dbt_project.yml, with the reason): a new table gets one."""
+    project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())
+    patterns = project["vars"]["dbt_project_evaluator"]["exclude_paths_from_project"]
+    for source in manifest["sources"].values():
+        # the path the evaluator matches (its macro set_is_excluded)
+        path = f"{source['original_file_path']}:{source['fqn'][-2]}.{source['fqn'][-1]}"
+        excluded = any(re.search(pattern, path, re.IGNORECASE) for pattern in patterns)
+        freshness = source.get("freshness") or {}
+        has_freshness = any(
+            (freshness.get(after) or {}).get("count") for after in ("warn_after", "error_after")
+        )
+        assert excluded != has_freshness, path
+
+
+def test_a_source_table_is_read_by_its_staging_model_only(manifest):
+    """dbt Labs' source rules, held here for every source table, those the evaluator leaves out
+    too: one reader (no fan-out, none unused), the staging model of the table in the source's
+    folder, which reads nothing else (no join to a source; no later layer reads a source)."""
+    readers: dict[str, list[dict]] = {unique_id: [] for unique_id in manifest["sources"]}
+    for model in _nodes(manifest, "model"):
+        for parent in model["depends_on"]["nodes"]:
+            if parent.startswith("source."):
+                readers[parent].append(model)
+    for unique_id, models in readers.items():
+        source = manifest["sources"][unique_id]
+        assert len(models) == 1, (unique_id, [m["name"] for m in models])
+        (model,) = models
+        assert model["name"].startswith(f"stg_{source['source_name']}__"), model["name"]
+        folder = f"models/staging/{source['source_name']}/"
+        assert model["original_file_path"].startswith(folder), model["original_file_path"]
+        assert model["depends_on"]["nodes"] == [unique_id], model["name"]
 
 
 def test_exposure_depends_on_public_models_only(manifest):
