@@ -59,7 +59,7 @@ def delivery_rows(records: Sequence[DeliveryRecord]) -> list[list[Any]]:
             r.performance_year,
             r.state_code,
             r.rows,
-            r.bytes,
+            "-" if r.bytes is None else r.bytes,
             r.s3_key,
             r.sftp_file_name or "-",
             r.status if r.status != "ok" or not r.sftp_file_name else f"ok ({r.sftp_outcome})",
@@ -79,7 +79,12 @@ def build_line(build) -> str:
 
 def export_summary(report) -> str:
     count = max(report.selected, len(report.results))
-    lines = [
+    lines = []
+    if report.refused:
+        # first: a log's reader (or a mail's subject) sees why nothing went out before the rows
+        verb = "export would refuse" if report.run_id == "plan" else "refused, nothing uploaded"
+        lines += [f"{verb}: {report.refused}", ""]
+    lines += [
         f"run {report.run_id} for {report.run_date.isoformat()}: {count} deliveries",
         build_line(report.build),
         "",
@@ -91,10 +96,7 @@ def export_summary(report) -> str:
             f"{report.journal_replayed} record(s) an earlier run kept in the local journal "
             "were written to S3 first",
         ]
-    if report.refused:
-        verb = "export would refuse" if report.run_id == "plan" else "refused, nothing uploaded"
-        lines += ["", f"{verb}: {report.refused}"]
-    else:
+    if not report.refused:
         errors = [_labelled(r, r.error) for r in report.results if r.error]
         if errors:
             lines += ["", "errors:"] + [f"- {e}" for e in errors]
