@@ -98,12 +98,12 @@ class _Cli(click.Group):
             try:
                 result = super().main(argv, prog_name, complete_var, False, **extra)
                 code = result if isinstance(result, int) else 0
+            except click.exceptions.NoArgsIsHelpError as error:
+                code = error.exit_code  # `mips-loader` alone: its help
+                error.show()
             except click.ClickException as error:
-                code = error.exit_code
-                if as_json:
-                    click.echo(error_json(error.format_message(), code, _error_kind(error)))
-                else:
-                    error.show()
+                # a usage error is one line like any other error (not Usage/Try/Error)
+                code = _fail(error.format_message(), error.exit_code, _error_kind(error), as_json)
             except click.Abort:
                 code = _fail("interrupted by a signal", EXIT_FAILED, "interrupted", as_json)
             except MipsError as error:
