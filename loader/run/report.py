@@ -139,21 +139,26 @@ def export_json(report) -> str:
 # --- status ---------------------------------------------------------------------------------
 
 
-def status_rows(statuses: list[DeliveryStatus]) -> list[list]:
+def status_rows(statuses: list[DeliveryStatus], server_unreachable: bool = False) -> list[list]:
     def yes_no(value: bool | None) -> str:
         return "-" if value is None else ("yes" if value else "NO")
+
+    def on_server(s: DeliveryStatus) -> str:
+        # a delivered file the unreachable server could not be asked about: unknown, not "-"
+        unknown = server_unreachable and s.on_server is None and s.last_sftp_file_name
+        return "?" if unknown else yes_no(s.on_server)
 
     return [
         [
             s.performance_year,
             s.state_code,
-            s.last_snapshot_run_date or "never",
+            s.last_snapshot_date or "never",
             s.last_snapshot_rows,
             s.last_snapshot_bytes,
             yes_no(s.in_s3),
             s.last_sftp_run_date or ("-" if not s.sftp_enabled else "never"),
             s.last_sftp_file_name or "-",
-            yes_no(s.on_server),
+            on_server(s),
             s.verdict,
         ]
         for s in statuses
@@ -168,11 +173,12 @@ def year_rows(years: list[ExpectedYear]) -> list[list]:
 
 
 def status_text(report: StatusReport) -> str:
-    rows = status_rows(report.statuses) + year_rows(report.years)
+    unreachable = report.sftp_unreachable
+    rows = status_rows(report.statuses, bool(unreachable)) + year_rows(report.years)
     lines = [build_line(report.build), "", table(STATUS_COLUMNS, rows)]
-    details = [f"- {_labelled(s, s.detail)}" for s in report.statuses if s.detail] + [
-        f"- {y.describe()}" for y in report.years
-    ]
+    details = [f"- {unreachable} (on server: ?)"] if unreachable else []
+    details += [f"- {_labelled(s, s.detail)}" for s in report.statuses if s.detail]
+    details += [f"- {y.describe()}" for y in report.years]
     if report.journal_pending:
         details.append(
             f"- {report.journal_pending} delivery record(s) wait in the local journal (S3 would "
@@ -196,6 +202,7 @@ def status_json(report: StatusReport) -> str:
             "verified": report.verified,
             "build": report.build.to_dict() if report.build is not None else None,
             "journal_pending": report.journal_pending,
+            "sftp_unreachable": report.sftp_unreachable,
             "deliveries": [asdict(s) for s in report.statuses],
             "expected_years": [y.to_dict() for y in report.years],
         },
