@@ -82,7 +82,7 @@ def test_a_usage_error_is_one_line(tmp_path):
     as_json = CliRunner().invoke(cli, ["plan", "--date", "2026-13-01", "--json"])
     assert as_json.exit_code == 2 and as_json.stderr == ""
     document = json.loads(as_json.stdout)
-    assert document["error"]["kind"] == "usage"
+    assert document["command"] == "plan" and document["error"]["kind"] == "usage"
     assert "--date" in document["error"]["message"]
 
 

@@ -32,7 +32,7 @@ def test_a_failed_build_after_a_good_one_uploads_nothing(models, profiles_dir, s
     result = export(profiles_dir, stores, "--json")
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    assert report["succeeded"] is False
+    assert report["ok"] is False and report["exit_code"] == 1 and report["error"] is None
     assert "the latest build of the marts failed" in report["refused"]
     assert "failed-one" in report["refused"]
     assert "int_configuration_errors" in report["refused"]
@@ -131,6 +131,7 @@ def test_plan_shows_the_build_and_the_gate(models, profiles_dir):
     assert {row[3] for row in rows} == {"-"}
     assert refused.output.count("export would refuse") == 1
     document = json.loads(invoke(profiles_dir, "plan", "--json").stdout)
+    assert document["exit_code"] == 1 and document["ok"] is False
     assert {d["status"] for d in document["deliveries"]} == {"refused"}
 
 

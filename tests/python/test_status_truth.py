@@ -143,14 +143,13 @@ def test_destination_errors_are_one_json_document(rig, profiles_dir):  # noqa: F
     assert "host key" in document["error"]["message"]
 
 
-
 def test_an_unreachable_sftp_server_is_said_once(rig, profiles_dir):  # noqa: F811
     """Nothing listens on port 9: status says once that the server is unreachable and that
     the delivered files' presence is unknown, instead of blaming each file."""
     delivered(rig, profiles_dir)
     down = "sftp://mips@127.0.0.1:9/uploads"
     code, document = status_document(rig, profiles_dir, sftp_url=down)
-    assert code == 1 and document["ok"] is False
+    assert code == 1 and document["ok"] is False and document["error"] is None
     assert "127.0.0.1:9" in document["sftp_unreachable"]
     assert "unknown" in document["sftp_unreachable"]
     rows = {(r["performance_year"], r["state_code"]): r for r in document["deliveries"]}
