@@ -611,9 +611,10 @@ def status_command(
     manifest's size and checksum), the last SFTP delivery, whether that file is on the server
     now (its size; with --verify its bytes read back and hashed), and a verdict: ok, stale,
     missing on server, altered on server, missing in S3, altered in S3, latest run failed,
-    never delivered, disabled. Also one row per performance year expected on the date (the
-    current one; January to March also the previous one) that has no settings: not
-    configured, or not reported when declared so. Reads only.
+    never delivered, disabled, server unreachable (said once; whether the files are there is
+    unknown). Also one row per performance year expected on the date (the current one;
+    January to March also the previous one) that has no settings: not configured, or not
+    reported when declared so. Reads only.
 
     Exit status: 0 every delivery is ok or disabled and every expected year configured or not
     reported, 1 anything else, 2 usage or configuration error.
