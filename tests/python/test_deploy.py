@@ -1,0 +1,220 @@
+"""The scheduler kit under deploy/: the wrapper runs the daily sequence with the documented
+exit policy (end to end on the embedded PostgreSQL, with file:// stores)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from loader.clock import SYNTHETIC_TIME_ZONE, today_in
+from loader.environment.synthetic import generate
+from tests.support.model_scenarios import PROJECT_DIR
+
+DEPLOY = PROJECT_DIR / "deploy"
+WRAPPER = DEPLOY / "run-daily.sh"
+# The wrapper's summary line: the last line of every full run.
+SUMMARY = re.compile(
+    r"^mips-daily: (?P<verdict>[^;]+); (?P<codes>[^;]+); \d+s; exit (?P<exit>\d+)$"
+)
+
+# --- the wrapper --------------------------------------------------------------------------
+
+
+def run_wrapper(env_file: Path, *args: str, env: dict[str, str] | None = None, timeout=1800):
+    return subprocess.run(
+        ["bash", str(WRAPPER), *args],
+        capture_output=True,
+        text=True,
+        env={**(env or os.environ), "MIPS_ENV_FILE": str(env_file)},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def summary(result) -> dict[str, str]:
+    last = result.stdout.strip().splitlines()[-1]
+    match = SUMMARY.match(last)
+    assert match, f"not a summary line: {last!r}\n{result.stdout}\n{result.stderr}"
+    assert int(match["exit"]) == result.returncode
+    codes = dict(part.split("=") for part in match["codes"].split())
+    return {"verdict": match["verdict"], **codes}
+
+
+def test_the_wrapper_is_bash_with_set_u():
+    assert subprocess.run(["bash", "-n", str(WRAPPER)], check=False).returncode == 0
+    text = WRAPPER.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -u\n" in text
+    assert os.access(WRAPPER, os.X_OK)
+
+
+def test_the_wrapper_says_what_is_wrong_before_any_step(tmp_path):
+    missing = run_wrapper(tmp_path / "nope.env")
+    assert missing.returncode == 2
+    assert missing.stdout.splitlines() == [
+        f"mips-daily: FAILED at setup: cannot read the environment file {tmp_path}/nope.env "
+        "(MIPS_ENV_FILE); exit 2"
+    ]
+    env_file = tmp_path / "mips.env"
+    env_file.write_text(f"MIPS_BIN_DIR={tmp_path}/no-bin\n")
+    no_bin = run_wrapper(env_file)
+    assert no_bin.returncode == 2 and "no-bin/dbt is not executable" in no_bin.stdout
+    unknown = run_wrapper(env_file, "deploy")
+    assert unknown.returncode == 2 and "one of: sync-forms freshness build" in unknown.stderr
+
+
+def stand_ins(tmp_path: Path) -> Path:
+    """dbt and mips-loader stand-ins that print their arguments and exit with the code the
+    variable of their step says (FRESHNESS, BUILD, EXPORT, STATUS); BUILD_SECONDS sleeps."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    step = 'case "$1 $2" in "source freshness") s=FRESHNESS;; build*) s=BUILD;; '
+    step += "export*) s=EXPORT;; status*) s=STATUS;; *) s=NONE;; esac"
+    for program in ("dbt", "mips-loader"):
+        script = bin_dir / program
+        script.write_text(
+            f'#!/bin/sh\necho "{program} $*"\n{step}\n'
+            '[ "$s" = BUILD ] && [ -n "${BUILD_SECONDS:-}" ] && exec sleep "$BUILD_SECONDS"\n'
+            'eval "exit \\${$s:-0}"\n'
+        )
+        script.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("codes", "verdict", "exit_code"),
+    [
+        ({}, "ok", 0),
+        ({"FRESHNESS": "1"}, "FAILED at freshness", 1),
+        ({"BUILD": "1", "EXPORT": "1", "STATUS": "1"}, "FAILED at build", 1),
+        ({"EXPORT": "2", "STATUS": "1"}, "FAILED at export", 2),
+        ({"STATUS": "1"}, "FAILED at status", 1),
+    ],
+)
+def test_every_step_runs_and_the_exit_code_is_the_worst_step(tmp_path, codes, verdict, exit_code):
+    """The exit policy, with stand-ins for dbt and mips-loader (the real programs: below)."""
+    env_file = tmp_path / "mips.env"
+    env_file.write_text(f"MIPS_BIN_DIR={stand_ins(tmp_path)}\n")
+    result = run_wrapper(env_file, env={**os.environ, **codes})
+    assert result.returncode == exit_code, result.stdout
+    steps = {"freshness": "0", "build": "0", "export": "0", "status": "0"}
+    steps.update({k.lower(): v for k, v in codes.items()})
+    assert summary(result) == {"verdict": verdict, **steps}
+    # every step ran, in order, with the target and the project
+    ran = [line for line in result.stdout.splitlines() if line.startswith(("dbt ", "mips-"))]
+    assert [line.split(" --target")[0] for line in ran if "--project-dir" in line] == [
+        "dbt source freshness", "dbt build", "mips-loader export", "mips-loader status",
+    ]  # fmt: skip
+
+
+def test_a_sigterm_stops_the_running_step_and_starts_no_other(tmp_path):
+    env_file = tmp_path / "mips.env"
+    env_file.write_text(f"MIPS_BIN_DIR={stand_ins(tmp_path)}\n")
+    process = subprocess.Popen(
+        ["bash", str(WRAPPER)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MIPS_ENV_FILE": str(env_file), "BUILD_SECONDS": "30"},
+    )
+    seen = []
+    while not seen or not seen[-1].startswith("dbt build"):  # the stand-in, then its sleep
+        line = process.stdout.readline()
+        assert line, f"the build step never started: {seen}"
+        seen.append(line)
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=20)
+    assert time.monotonic() - started < 10, "the step was not stopped"
+    assert process.returncode == 143
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("mips-daily: INTERRUPTED by SIGTERM; freshness=0 build=143 ")
+    assert "export=not-run status=not-run" in last and "mips-loader export" not in stdout
+
+
+# --- the daily job end to end ---------------------------------------------------------------
+
+APP_SCHEMA = "daily_app"
+TARGET_SCHEMA = "daily"
+
+
+def years_declared_not_reported(today: dt.date) -> list[int]:
+    """The years the registry expects today that the production settings (which end at 2025)
+    lack: declared not reported, so that a good day's status is all ok."""
+    years = [today.year - 1, today.year] if today.month <= 3 else [today.year]
+    return [year for year in years if year > 2025]
+
+
+def test_the_daily_job_end_to_end(cluster, profiles_dir, tmp_path):
+    """deploy/run-daily.sh with the test's .venv and cluster: a good day (every step 0, files
+    in both stores), then a day whose build fails (export still runs, is refused and records
+    it; status says so; the wrapper exits 1 naming the build)."""
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        generate(conn, seed=7, scale=0.05, app_schema=APP_SCHEMA, forms_schema=APP_SCHEMA)
+        for year in years_declared_not_reported(today_in(SYNTHETIC_TIME_ZONE)):
+            conn.execute(
+                f"insert into {APP_SCHEMA}.settings (id, key, value, setting_type) "
+                f"select max(id) + 1, 'healthmonix_{year}_reported', 'false', 'boolean' "
+                f"from {APP_SCHEMA}.settings"
+            )
+    s3, sftp, journal = (tmp_path / name for name in ("s3", "sftp", "journal"))
+    for directory in (s3, sftp):
+        directory.mkdir()
+    env_file = tmp_path / "mips.env"
+    env_file.write_text(
+        "\n".join(
+            [
+                f"MIPS_PROJECT_DIR={PROJECT_DIR}",
+                f"MIPS_BIN_DIR={Path(sys.executable).parent}",
+                "MIPS_TARGET=postgres",
+                f'MIPS_DBT_VARS="{{app_schema: {APP_SCHEMA}, forms_schema: {APP_SCHEMA}}}"',
+                f"DBT_PROFILES_DIR={profiles_dir}",
+                f"MIPS_PG_HOST={cluster.socket_dir}",
+                f"MIPS_PG_PORT={cluster.port}",
+                f"MIPS_PG_USER={cluster.user}",
+                f"MIPS_PG_DATABASE={cluster.dbname}",
+                f"MIPS_PG_SCHEMA={TARGET_SCHEMA}",
+                f"MIPS_S3_URL={s3.as_uri()}",
+                f"MIPS_SFTP_URL={sftp.as_uri()}",
+                f"MIPS_JOURNAL_DIR={journal}",
+                "",
+            ]
+        )
+    )
+    # dbt's target/ and logs of this test's own (the session's serve the dev target)
+    env = {
+        **os.environ,
+        "DBT_TARGET_PATH": str(tmp_path / "dbt-target"),
+        "DBT_LOG_PATH": str(tmp_path / "dbt-logs"),
+    }
+
+    good = run_wrapper(env_file, env=env)
+    assert summary(good) == {
+        "verdict": "ok", "freshness": "0", "build": "0", "export": "0", "status": "0",
+    }, good.stdout[-3000:]  # fmt: skip
+    assert good.returncode == 0
+    assert list(s3.rglob("data.csv")) and list(sftp.glob("Quality_*.csv"))
+    assert "ok (delivered)" in good.stdout
+
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        conn.execute(
+            f"update {APP_SCHEMA}.settings set value = 'yes' "
+            "where key = 'healthmonix_2024_integration_enabled'"
+        )
+    bad = run_wrapper(env_file, env=env)
+    assert bad.returncode == 1, bad.stdout[-3000:]
+    assert summary(bad) == {
+        "verdict": "FAILED at build", "freshness": "0", "build": "1", "export": "1",
+        "status": "1",
+    }  # fmt: skip
+    assert "refused, nothing uploaded: the latest build of the marts failed" in bad.stdout
+    assert "latest run failed" in bad.stdout
+    refused = [p for p in (s3 / "run-log").rglob("*.json") if '"refused"' in p.read_text()]
+    assert refused, "export ran after the failed build and recorded its refusals"
