@@ -1,5 +1,6 @@
-"""The scheduler kit under deploy/: the wrapper runs the daily sequence with the documented
-exit policy (end to end on the embedded PostgreSQL, with file:// stores)."""
+"""The scheduler kit under deploy/: the environment template names every variable the code
+reads, the wrapper runs the daily sequence with the documented exit policy (end to end on the
+embedded PostgreSQL, with file:// stores)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,100 @@ from tests.support.model_scenarios import PROJECT_DIR
 
 DEPLOY = PROJECT_DIR / "deploy"
 WRAPPER = DEPLOY / "run-daily.sh"
+TEMPLATE = DEPLOY / "mips.env.example"
 # The wrapper's summary line: the last line of every full run.
 SUMMARY = re.compile(
     r"^mips-daily: (?P<verdict>[^;]+); (?P<codes>[^;]+); \d+s; exit (?P<exit>\d+)$"
 )
+
+# --- the environment template -------------------------------------------------------------
+
+# Where the code reads a variable: a MIPS_/DBT_ name as a string literal in the loader and the
+# DAG (os.environ, getenv, Click's envvar=, a constant such as JOURNAL_ENV), env_var('…') in
+# the profile and the dbt project, ${…} or $… in the wrapper.
+_PYTHON_NAME = re.compile(r"""["']((?:MIPS|DBT)_[A-Z0-9_]+)["']""")
+_JINJA_NAME = re.compile(r"""env_var\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
+_SHELL_NAME = re.compile(r"\$\{?((?:MIPS|DBT)_[A-Z0-9_]+)")
+_TEMPLATE_LINE = re.compile(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$")
+
+
+def variables_read(text: str, kind: str) -> set[str]:
+    pattern = {"python": _PYTHON_NAME, "jinja": _JINJA_NAME, "shell": _SHELL_NAME}[kind]
+    return set(pattern.findall(text))
+
+
+def code_variables() -> dict[str, set[str]]:
+    """Every variable the code reads, with the files that read it."""
+    sources = [(p, "python") for p in sorted((PROJECT_DIR / "loader").rglob("*.py"))]
+    sources += [(p, "python") for p in sorted((DEPLOY / "airflow").glob("*.py"))]
+    sources += [(PROJECT_DIR / "profiles.example.yml", "jinja")]
+    sources += [(PROJECT_DIR / "dbt_project.yml", "jinja")]
+    for folder in ("macros", "models"):
+        sources += [(p, "jinja") for p in sorted((PROJECT_DIR / folder).rglob("*.sql"))]
+        sources += [(p, "jinja") for p in sorted((PROJECT_DIR / folder).rglob("*.yml"))]
+    sources += [(WRAPPER, "shell")]
+    found: dict[str, set[str]] = {}
+    for path, kind in sources:
+        for name in variables_read(path.read_text(), kind):
+            found.setdefault(name, set()).add(str(path.relative_to(PROJECT_DIR)))
+    return found
+
+
+def template_entries() -> list[tuple[str, str, str]]:
+    """(name, value, the comment line above it) of every variable line, commented out or not."""
+    lines = TEMPLATE.read_text().splitlines()
+    entries = []
+    for index, line in enumerate(lines):
+        match = _TEMPLATE_LINE.match(line)
+        if match:
+            entries.append((match[1], match[2], lines[index - 1] if index else ""))
+    return entries
+
+
+def test_the_scan_finds_what_the_code_reads():
+    assert variables_read('os.environ.get("MIPS_NEW_THING")', "python") == {"MIPS_NEW_THING"}
+    assert variables_read("{{ env_var('MIPS_X', 'd') }}", "jinja") == {"MIPS_X"}
+    assert variables_read('x="${MIPS_Y:-}" "$DBT_Z"', "shell") == {"MIPS_Y", "DBT_Z"}
+    found = code_variables()
+    expected = {"MIPS_PG_HOST", "MIPS_ATHENA_S3_STAGING_DIR", "MIPS_S3_URL", "MIPS_SFTP_URL",
+                "MIPS_SFTP_KEY_FILE", "MIPS_JOURNAL_DIR", "MIPS_MAX_BUILD_AGE", "MIPS_EXPORT_JOBS",
+                "MIPS_MAX_SHRINK", "DBT_PROFILES_DIR", "MIPS_ENV_FILE", "MIPS_BIN_DIR"}  # fmt: skip
+    assert expected <= set(found)
+
+
+def test_the_env_template_has_every_variable_the_code_reads():
+    listed = {name for name, _, _ in template_entries()}
+    missing = {
+        name: sorted(files) for name, files in code_variables().items() if name not in listed
+    }
+    assert not missing, f"deploy/mips.env.example lacks {missing}"
+
+
+def test_every_template_variable_has_a_comment_and_secrets_are_placeholders():
+    entries = template_entries()
+    assert len({name for name, _, _ in entries}) == len(entries), "a variable listed twice"
+    for name, _, comment in entries:
+        assert comment.startswith("# ") and not _TEMPLATE_LINE.match(comment), name
+    secrets = {name: value for name, value, _ in entries if re.search("PASSWORD$|PASSPHRASE", name)}
+    assert set(secrets) >= {"MIPS_PG_PASSWORD", "MIPS_SFTP_PASSWORD", "MIPS_SFTP_KEY_PASSPHRASE"}
+    assert set(secrets.values()) == {'"<secret>"'}
+
+
+def test_the_env_template_loads_in_bash_with_every_line_uncommented(tmp_path):
+    """What the wrapper does with it (set -a; .), every optional line switched on: the
+    quoting holds (a relation name keeps its double quotes, YAML its braces)."""
+    uncommented = tmp_path / "mips.env"
+    uncommented.write_text(re.sub(r"(?m)^# ([A-Z][A-Z0-9_]*=)", r"\1", TEMPLATE.read_text()))
+    shown = subprocess.run(
+        ["bash", "-c", 'set -eu; set -a; . "$1"; env -0', "bash", str(uncommented)],
+        capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, check=True,
+    )  # fmt: skip
+    environment = dict(item.split("=", 1) for item in shown.stdout.split("\0") if "=" in item)
+    assert {name for name, _, _ in template_entries()} <= set(environment)
+    assert environment["MIPS_ATHENA_FORMS_RELATION"] == '"mips_forms"."patient_forms_mips"'
+    assert environment["MIPS_DBT_VARS"] == "{mips_reject_sample_registrations: true}"
+    assert environment["MIPS_PG_PASSWORD"] == "<secret>"
+
 
 # --- the wrapper --------------------------------------------------------------------------
 
