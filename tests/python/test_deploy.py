@@ -1,12 +1,17 @@
 """The scheduler kit under deploy/: the environment template names every variable the code
 reads, the wrapper runs the daily sequence with the documented exit policy (end to end on the
-embedded PostgreSQL, with file:// stores)."""
+embedded PostgreSQL, with file:// stores), and the systemd units, the cron line and the
+Airflow DAG are well formed.
+"""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
+import py_compile
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,3 +314,67 @@ def test_the_daily_job_end_to_end(cluster, profiles_dir, tmp_path):
     assert "latest run failed" in bad.stdout
     refused = [p for p in (s3 / "run-log").rglob("*.json") if '"refused"' in p.read_text()]
     assert refused, "export ran after the failed build and recorded its refusals"
+
+
+# --- systemd, cron, Airflow -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_systemd_units_verify(tmp_path):
+    """`systemd-analyze verify` on the units, their paths pointed at this checkout (it checks
+    that ExecStart= is executable)."""
+    for unit in ("mips-daily.service", "mips-daily.timer"):
+        text = (DEPLOY / "systemd" / unit).read_text().replace("/opt/mips-loader", str(PROJECT_DIR))
+        (tmp_path / unit).write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *sorted(str(p) for p in tmp_path.iterdir())],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    service = (DEPLOY / "systemd" / "mips-daily.service").read_text()
+    assert "ExecStart=/opt/mips-loader/deploy/run-daily.sh\n" in service
+    assert "KillMode=mixed" in service and "Type=oneshot" in service
+    calendar = subprocess.run(
+        ["systemd-analyze", "calendar", "*-*-* 02:00:00 America/Los_Angeles"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert calendar.returncode == 0, calendar.stderr
+    timer = (DEPLOY / "systemd" / "mips-daily.timer").read_text()
+    assert "OnCalendar=*-*-* 02:00:00 America/Los_Angeles\n" in timer
+
+
+def test_the_cron_line_runs_the_wrapper_at_two_in_los_angeles():
+    lines = [
+        line
+        for line in (DEPLOY / "cron" / "mips-daily").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert "CRON_TZ=America/Los_Angeles" in lines
+    jobs = [line.split(maxsplit=6) for line in lines if "=" not in line.split()[0]]
+    assert len(jobs) == 1
+    minute, hour, day, month, weekday, user, command = jobs[0]
+    assert (minute, hour, day, month, weekday) == ("0", "2", "*", "*", "*")
+    assert user == "mips" and "/deploy/run-daily.sh" in command and "flock -n" in command
+
+
+def test_the_airflow_dag_compiles_and_runs_the_wrappers_steps(tmp_path):
+    """Airflow is not installed (nor required): the DAG is compiled and read as a syntax tree."""
+    dag_file = DEPLOY / "airflow" / "mips_daily_dag.py"
+    py_compile.compile(str(dag_file), cfile=str(tmp_path / "dag.pyc"), doraise=True)
+    tree = ast.parse(dag_file.read_text())
+    steps = next(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "STEPS"
+    )
+    dag_steps = [element.elts[0].value for element in steps.elts]
+    wrapper_steps = re.search(r"readonly STEPS=\(([^)]*)\)", WRAPPER.read_text())[1].split()
+    assert dag_steps == wrapper_steps
+    text = dag_file.read_text()
+    assert "TriggerRule.ALL_DONE" in text and '"retries": 0' in text
+    assert 'EmptyOperator(task_id="day", trigger_rule=TriggerRule.ALL_SUCCESS)' in text
+    requirements = (PROJECT_DIR / "requirements.lock").read_text().lower()
+    assert "apache-airflow" not in requirements
+    assert "airflow" not in (PROJECT_DIR / "pyproject.toml").read_text().lower()
