@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import sys
 from decimal import Decimal
@@ -31,6 +32,7 @@ from loader.run.export import (
     run_export,
 )
 from loader.run.report import (
+    diff_json,
     error_json,
     export_json,
     export_summary,
@@ -83,6 +85,10 @@ def _error_kind(error: BaseException) -> str:
     return "error"
 
 
+# The command being run (`export`, `dev start`), which an error's JSON document names.
+_COMMAND = contextvars.ContextVar("command", default="mips-loader")
+
+
 class _Cli(click.Group):
     """Every expected failure ends as one line (or, with --json, one JSON document on stdout)
     and the contract's exit code: 2 usage or configuration, 1 anything else. No traceback."""
@@ -90,6 +96,7 @@ class _Cli(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
         as_json = _wants_json(argv)
+        _COMMAND.set(_command_name(self, argv))
         INTERRUPTED.clear()
         # SIGTERM and SIGHUP (a scheduler's timeout, a closed terminal) unwind like Ctrl-C:
         # temporary files are removed, the run is recorded as interrupted, the summary is
@@ -98,12 +105,12 @@ class _Cli(click.Group):
             try:
                 result = super().main(argv, prog_name, complete_var, False, **extra)
                 code = result if isinstance(result, int) else 0
+            except click.exceptions.NoArgsIsHelpError as error:
+                code = error.exit_code  # `mips-loader` alone: its help
+                error.show()
             except click.ClickException as error:
-                code = error.exit_code
-                if as_json:
-                    click.echo(error_json(error.format_message(), code, _error_kind(error)))
-                else:
-                    error.show()
+                # a usage error is one line like any other error (not Usage/Try/Error)
+                code = _fail(error.format_message(), error.exit_code, _error_kind(error), as_json)
             except click.Abort:
                 code = _fail("interrupted by a signal", EXIT_FAILED, "interrupted", as_json)
             except MipsError as error:
@@ -124,6 +131,7 @@ class _Cli(click.Group):
 def interrupted_while_starting(argv: list[str]) -> int:
     """A signal came before the command started (loader/__main__.py): one line, or one JSON
     document with --json, and exit 1."""
+    _COMMAND.set(_command_name(cli, argv))
     return _fail(
         "interrupted by a signal while starting", EXIT_FAILED, "interrupted", _wants_json(argv)
     )
@@ -135,9 +143,21 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv or "--format=json" in argv or ("--format", "json") in pairs
 
 
+def _command_name(group: click.Group, argv: list[str]) -> str:
+    """`export`, `dev start`: the command words of `argv` (`mips-loader` when none)."""
+    words = []
+    for arg in argv:
+        command = group.commands.get(arg) if isinstance(group, click.Group) else None
+        if command is None:
+            break
+        words.append(arg)
+        group = command
+    return " ".join(words) or "mips-loader"
+
+
 def _fail(message: str, code: int, kind: str, as_json: bool) -> int:
     if as_json:
-        click.echo(error_json(message, code, kind))
+        click.echo(error_json(message, code, kind, _COMMAND.get()))
     else:
         click.echo(f"Error: {message}", err=True)
     return code
@@ -479,8 +499,9 @@ def export_command(
             return run_export(warehouse, request, progress=progress)
 
     report = _run(export, _options(project_dir, profiles_dir, target))
-    _print_report(report, as_json)
-    sys.exit(0 if report.succeeded else 1)
+    code = 0 if report.succeeded else 1
+    click.echo(export_json(report, "export", code) if as_json else export_summary(report))
+    sys.exit(code)
 
 
 @cli.command("plan")
@@ -507,8 +528,9 @@ def plan_command(
         lambda warehouse: plan_export(warehouse, request),
         _options(project_dir, profiles_dir, target),
     )
-    _print_report(report, as_json)
-    sys.exit(1 if report.refused else 0)
+    code = 1 if report.refused else 0
+    click.echo(export_json(report, "plan", code) if as_json else export_summary(report))
+    sys.exit(code)
 
 
 @cli.command("demo")
@@ -589,9 +611,10 @@ def status_command(
     manifest's size and checksum), the last SFTP delivery, whether that file is on the server
     now (its size; with --verify its bytes read back and hashed), and a verdict: ok, stale,
     missing on server, altered on server, missing in S3, altered in S3, latest run failed,
-    never delivered, disabled. Also one row per performance year expected on the date (the
-    current one; January to March also the previous one) that has no settings: not
-    configured, or not reported when declared so. Reads only.
+    never delivered, disabled, server unreachable (said once; whether the files are there is
+    unknown). Also one row per performance year expected on the date (the current one;
+    January to March also the previous one) that has no settings: not configured, or not
+    reported when declared so. Reads only.
 
     Exit status: 0 every delivery is ok or disabled and every expected year configured or not
     reported, 1 anything else, 2 usage or configuration error.
@@ -614,8 +637,9 @@ def status_command(
         )
 
     report = _run(action, _options(project_dir, profiles_dir, target))
-    click.echo(status_json(report) if as_json else status_text(report))
-    sys.exit(0 if report.ok else 1)
+    code = 0 if report.ok else 1
+    click.echo(status_json(report, code) if as_json else status_text(report))
+    sys.exit(code)
 
 
 @cli.command("sync-forms")
@@ -775,8 +799,10 @@ def diff_command(
     except MipsError as error:
         # every failure is 2: a diff that could not be made must not read as "changes" (1)
         raise DiffError(str(error)) from None
-    click.echo(render(result, output_format))
-    sys.exit(1 if result.differs else 0)
+    code = 1 if result.differs else 0
+    rendered = render(result, output_format)
+    click.echo(diff_json(rendered, code) if output_format == "json" else rendered)
+    sys.exit(code)
 
 
 def _yaml_vars(text: str | None) -> dict:
@@ -796,10 +822,6 @@ def _run(action, options: ProjectOptions):
     clear message and the contract's exit code."""
     with open_warehouse(options) as warehouse:
         return action(warehouse)
-
-
-def _print_report(report, as_json: bool) -> None:
-    click.echo(export_json(report) if as_json else export_summary(report))
 
 
 def main() -> None:

@@ -66,7 +66,8 @@ class ExpectedYear:
             "expected_from": self.expected_from.isoformat(),
             "expected_until": self.expected_until.isoformat(),
             "readiness": self.readiness,
-            "missing": self.missing,
+            # the model lists what is missing as one text, '; '-separated: JSON gets a list
+            "missing": self.missing.split("; ") if self.missing else None,
             "needs_attention": self.needs_attention,
         }
 

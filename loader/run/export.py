@@ -453,7 +453,11 @@ def plan_export(warehouse, request: ExportRequest) -> ExportReport:
         )
         _judge_build(report, read, deliveries, request, warehouse.schema)
         for delivery in deliveries:
-            record = _new_record(delivery, report, STATUS_PLANNED)
+            # `export` would refuse each of them, as it does: the rows say so too
+            status = STATUS_REFUSED if report.refused else STATUS_PLANNED
+            record = _new_record(delivery, report, status)
             record.rows = read.count(delivery)
+            # plan unloads nothing: there are no bytes to count or hash
+            record.bytes, record.sha256 = None, None
             report.results.append(record)
     return report

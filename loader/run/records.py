@@ -35,8 +35,9 @@ class DeliveryRecord:
     dbt_invocation_id: str | None
     s3_key: str
     rows: int
-    bytes: int
-    sha256: str
+    # None in a plan's rows: nothing was unloaded
+    bytes: int | None
+    sha256: str | None
     sftp_file_name: str | None
     sftp_outcome: str
     status: str

@@ -15,12 +15,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from loader.clock import today_in
-from loader.destinations.base import Destination, Digest
+from loader.destinations.base import Destination, Digest, UnreachableError
 from loader.engines import open_engine
 from loader.errors import MipsError
 from loader.marts.build_log import BuildRecord
 from loader.marts.deliveries import Delivery, select_deliveries
 from loader.marts.expected_years import ExpectedYear, years_needing_a_look
+from loader.retry import retrying
 from loader.run.journal import Journal
 from loader.run.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
 from loader.run.stores import open_stores
@@ -34,6 +35,8 @@ ALTERED_IN_S3 = "altered in S3"
 LATEST_RUN_FAILED = "latest run failed"
 NEVER_DELIVERED = "never delivered"
 DISABLED = "disabled"
+# The SFTP server could not be reached: whether the delivered file is on it is unknown.
+SERVER_UNREACHABLE = "server unreachable"
 
 
 class NothingPublishedError(MipsError):
@@ -49,6 +52,9 @@ class DeliveryStatus:
     performance_year: int
     state_code: str
     sftp_enabled: bool
+    # The snapshot's own date, its S3 folder (a year with a fixed snapshot date keeps one
+    # folder), and the run that last wrote it.
+    last_snapshot_date: str | None
     last_snapshot_run_date: str | None
     last_snapshot_key: str | None
     last_snapshot_rows: int | None
@@ -77,6 +83,8 @@ class StatusReport:
     verified: bool = False
     # Records kept in the local journal because S3 would not take them (they count).
     journal_pending: int = 0
+    # Why the SFTP server could not be reached, once: no row's file was checked after that.
+    sftp_unreachable: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -174,14 +182,58 @@ def collect_status(
             stack.enter_context(sftp)
         pending = Journal(s3).pending()
         report.journal_pending = len(pending)
+        server = _Server(sftp, verify) if sftp is not None else None
         for delivery in deliveries:
             report.statuses.append(
-                _status(delivery, s3, sftp, today, max_age_days, verify, pending)
+                _status(delivery, s3, server, today, max_age_days, verify, pending)
             )
+        report.sftp_unreachable = server.unreachable if server is not None else None
     return report
 
 
-def _status(delivery, s3, sftp, today, max_age_days, verify, pending=()) -> DeliveryStatus:
+class _Server:
+    """The SFTP server as `status` checks it: once it cannot be reached (after the retries),
+    it is not asked again, and the rows after say "unknown" instead of blaming each file."""
+
+    def __init__(self, sftp: Destination, verify: bool):
+        self.sftp = sftp
+        self.verify = verify
+        self.unreachable: str | None = None
+
+    def check(self, delivered: DeliveryRecord):
+        """(on server: True, False or None when unknown, verdict if not ok, detail)."""
+        if self.unreachable is not None:
+            return None, SERVER_UNREACHABLE, None
+        try:
+            return retrying(
+                lambda: _check(
+                    self.sftp,
+                    delivered.sftp_file_name,
+                    delivered,
+                    self.verify,
+                    MISSING_ON_SERVER,
+                    ALTERED_ON_SERVER,
+                )
+            )
+        except UnreachableError as error:
+            self.unreachable = (
+                f"{error.destination or 'SFTP'}: {error.reason}: whether the delivered files "
+                "are on it is unknown"
+            )
+            return None, SERVER_UNREACHABLE, None
+
+
+def snapshot_date(delivery: Delivery, snapshot: DeliveryRecord) -> str:
+    """The snapshot's own date: its folder below the snapshot prefix (`2022/CA/2022-12-31/`
+    for a year with a fixed snapshot date), which is the run date for the others."""
+    folder = snapshot.s3_key.removeprefix(delivery.snapshot_prefix).split("/", 1)[0]
+    try:
+        return dt.date.fromisoformat(folder).isoformat()
+    except ValueError:  # a layout without a date folder: the run that wrote it is its date
+        return snapshot.run_date
+
+
+def _status(delivery, s3, server, today, max_age_days, verify, pending=()) -> DeliveryStatus:
     year, state = delivery.performance_year, delivery.state_code
     snapshot = last_snapshot(s3, delivery, pending)
     latest = next(run_log_newest_first(s3, delivery, pending), None)
@@ -193,10 +245,8 @@ def _status(delivery, s3, sftp, today, max_age_days, verify, pending=()) -> Deli
             s3, snapshot.s3_key, snapshot, verify, MISSING_IN_S3, ALTERED_IN_S3
         )
         verdict = problem
-    if delivered is not None and sftp is not None:
-        on_server, problem, server_detail = _check(
-            sftp, delivered.sftp_file_name, delivered, verify, MISSING_ON_SERVER, ALTERED_ON_SERVER
-        )
+    if delivered is not None and server is not None:
+        on_server, problem, server_detail = server.check(delivered)
         verdict, detail = verdict or problem, detail or server_detail
     if latest is not None and latest.status not in _SUCCEEDED:
         # Whatever was delivered before, the newest attempt failed: never "ok".
@@ -208,6 +258,7 @@ def _status(delivery, s3, sftp, today, max_age_days, verify, pending=()) -> Deli
         performance_year=year,
         state_code=state,
         sftp_enabled=delivery.sftp_enabled,
+        last_snapshot_date=snapshot_date(delivery, snapshot) if snapshot else None,
         last_snapshot_run_date=snapshot.run_date if snapshot else None,
         last_snapshot_key=snapshot.s3_key if snapshot else None,
         last_snapshot_rows=snapshot.rows if snapshot else None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from click.testing import CliRunner
 
 from loader.cli import cli
@@ -63,3 +65,28 @@ def test_sync_forms_needs_an_athena_target(profiles_dir):
     result = invoke("sync-forms", "--athena-target", "dev", "--profiles-dir", str(profiles_dir))
     assert result.exit_code == 2
     assert "not an Athena target" in result.output
+
+
+def test_a_usage_error_is_one_line(tmp_path):
+    """Like every other error: `Error: …` on stderr and exit 2, not Usage/Try/blank/Error;
+    with --json one JSON document on stdout."""
+    for args in (["export", "--jobs", "0"], ["plan", "--date", "2026-13-01"], ["nosuch"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("Error: "), result.stderr
+    jobs = CliRunner().invoke(cli, ["export", "--jobs", "0"])
+    assert "'--jobs' / '-j': 0 is not in the range" in jobs.stderr
+
+    as_json = CliRunner().invoke(cli, ["plan", "--date", "2026-13-01", "--json"])
+    assert as_json.exit_code == 2 and as_json.stderr == ""
+    document = json.loads(as_json.stdout)
+    assert document["command"] == "plan" and document["error"]["kind"] == "usage"
+    assert "--date" in document["error"]["message"]
+
+
+def test_the_program_alone_shows_its_help():
+    result = CliRunner().invoke(cli, [])
+    assert result.exit_code == 2
+    assert "Usage: " in result.output and "Commands:" in result.output

@@ -70,7 +70,7 @@ def test_export_json_shape(models, profiles_dir, stores):
     result = export(profiles_dir, stores, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["succeeded"] is True
+    assert report["ok"] is True and report["command"] == "export" and report["error"] is None
     assert report["run_date"] == RUN_DATE
     by_slice = {(d["performance_year"], d["state_code"]): d for d in report["deliveries"]}
     assert set(by_slice) == {(2022, "CA"), (2023, "CA"), (2025, "TX")}

@@ -32,7 +32,7 @@ def test_a_failed_build_after_a_good_one_uploads_nothing(models, profiles_dir, s
     result = export(profiles_dir, stores, "--json")
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
-    assert report["succeeded"] is False
+    assert report["ok"] is False and report["exit_code"] == 1 and report["error"] is None
     assert "the latest build of the marts failed" in report["refused"]
     assert "failed-one" in report["refused"]
     assert "int_configuration_errors" in report["refused"]
@@ -109,11 +109,30 @@ def test_no_build_log_is_refused(models, profiles_dir, stores):
 def test_plan_shows_the_build_and_the_gate(models, profiles_dir):
     ok = invoke(profiles_dir, "plan", "--json")
     assert ok.exit_code == 0
-    assert json.loads(ok.stdout)["build"]["invocation_id"] == "handmade-invocation"
-    newest_build_fails(models)
+    planned = json.loads(ok.stdout)
+    assert planned["build"]["invocation_id"] == "handmade-invocation"
+    assert {d["status"] for d in planned["deliveries"]} == {"planned"}
+    # plan unloads nothing: no byte count, no hash (not zero bytes)
+    assert {(d["bytes"], d["sha256"]) for d in planned["deliveries"]} == {(None, None)}
+    text = invoke(profiles_dir, "plan")
+    rows = [line.split() for line in text.output.splitlines() if line[:3] == "202"]
+    assert [(row[3], row[-1]) for row in rows] == [("-", "planned")] * 3, text.output
+    assert text.output.startswith("run plan for ")
+
+    newest_build_fails(models, failed_nodes="test.healthmonix_mips.unique_x")
     refused = invoke(profiles_dir, "plan")
     assert refused.exit_code == 1
-    assert "export would refuse: the latest build of the marts failed" in refused.output
+    lines = refused.output.splitlines()
+    # the refusal first, and why; every row says refused, as export's do
+    assert lines[0].startswith("export would refuse: the latest build of the marts failed")
+    assert "test unique_x errored" in lines[0]
+    rows = [line.split() for line in lines if line[:3] == "202"]
+    assert len(rows) == 3 and {row[-1] for row in rows} == {"refused"}
+    assert {row[3] for row in rows} == {"-"}
+    assert refused.output.count("export would refuse") == 1
+    document = json.loads(invoke(profiles_dir, "plan", "--json").stdout)
+    assert document["exit_code"] == 1 and document["ok"] is False
+    assert {d["status"] for d in document["deliveries"]} == {"refused"}
 
 
 def test_a_date_after_tomorrow_is_refused(models, profiles_dir, stores):

@@ -35,6 +35,10 @@ def test_verdicts_after_real_deliveries(rig, profiles_dir, models):  # noqa: F81
     assert fresh[(2025, "TX")]["on_server"] is True
     assert fresh[(2025, "TX")]["last_snapshot_rows"] == 10
     assert fresh[(2022, "CA")]["last_snapshot_key"] == "2022/CA/2022-12-31/data.csv"
+    # the snapshot's date is its folder's (2022 has a fixed snapshot date); the run is today's
+    assert fresh[(2022, "CA")]["last_snapshot_date"] == "2022-12-31"
+    assert fresh[(2022, "CA")]["last_snapshot_run_date"] == RUN_DATE
+    assert fresh[(2025, "TX")]["last_snapshot_date"] == RUN_DATE
     assert fresh[(2022, "CA")]["verdict"] == "disabled"
 
     code, aged = status(rig, profiles_dir, date="2026-01-17")
@@ -71,3 +75,4 @@ def test_verdicts_after_real_deliveries(rig, profiles_dir, models):  # noqa: F81
     assert lines[0].startswith("build: dbt build handmade-invocation")
     assert lines[2].split()[:4] == ["year", "state", "last", "snapshot"]
     assert [line.split()[-1] for line in lines[4:]] == ["disabled"] * 3
+    assert [line.split()[2] for line in lines[4:]] == ["2022-12-31", RUN_DATE, RUN_DATE]

@@ -142,9 +142,32 @@ def test_destination_errors_are_one_json_document(rig, profiles_dir):  # noqa: F
     assert code in (1, 2) and document["ok"] is False
     assert "host key" in document["error"]["message"]
 
-    code, document = status_document(rig, profiles_dir, sftp_url="sftp://mips@127.0.0.1:9/x")
-    assert code in (1, 2) and document["ok"] is False
-    assert "127.0.0.1" in document["error"]["message"]
+
+def test_an_unreachable_sftp_server_is_said_once(rig, profiles_dir):  # noqa: F811
+    """Nothing listens on port 9: status says once that the server is unreachable and that
+    the delivered files' presence is unknown, instead of blaming each file."""
+    delivered(rig, profiles_dir)
+    down = "sftp://mips@127.0.0.1:9/uploads"
+    code, document = status_document(rig, profiles_dir, sftp_url=down)
+    assert code == 1 and document["ok"] is False and document["error"] is None
+    assert "127.0.0.1:9" in document["sftp_unreachable"]
+    assert "unknown" in document["sftp_unreachable"]
+    rows = {(r["performance_year"], r["state_code"]): r for r in document["deliveries"]}
+    for key in [(2023, "CA"), (2025, "TX")]:
+        assert rows[key]["verdict"] == "server unreachable"
+        assert rows[key]["on_server"] is None and rows[key]["in_s3"] is True
+        assert rows[key]["detail"] is None
+    assert rows[(2022, "CA")]["verdict"] == "disabled"
+
+    text = run_status(rig, profiles_dir, sftp_url=down)
+    assert text.exit_code == 1
+    details = text.output.split("details:")[1].strip().splitlines()
+    assert [line for line in details if "unreachable" in line] == [
+        f"- {document['sftp_unreachable']} (on server: ?)"
+    ], text.output
+    assert not any(name in line for line in details for name in SFTP_NAMES)
+    table_rows = [line.split() for line in text.output.splitlines() if line.startswith("202")]
+    assert [row[-3] for row in table_rows if row[1] != "CA" or row[0] != "2022"] == ["?", "?"]
 
 
 def test_an_object_without_checksum_metadata_is_not_ok_without_verify(rig, profiles_dir):
