@@ -746,10 +746,13 @@ def diff_command(
     (keyed by visit and measure kind), the changed columns, the measure-code transitions, and
     first of all every change of a delivery's S3 key, SFTP file name, SFTP flag or header line.
     Both are built into their own schemas over the same source data (on `dev`, the embedded
-    cluster, with the demo's data when it has none); see docs/reviewing-changes.md.
+    cluster, with the demo's data when it has none); then each runs the data tests of what the
+    change touches (dbt's state:modified+, the other side as the state), and a test the working
+    tree fails leads the report. See docs/reviewing-changes.md.
 
-    Exit status: 0 no difference, 1 differences, 2 error (usage, configuration, failed build,
-    bad ref).
+    Exit status: 0 no difference, 1 differences, 2 error: a data test the working tree fails
+    (the whole report, that test first; one the base fails too included, one only the base
+    fails is context), or no diff could be made (usage, configuration, failed build, bad ref).
 
     Example: mips-loader diff --base main --year 2025 --format table
     """
@@ -776,7 +779,7 @@ def diff_command(
         # every failure is 2: a diff that could not be made must not read as "changes" (1)
         raise DiffError(str(error)) from None
     click.echo(render(result, output_format))
-    sys.exit(1 if result.differs else 0)
+    sys.exit(result.exit_code)
 
 
 def _yaml_vars(text: str | None) -> dict:

@@ -2,9 +2,11 @@
 
 The base revision (a git ref; default the merge base with main) is checked out in a temporary
 worktree; it and the working tree are built into two sibling schemas over the same source
-data; then the deliveries (every name, rendered for the run date) and the export rows of both
-are compared in the warehouse (`compare.py`). Every failure is a `DiffError` (exit 2): a diff
-that could not be made must not read as "no change" (0) or "changes" (1).
+data; each side runs the data tests of what the change touches (`data_tests.py`); then the
+deliveries (every name, rendered for the run date) and the export rows of both are compared
+in the warehouse (`compare.py`). Every failure is a `DiffError` (exit 2): a diff that could
+not be made must not read as "no change" (0) or "changes" (1). A data test the head fails is
+exit 2 as well (the contract's failed build), but with the whole report, that test first.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from loader.environment.warehouse import (
 from loader.errors import MipsError
 from loader.marts.deliveries import Delivery, select_deliveries
 from loader.names import relation_parts
-from loader.review.builds import DiffError, Side, build_side
+from loader.review.builds import DiffError, Side, build_side, run_data_tests
 from loader.review.compare import RowComparison, SlicePair, compare_rows
+from loader.review.data_tests import DataTestReport, pair_runs
 from loader.review.revisions import Revision, base_checkout, resolve_base
 
 # A schema the diff builds into: plain, unquoted, within PostgreSQL's 63 bytes.
@@ -85,10 +88,24 @@ class DiffResult:
     delivery_changes: list[DeliveryChange]
     rows: RowComparison
     show_rows: int
+    # both sides' data tests of what the change touches (None: the builds were only compared)
+    data_tests: DataTestReport | None = None
 
     @property
     def differs(self) -> bool:
         return bool(self.delivery_changes) or any(s.differs for s in self.rows.slices)
+
+    @property
+    def fails_tests(self) -> bool:
+        """The head fails a data test: the real `dbt build` of the change fails (a test the
+        base fails too included: merged, the change still does not build)."""
+        return self.data_tests is not None and bool(self.data_tests.head_failures)
+
+    @property
+    def exit_code(self) -> int:
+        """2 a failing data test on the head, 1 differences, 0 none; a test only the base
+        fails is context, not an error of the change."""
+        return 2 if self.fails_tests else 1 if self.differs else 0
 
 
 def run_diff(
@@ -142,9 +159,17 @@ def _run_diff(warehouse, options, request, progress) -> DiffResult:
             for side in (base, head):
                 progress(f"building {side.label} into schema {side.schema}")
                 build_side(side, variable, dbt_vars)
+            # each side's tests of what differs from the other side's manifest
+            tests = {}
+            for side, other in ((head, base), (base, head)):
+                progress(f"testing what the change touches on {side.label}")
+                tests[side.name] = run_data_tests(
+                    side, other.work_dir / "target", variable, dbt_vars
+                )
         progress("comparing")
         with warehouse.connect(autocommit=True) as conn:
-            return compare_builds(conn, revision, head.label, base_schema, head_schema, request)
+            result = compare_builds(conn, revision, head.label, base_schema, head_schema, request)
+        return dataclasses.replace(result, data_tests=pair_runs(tests["head"], tests["base"]))
 
 
 @contextlib.contextmanager

@@ -1,9 +1,11 @@
 """What `mips-loader diff` prints: Markdown (for a pull-request comment), a plain table, JSON.
 
-The same sections in every format, most dangerous first: the deliveries whose names or flags
-change (or that appear or disappear), then the rows per year and state, the measure-code
-transitions, the columns that changed. Nothing patient-level (ids, dates, NPIs, values) is in
-any of them unless examples were asked for (`--show-rows`), which come last.
+The same sections in every format, most dangerous first: the data tests the working tree
+fails (its build fails: exit 2), the deliveries whose names or flags change (or that appear or
+disappear), then the rows per year and state, the measure-code transitions, the columns that
+changed, and the data tests only the base fails (context). Nothing patient-level (ids, dates,
+NPIs, values) is in any of them unless examples were asked for (`--show-rows`), which come
+last: not even dbt's messages of failing tests, which may quote values.
 """
 
 from __future__ import annotations
@@ -12,17 +14,28 @@ import json
 from typing import Any
 
 from loader.review.compare import ExampleRow, SliceCounts
+from loader.review.data_tests import PASSED, DataTest, Outcome
 from loader.review.diff import DiffResult
 from loader.run.report import table
 
 FORMATS = ("markdown", "table", "json")
+TEST_HEADERS = ("data test", "tests", "head", "base")
 NAME_HEADERS = ("year", "state", "what", "base", "head")
 ROW_HEADERS = ("year", "state", "only in base", "only in head", "changed", "unchanged")
 COLUMN_HEADERS = ("year", "state", "column", "rows changed")
+CONTEXT_NOTE = (
+    "Not errors of the change: tests only the base fails (the working tree fixes them, or no "
+    "longer has them), and warnings."
+)
 
 
 def render(result: DiffResult, output_format: str) -> str:
     return {"markdown": markdown, "table": plain, "json": as_json}[output_format](result)
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """`1 delivery`, `2 deliveries`, `1,772 rows`."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
 
 
 def title(result: DiffResult) -> str:
@@ -36,12 +49,16 @@ def verdict(result: DiffResult) -> str:
         if result.delivery_changes:
             parts.append(f"{len(result.delivery_changes)} delivery name or flag change(s)")
         if changed:
-            parts.append(f"rows change in {changed} of {result.deliveries_compared} deliveries")
+            parts.append(
+                f"rows change in {changed} of "
+                f"{counted(result.deliveries_compared, 'delivery', 'deliveries')}"
+            )
         return f"Changes deliveries: {'; '.join(parts)}."
     rows = sum(s.unchanged for s in result.rows.slices)
     return (
         f"No change: the working tree delivers exactly what base {result.base.label} delivers "
-        f"({result.deliveries_compared} deliveries, {rows:,} rows)."
+        f"({counted(result.deliveries_compared, 'delivery', 'deliveries')}, "
+        f"{counted(rows, 'row')})."
     )
 
 
@@ -50,15 +67,76 @@ def run_date_line(result: DiffResult) -> str:
         return "No deliveries on either side."
     return (
         f"Names as a run on {result.run_date.isoformat()} ({result.run_time_zone}) writes them; "
-        f"{result.deliveries_compared} deliveries compared."
+        f"{counted(result.deliveries_compared, 'delivery', 'deliveries')} compared."
     )
+
+
+def outcome_text(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "not run"
+    if outcome.status == PASSED:
+        return "pass"
+    if outcome.failing_rows is None:
+        return outcome.status
+    rows = counted(outcome.failing_rows, "failing row" if outcome.failed else "row")
+    return rows if outcome.status == "fail" else f"{outcome.status}: {rows}"
+
+
+def _test_rows(tests: list[DataTest]) -> list[list[Any]]:
+    rows = []
+    for test in tests:
+        base = outcome_text(test.base)
+        if test.fails_on_head and test.fails_on_base:
+            base += ": fails on base too, not this change's doing"
+        rows.append([test.name, test.subject, outcome_text(test.head), base])
+    return rows
+
+
+def failing_tests_line(result: DiffResult) -> str:
+    failing = result.data_tests.head_failures if result.data_tests else []
+    return (
+        f"The working tree fails {counted(len(failing), 'data test')} of what the change "
+        "touches: its `dbt build` fails (exit 2)."
+    )
+
+
+def failing_tests_message(result: DiffResult) -> str:
+    """One line naming each failing test of the head, for the JSON error."""
+    tests = "; ".join(
+        f"{t.name} ({t.subject}: {outcome_text(t.head)})"
+        for t in (result.data_tests.head_failures if result.data_tests else [])
+    )
+    return f"{result.head_label} fails data tests: {tests}"
+
+
+def tests_line(result: DiffResult) -> str:
+    """How many data tests of what the change touches ran, and where dbt's messages are."""
+    tests = result.data_tests
+    if tests is None:
+        return ""
+    line = (
+        f"Data tests of what the change touches (dbt's state:modified+): "
+        f"{counted(tests.head_run, 'data test')} on the working tree, {tests.base_run} on base"
+    )
+    if not tests.tests:
+        return line + ", all pass."
+    return line + f"; dbt's messages (which may quote values) are in {tests.head_log}."
+
+
+def context_tests(result: DiffResult) -> list[DataTest]:
+    """Failures of the base only, and the head's warnings: said, but not the change's error."""
+    if result.data_tests is None:
+        return []
+    return result.data_tests.base_only_failures + [
+        t for t in result.data_tests.head_warnings if not t.fails_on_base
+    ]
 
 
 def transition_line(transition) -> str:
     return (
         f"{transition.performance_year} {transition.measure_kind} "
         f"{transition.base_code or '(empty)'} → {transition.head_code or '(empty)'}: "
-        f"{transition.rows:,} rows"
+        f"{counted(transition.rows, 'row')}"
     )
 
 
@@ -94,7 +172,9 @@ def _column_rows(slices: list[SliceCounts]) -> list[list[Any]]:
 
 def _unchanged_note(result: DiffResult, shown: list[SliceCounts]) -> str:
     others = len(result.rows.slices) - len(shown)
-    return f"{others} other deliveries: no row changes." if others else ""
+    if not others:
+        return ""
+    return f"{counted(others, 'other delivery', 'other deliveries')}: no row changes."
 
 
 def _example_title(example: ExampleRow) -> str:
@@ -132,7 +212,13 @@ def _markdown_table(headers, rows) -> list[str]:
 
 
 def markdown(result: DiffResult) -> str:
-    lines = [f"## {title(result)}", "", f"**{verdict(result)}**", "", run_date_line(result)]
+    lines = [f"## {title(result)}"]
+    if result.fails_tests:
+        lines += ["", "### ❌ Failing data tests", "", f"**{failing_tests_line(result)}**", ""]
+        lines += _markdown_table(TEST_HEADERS, _test_rows(result.data_tests.head_failures))
+    lines += ["", f"**{verdict(result)}**", "", run_date_line(result)]
+    if line := tests_line(result):
+        lines.append(line)
     if result.delivery_changes:
         lines += ["", "### ⚠️ Delivery names and flags", ""]
         lines += [
@@ -152,6 +238,9 @@ def markdown(result: DiffResult) -> str:
     if columns := _column_rows(shown):
         lines += ["", "### Changed columns", ""]
         lines += _markdown_table(COLUMN_HEADERS, columns)
+    if context := context_tests(result):
+        lines += ["", "### Data tests: context", "", CONTEXT_NOTE, ""]
+        lines += _markdown_table(TEST_HEADERS, _test_rows(context))
     if result.rows.examples:
         lines += ["", f"### Example rows (at most {result.show_rows} per delivery; patient data)"]
         for example in result.rows.examples:
@@ -164,7 +253,14 @@ def markdown(result: DiffResult) -> str:
 
 
 def plain(result: DiffResult) -> str:
-    lines = [title(result), verdict(result), run_date_line(result)]
+    lines = [title(result)]
+    if result.fails_tests:
+        lines += ["", "FAILING DATA TESTS", failing_tests_line(result)]
+        lines.append(table(TEST_HEADERS, _test_rows(result.data_tests.head_failures)))
+        lines.append("")
+    lines += [verdict(result), run_date_line(result)]
+    if line := tests_line(result):
+        lines.append(line)
     if result.delivery_changes:
         lines += ["", "DELIVERY NAMES AND FLAGS (checked first)"]
         lines.append(table(NAME_HEADERS, _name_rows(result)))
@@ -180,6 +276,9 @@ def plain(result: DiffResult) -> str:
     if columns := _column_rows(shown):
         lines += ["", "CHANGED COLUMNS"]
         lines.append(table(COLUMN_HEADERS, columns))
+    if context := context_tests(result):
+        lines += ["", "DATA TESTS: CONTEXT", CONTEXT_NOTE]
+        lines.append(table(TEST_HEADERS, _test_rows(context)))
     if result.rows.examples:
         lines += ["", f"EXAMPLE ROWS (at most {result.show_rows} per delivery; patient data)"]
         for example in result.rows.examples:
@@ -192,10 +291,12 @@ def plain(result: DiffResult) -> str:
 
 
 def as_json(result: DiffResult) -> str:
-    document: dict[str, Any] = {
-        "ok": True,
+    document: dict[str, Any] = {"ok": not result.fails_tests}
+    if result.fails_tests:
+        document["error"] = {"kind": "data_tests", "message": failing_tests_message(result)}
+    document |= {
         "differs": result.differs,
-        "exit_code": 1 if result.differs else 0,
+        "exit_code": result.exit_code,
         "summary": verdict(result),
         "base": {"ref": result.base.ref, "commit": result.base.commit},
         "head": result.head_label,
@@ -219,6 +320,8 @@ def as_json(result: DiffResult) -> str:
             for t in result.rows.transitions
         ],
     }  # fmt: skip
+    if result.data_tests is not None:
+        document["data_tests"] = _tests_json(result)
     if result.show_rows:
         document["examples"] = [
             {"performance_year": e.performance_year, "state_code": e.state_code,
@@ -229,3 +332,25 @@ def as_json(result: DiffResult) -> str:
             for e in result.rows.examples
         ]  # fmt: skip
     return json.dumps(document, indent=2)
+
+
+def _outcome_json(outcome: Outcome | None) -> dict[str, Any] | None:
+    if outcome is None:
+        return None
+    return {"status": outcome.status, "failing_rows": outcome.failing_rows}
+
+
+def _tests_json(result: DiffResult) -> dict[str, Any]:
+    tests = result.data_tests
+
+    def entry(test: DataTest) -> dict[str, Any]:
+        return {"name": test.name, "model": test.model, "column": test.column,
+                "head": _outcome_json(test.head), "base": _outcome_json(test.base)}  # fmt: skip
+
+    return {
+        "selection": "state:modified+",
+        "head_run": tests.head_run,
+        "base_run": tests.base_run,
+        "failing": [entry(t) for t in tests.tests if t.fails_on_head or t.fails_on_base],
+        "warnings": [entry(t) for t in tests.tests if not (t.fails_on_head or t.fails_on_base)],
+    }

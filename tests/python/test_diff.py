@@ -8,6 +8,7 @@ two schemas, so dbt's partial parsing of both sides is reused from one build to 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -16,12 +17,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from loader.cli import cli
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
-from loader.review.diff import DiffRequest, compare_builds
+from loader.review.compare import RowComparison, SliceCounts
+from loader.review.data_tests import Outcome, SideTests, pair_runs
+from loader.review.diff import DiffRequest, DiffResult, compare_builds
 from loader.review.diff_report import render
 from loader.review.revisions import Revision
 from tests.support.model_scenarios import PRODUCTION_AS_OF, PROJECT_DIR, edit_seed
@@ -307,14 +311,10 @@ def test_a_side_schema_that_is_the_target_schema_is_refused(clean_repo, profiles
     assert "target's own schema" in result.output
 
 
-def test_the_ci_recipe_produces_the_comment(clean_repo, profiles_dir, tmp_path):
-    """The workflow's diff step, as GitHub runs it (bash -e), on a pull request's branch."""
-    repo, base = clean_repo
-    git(repo, "checkout", "--quiet", "-b", "pull-request")
-    renumber_pain_code(repo, "2023", "shoulder", "MSK07")
-    git(repo, "commit", "--quiet", "--all", "--message", "2023 shoulder pain is MSK07")
-    (repo / ".venv").symlink_to(PROJECT_DIR / ".venv")
-    outputs = tmp_path / "github_output"
+def run_workflow_diff(repo: Path, base: str, profiles_dir: Path, outputs: Path):
+    """The workflow's diff step, as GitHub runs it (bash -e), in the repository."""
+    if not (repo / ".venv").exists():
+        (repo / ".venv").symlink_to(PROJECT_DIR / ".venv")
     environment = {
         **os.environ,
         "BASE_SHA": base,
@@ -322,15 +322,189 @@ def test_the_ci_recipe_produces_the_comment(clean_repo, profiles_dir, tmp_path):
         "DBT_PROFILES_DIR": str(profiles_dir),
         "MIPS_DIFF_VARS": VARS,
     }
-    done = subprocess.run(
+    return subprocess.run(
         ["bash", "-e", "-c", workflow_diff_script(WORKFLOW)],
         cwd=repo,
         env=environment,
         capture_output=True,
         text=True,
     )
+
+
+def test_the_ci_recipe_produces_the_comment(clean_repo, profiles_dir, tmp_path):
+    """The workflow's diff step, as GitHub runs it (bash -e), on a pull request's branch."""
+    repo, base = clean_repo
+    git(repo, "checkout", "--quiet", "-b", "pull-request")
+    renumber_pain_code(repo, "2023", "shoulder", "MSK07")
+    git(repo, "commit", "--quiet", "--all", "--message", "2023 shoulder pain is MSK07")
+    outputs = tmp_path / "github_output"
+    done = run_workflow_diff(repo, base, profiles_dir, outputs)
     assert done.returncode == 0, done.stderr
     assert outputs.read_text().splitlines() == ["exit_code=1"]
     comment = (repo / "mips-diff.md").read_text()
     assert comment.startswith(f"## MIPS delivery diff: base {base} ({base[:7]})")
     assert "- 2023 pain MSK12 → MSK07:" in comment
+
+
+def test_the_ci_recipe_posts_a_failing_test_then_fails_the_job(clean_repo, profiles_dir, tmp_path):
+    repo, base = clean_repo
+    git(repo, "checkout", "--quiet", "-b", "pull-request")
+    edit_text(repo / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
+    git(repo, "commit", "--quiet", "--all", "--message", "2025 knees")
+    outputs = tmp_path / "github_output"
+    done = run_workflow_diff(repo, base, profiles_dir, outputs)
+    # the step itself passes, so that the comment is posted; a later step fails the job
+    assert done.returncode == 0, done.stderr
+    assert outputs.read_text().splitlines() == ["exit_code=2"]
+    comment = (repo / "mips-diff.md").read_text()
+    assert comment.index(MEASURE_GROUP_TEST) < comment.index("**Changes deliveries")
+    steps = next(iter(yaml.safe_load(WORKFLOW.read_text())["jobs"].values()))["steps"]
+    on_2 = [step for step in steps if "exit_code == '2'" in step.get("if", "")]
+    assert any("gh pr comment" in step["run"] for step in on_2)
+    assert any(step["run"].strip().endswith("exit 2") for step in on_2)
+    # the one-line error of a diff that could not be made still fails the step itself
+    outputs.unlink()
+    done = run_workflow_diff(repo, "no-such-ref", profiles_dir, outputs)
+    assert done.returncode == 2 and outputs.read_text().splitlines() == ["exit_code=2"]
+
+
+# The relationships test of the misspelt group: mips_measure_codes.measure_group must be a
+# group of mips_body_part_groups.
+MEASURE_GROUP_TEST = (
+    "relationships_mips_measure_codes_measure_group__measure_group__ref_mips_body_part_groups_"
+)
+
+
+@pytest.fixture(scope="module")
+def broken_seed(repo, profiles_dir):
+    """2025's knee group misspelt `knees`: the export merely loses 2025's knee rows (which reads
+    like a deliberate drop), while the real `dbt build` fails a relationships test."""
+    project, _ = repo
+    edit_text(project / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
+    try:
+        markdown = run_diff(project, profiles_dir)
+        code, document = run_json(project, profiles_dir)
+    finally:
+        reset(project)
+    return markdown, code, document
+
+
+def test_a_change_that_fails_a_data_test_exits_2_naming_the_test_first(broken_seed):
+    markdown, _, _ = broken_seed
+    assert markdown.exit_code == 2, markdown.output
+    report = markdown.stdout
+    first = report.index(MEASURE_GROUP_TEST)
+    # before anything else: the verdict, the run date, the rows the change drops
+    for later in ("Changes deliveries", "Names as a run on", "### Rows per year and state"):
+        assert first < report.index(later), later
+    [line] = [line for line in report.splitlines() if MEASURE_GROUP_TEST in line]
+    assert "mips_measure_codes.measure_group" in line and "1 failing row" in line
+    assert "fails on base too" not in line
+
+
+def test_a_failing_data_test_is_in_the_json_with_exit_2(broken_seed):
+    _, code, document = broken_seed
+    assert code == 2 and document["exit_code"] == 2 and document["ok"] is False
+    assert MEASURE_GROUP_TEST in document["error"]["message"]
+    [failing] = document["data_tests"]["failing"]
+    assert failing == {
+        "name": MEASURE_GROUP_TEST,
+        "model": "mips_measure_codes",
+        "column": "measure_group",
+        "head": {"status": "fail", "failing_rows": 1},
+        "base": {"status": "pass", "failing_rows": 0},
+    }
+    # the rest of the report is still there: the knee rows 2025 loses
+    assert sum(s["only_in_base"] for s in document["slices"]) > 0
+
+
+def reported(head: dict, base: dict) -> DiffResult:
+    """A diff of one unchanged delivery whose sides' data tests ended as given
+    ({test: (status, failing rows)}), as the report renders it: no build needed."""
+
+    def side(outcomes: dict, name: str) -> SideTests:
+        return SideTests(
+            outcomes={t: Outcome(*o) for t, o in outcomes.items()},
+            subjects={t: (t, "mips_measure_codes", "measure_group") for t in outcomes},
+            log=Path(f"/{name}/dbt.log"),
+        )
+
+    return DiffResult(
+        base=Revision("main", "1a2b3c4" + "0" * 33),
+        head_label="head (working tree)",
+        run_date=dt.date(2025, 1, 4),
+        run_time_zone="America/Los_Angeles",
+        deliveries_compared=1,
+        delivery_changes=[],
+        rows=RowComparison([SliceCounts(2025, "CA", unchanged=3)], [], []),
+        show_rows=0,
+        data_tests=pair_runs(side(head, "head"), side(base, "base")),
+    )
+
+
+def test_a_test_the_base_fails_too_is_still_exit_2_and_says_so():
+    result = reported(
+        head={"new_failure": ("fail", 3), "old_failure": ("fail", 1), "fine": ("pass", 0)},
+        base={"new_failure": ("pass", 0), "old_failure": ("fail", 2), "fine": ("pass", 0)},
+    )
+    assert result.exit_code == 2 and not result.differs
+    markdown = render(result, "markdown")
+    lines = markdown.splitlines()
+    # the change's own failure first, then the one the base has too
+    [new] = [n for n, line in enumerate(lines) if line.startswith("| new_failure |")]
+    [old] = [n for n, line in enumerate(lines) if line.startswith("| old_failure |")]
+    assert (
+        new
+        < old
+        < lines.index(
+            "**No change: the working tree delivers exactly what base "
+            "main (1a2b3c4) delivers (1 delivery, 3 rows).**"
+        )
+    )
+    assert "| 3 failing rows | pass |" in lines[new]
+    assert (
+        "| 1 failing row | 2 failing rows: fails on base too, not this change's doing |"
+        in (lines[old])
+    )
+    document = json.loads(render(result, "json"))
+    assert document["ok"] is False and document["exit_code"] == 2
+    assert [t["name"] for t in document["data_tests"]["failing"]] == ["new_failure", "old_failure"]
+    assert "new_failure" in document["error"]["message"]
+    assert "1 delivery compared" in render(result, "table")
+
+
+def test_a_test_only_the_base_fails_is_context_not_an_error():
+    result = reported(
+        head={"fixed": ("pass", 0)}, base={"fixed": ("fail", 4), "gone": ("error", None)}
+    )
+    assert result.exit_code == 0
+    for output_format in ("markdown", "table"):
+        report = render(result, output_format)
+        assert "Failing data tests".lower() not in report.lower()
+        context = report.lower().index("data tests: context")
+        assert context < report.index("fixed") and context < report.index("gone")
+    document = json.loads(render(result, "json"))
+    assert document["ok"] is True and document["exit_code"] == 0 and "error" not in document
+    failing = {t["name"]: (t["head"], t["base"]) for t in document["data_tests"]["failing"]}
+    assert failing == {
+        "fixed": ({"status": "pass", "failing_rows": 0}, {"status": "fail", "failing_rows": 4}),
+        "gone": (None, {"status": "error", "failing_rows": None}),
+    }
+
+
+def test_a_base_that_already_fails_a_test_is_context(clean_repo, profiles_dir):
+    """The base has the misspelt group, the working tree the fix: the base's failure is told,
+    and the diff is what the fix changes (exit 1), not an error."""
+    repo, _ = clean_repo
+    git(repo, "checkout", "--quiet", "-b", "broken")
+    edit_text(repo / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
+    git(repo, "commit", "--quiet", "--all", "--message", "2025 knees")
+    git(repo, "checkout", "--quiet", "main")
+    code, document = run_json(repo, profiles_dir, "--base", "broken")
+    assert code == 1 and document["ok"] is True, document
+    assert document["data_tests"]["failing"] == [
+        {"name": MEASURE_GROUP_TEST, "model": "mips_measure_codes", "column": "measure_group",
+         "head": {"status": "pass", "failing_rows": 0},
+         "base": {"status": "fail", "failing_rows": 1}},
+    ]  # fmt: skip
+    assert sum(s["only_in_head"] for s in document["slices"]) > 0
