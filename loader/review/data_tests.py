@@ -1,16 +1,24 @@
 """The data tests of a diff: what the change touches, tested on each side after its build.
 
 The selection is dbt's own convention for "what a change touches": `state:modified+`, with the
-other side's manifest as the state, so the head runs the data tests of every node the change
-modified and of everything downstream of them, and the base runs the same selection against
-the head (which gives back the tests the change removed). It is limited to the tests whose
-every parent the diff built (`state:modified+,+<mart>` per built mart, indirect selection
-`buildable`): a test of a mart the diff does not build (`mips_expected_years`) would only fail
-for want of its table. Unit tests are not data tests and do not run (`make test` runs them).
+base's manifest as the state, so the head runs the data tests of every node the change
+modified and of everything downstream of them. It is limited to the tests whose every parent
+the diff built (`state:modified+,+<mart>` per built mart, indirect selection `buildable`): a
+test of a mart the diff does not build (`mips_expected_years`) would only fail for want of its
+table. Unit tests are not data tests and do not run (`make test` runs them). The base then
+runs the same tests, by name (those it has), which tells a failure the change brings from
+one that was there before. (Not `state:modified+` the other way round: from the base's side
+an added export column is a removed one, which dbt refuses to compare, below.)
 
 dbt says how each test ended in `run_results.json` and what it tests in `manifest.json`, both
 in the side's own target directory; only names, statuses and failing-row counts are kept.
 dbt's messages are not: a failing `matches_pattern` names the offending values.
+
+dbt may also refuse to run the selection at all. The one refusal a reviewer meets is dbt's
+governance check of `state:modified`: a column removed or retyped in a versioned model with an
+enforced contract (the export) is a breaking change, and dbt wants a new version of the model
+instead. That refusal is kept as the side's error (a message about the project, not the data):
+the report leads with it, since the change's tests did not run.
 """
 
 from __future__ import annotations
@@ -43,12 +51,14 @@ class SideTests:
     # what each test tests, by unique id: (test name, model, column)
     subjects: dict[str, tuple[str, str | None, str | None]]
     log: Path
+    # dbt ran no test: why (one line), e.g. a breaking change to an enforced contract
+    error: str | None = None
 
 
 @dataclass(frozen=True)
 class DataTest:
     """A data test that failed or warned on either side, with both sides' outcomes (None: the
-    test did not run on that side: it is new, or removed, or the side was not touched)."""
+    test did not run on that side: the base has no such test, the change adds it)."""
 
     name: str
     model: str | None  # the node it is attached to (a seed or a model), or its parents
@@ -81,6 +91,14 @@ class DataTestReport:
     tests: list[DataTest]  # failed or warned somewhere: head failures first
     head_log: Path
     base_log: Path
+    # dbt refused to run a side's selection (its tests did not run): dbt's reason
+    head_error: str | None = None
+    base_error: str | None = None
+
+    @property
+    def head_fails(self) -> bool:
+        """The working tree fails a test, or its tests could not run."""
+        return bool(self.head_error or self.head_failures)
 
     @property
     def head_failures(self) -> list[DataTest]:
@@ -88,7 +106,7 @@ class DataTestReport:
 
     @property
     def base_only_failures(self) -> list[DataTest]:
-        """Failing on base, not on head: the change fixes or removes them (context)."""
+        """Failing on base, not on head: the change fixes them (context)."""
         return [t for t in self.tests if t.fails_on_base and not t.fails_on_head]
 
     @property
@@ -139,19 +157,23 @@ def _subject(node: dict, nodes: dict) -> tuple[str, str | None, str | None]:
 
 
 def pair_runs(head: SideTests, base: SideTests) -> DataTestReport:
-    """Every test that failed or warned on a side, with both sides' outcomes; the head's
-    failures first (new ones before those the base has too), then the base's only."""
-    noteworthy = {
-        unique_id
-        for run in (head, base)
-        for unique_id, outcome in run.outcomes.items()
-        if outcome.failed or outcome.status == WARNED
-    }
+    """Every test that failed or warned on a side, with both sides' outcomes, paired by name
+    (the base ran the head's tests by name; a test whose arguments changed keeps its name and
+    gets another unique id); the head's failures first (new ones before those the base has
+    too), then the base's only."""
+
+    def by_name(run: SideTests) -> dict[str, tuple[tuple, Outcome]]:
+        return {run.subjects[u][0]: (run.subjects[u], o) for u, o in run.outcomes.items()}
+
+    heads, bases = by_name(head), by_name(base)
     tests = []
-    for unique_id in noteworthy:
-        name, model, column = head.subjects.get(unique_id) or base.subjects[unique_id]
-        outcomes = head.outcomes.get(unique_id), base.outcomes.get(unique_id)
-        tests.append(DataTest(name, model, column, *outcomes))
+    for name in heads.keys() | bases.keys():
+        head_outcome = heads[name][1] if name in heads else None
+        base_outcome = bases[name][1] if name in bases else None
+        if not any(o and (o.failed or o.status == WARNED) for o in (head_outcome, base_outcome)):
+            continue
+        _, model, column = (heads.get(name) or bases[name])[0]
+        tests.append(DataTest(name, model, column, head_outcome, base_outcome))
     tests.sort(
         key=lambda t: (
             0 if t.fails_on_head and not t.fails_on_base else 1 if t.fails_on_head else 2,
@@ -164,4 +186,6 @@ def pair_runs(head: SideTests, base: SideTests) -> DataTestReport:
         tests=tests,
         head_log=head.log,
         base_log=base.log,
+        head_error=head.error,
+        base_error=base.error,
     )

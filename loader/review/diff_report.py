@@ -1,9 +1,11 @@
 """What `mips-loader diff` prints: Markdown (for a pull-request comment), a plain table, JSON.
 
 The same sections in every format, most dangerous first: the data tests the working tree
-fails (its build fails: exit 2), the deliveries whose names or flags change (or that appear or
-disappear), then the rows per year and state, the measure-code transitions, the columns that
-changed, and the data tests only the base fails (context). Nothing patient-level (ids, dates,
+fails (its build fails: exit 2), the export columns added, removed or retyped, the deliveries
+whose names or flags change (or that appear or disappear), then the rows per year and state,
+the measure-code transitions (with the measure group, the seed lines behind them and the
+files they change), the columns whose values changed, and the data tests only the base fails
+(context). Nothing patient-level (ids, dates,
 NPIs, values) is in any of them unless examples were asked for (`--show-rows`), which come
 last: not even dbt's messages of failing tests, which may quote values.
 """
@@ -13,19 +15,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from loader.review.compare import ExampleRow, SliceCounts
+from loader.review.compare import CodeTransition, ExampleRow, SliceCounts
 from loader.review.data_tests import PASSED, DataTest, Outcome
 from loader.review.diff import DiffResult
 from loader.run.report import table
 
 FORMATS = ("markdown", "table", "json")
 TEST_HEADERS = ("data test", "tests", "head", "base")
+EXPORT_COLUMN_HEADERS = ("export", "column", "change", "base", "head")
 NAME_HEADERS = ("year", "state", "what", "base", "head")
 ROW_HEADERS = ("year", "state", "only in base", "only in head", "changed", "unchanged")
 COLUMN_HEADERS = ("year", "state", "column", "rows changed")
+NO_SEED_ROW = "no seed row of its codes or groups changed: a model or macro"
 CONTEXT_NOTE = (
-    "Not errors of the change: tests only the base fails (the working tree fixes them, or no "
-    "longer has them), and warnings."
+    "Not errors of the change: tests the base fails and the working tree passes (the change "
+    "fixes them), and warnings."
 )
 
 
@@ -46,8 +50,10 @@ def verdict(result: DiffResult) -> str:
     if result.differs:
         changed = sum(1 for s in result.rows.slices if s.differs)
         parts = []
+        if result.column_changes:
+            parts.append(counted(len(result.column_changes), "export column change"))
         if result.delivery_changes:
-            parts.append(f"{len(result.delivery_changes)} delivery name or flag change(s)")
+            parts.append(counted(len(result.delivery_changes), "delivery name or flag change"))
         if changed:
             parts.append(
                 f"rows change in {changed} of "
@@ -92,21 +98,33 @@ def _test_rows(tests: list[DataTest]) -> list[list[Any]]:
     return rows
 
 
-def failing_tests_line(result: DiffResult) -> str:
-    failing = result.data_tests.head_failures if result.data_tests else []
-    return (
-        f"The working tree fails {counted(len(failing), 'data test')} of what the change "
-        "touches: its `dbt build` fails (exit 2)."
-    )
+def failing_tests_lines(result: DiffResult) -> list[str]:
+    """What leads the report when the working tree fails: dbt's refusal to run its tests,
+    then how many fail (their table follows)."""
+    tests = result.data_tests
+    lines = []
+    if tests.head_error:
+        lines.append(
+            "The working tree's data tests of what it changes could not run (exit 2); dbt: "
+            f"{tests.head_error}"
+        )
+    if tests.head_failures:
+        lines.append(
+            f"The working tree fails {counted(len(tests.head_failures), 'data test')} of what "
+            "the change touches: its `dbt build` fails (exit 2)."
+        )
+    return lines
 
 
 def failing_tests_message(result: DiffResult) -> str:
     """One line naming each failing test of the head, for the JSON error."""
-    tests = "; ".join(
-        f"{t.name} ({t.subject}: {outcome_text(t.head)})"
-        for t in (result.data_tests.head_failures if result.data_tests else [])
+    tests = result.data_tests
+    failing = "; ".join(
+        f"{t.name} ({t.subject}: {outcome_text(t.head)})" for t in tests.head_failures
     )
-    return f"{result.head_label} fails data tests: {tests}"
+    parts = [f"data tests could not run: {tests.head_error}"] if tests.head_error else []
+    parts += [f"fails data tests: {failing}"] if failing else []
+    return f"{result.head_label} {'; '.join(parts)}"
 
 
 def tests_line(result: DiffResult) -> str:
@@ -114,13 +132,26 @@ def tests_line(result: DiffResult) -> str:
     tests = result.data_tests
     if tests is None:
         return ""
+    head = "could not run" if tests.head_error else counted(tests.head_run, "data test")
+    base = "could not run" if tests.base_error else str(tests.base_run)
     line = (
         f"Data tests of what the change touches (dbt's state:modified+): "
-        f"{counted(tests.head_run, 'data test')} on the working tree, {tests.base_run} on base"
+        f"{head} on the working tree, {base} on base"
     )
-    if not tests.tests:
+    if not (tests.tests or tests.head_error or tests.base_error):
         return line + ", all pass."
     return line + f"; dbt's messages (which may quote values) are in {tests.head_log}."
+
+
+def base_error_line(result: DiffResult) -> str:
+    """Why the base could not run the head's tests (then no failure says whether it was
+    there before)."""
+    tests = result.data_tests
+    if tests is None or not tests.base_error:
+        return ""
+    return (
+        f"The base's data tests of what the change touches could not run; dbt: {tests.base_error}"
+    )
 
 
 def context_tests(result: DiffResult) -> list[DataTest]:
@@ -132,12 +163,31 @@ def context_tests(result: DiffResult) -> list[DataTest]:
     ]
 
 
-def transition_line(transition) -> str:
-    return (
+def transition_line(transition: CodeTransition, quote=lambda text: text) -> str:
+    """`2025 pain MSK10 → MSK15: 1,772 rows, measure group knee
+    (seeds/mips_measure_codes.csv:21), in 2 deliveries: Quality_….csv, 2025/NY (no SFTP)`;
+    `quote` marks names up (Markdown's backticks)."""
+    line = (
         f"{transition.performance_year} {transition.measure_kind} "
         f"{transition.base_code or '(empty)'} → {transition.head_code or '(empty)'}: "
-        f"{counted(transition.rows, 'row')}"
+        f"{counted(transition.rows, 'row')}, measure group {transition.measure_group}"
     )
+    if transition.seed_lines is not None:
+        source = ", ".join(quote(s) for s in transition.seed_lines) or NO_SEED_ROW
+        line += f" ({source})"
+    if transition.deliveries:
+        files = ", ".join(
+            quote(d.sftp_file_name)
+            if d.sftp_file_name
+            else f"{transition.performance_year}/{d.state_code} (no SFTP)"
+            for d in transition.deliveries
+        )
+        line += f", in {counted(len(transition.deliveries), 'delivery', 'deliveries')}: {files}"
+    return line
+
+
+def _export_column_rows(result: DiffResult) -> list[list[Any]]:
+    return [[c.layout, c.column, c.change, c.base_type, c.head_type] for c in result.column_changes]
 
 
 def _name_rows(result: DiffResult) -> list[list[Any]]:
@@ -214,11 +264,22 @@ def _markdown_table(headers, rows) -> list[str]:
 def markdown(result: DiffResult) -> str:
     lines = [f"## {title(result)}"]
     if result.fails_tests:
-        lines += ["", "### ❌ Failing data tests", "", f"**{failing_tests_line(result)}**", ""]
-        lines += _markdown_table(TEST_HEADERS, _test_rows(result.data_tests.head_failures))
+        lines += ["", "### ❌ Failing data tests"]
+        for line in failing_tests_lines(result):
+            lines += ["", f"**{line}**"]
+        if result.data_tests.head_failures:
+            lines.append("")
+            lines += _markdown_table(TEST_HEADERS, _test_rows(result.data_tests.head_failures))
     lines += ["", f"**{verdict(result)}**", "", run_date_line(result)]
     if line := tests_line(result):
         lines.append(line)
+    if result.column_changes:
+        lines += ["", "### ⚠️ Export columns", ""]
+        lines += [
+            "Checked first: a column added, removed or retyped changes every file of the layout.",
+            "",
+        ]
+        lines += _markdown_table(EXPORT_COLUMN_HEADERS, _export_column_rows(result))
     if result.delivery_changes:
         lines += ["", "### ⚠️ Delivery names and flags", ""]
         lines += [
@@ -234,13 +295,15 @@ def markdown(result: DiffResult) -> str:
             lines += ["", note]
     if result.rows.transitions:
         lines += ["", "### Measure-code transitions", ""]
-        lines += [f"- {transition_line(t)}" for t in result.rows.transitions]
+        lines += [f"- {transition_line(t, lambda s: f'`{s}`')}" for t in result.rows.transitions]
     if columns := _column_rows(shown):
         lines += ["", "### Changed columns", ""]
         lines += _markdown_table(COLUMN_HEADERS, columns)
-    if context := context_tests(result):
-        lines += ["", "### Data tests: context", "", CONTEXT_NOTE, ""]
-        lines += _markdown_table(TEST_HEADERS, _test_rows(context))
+    context, base_error = context_tests(result), base_error_line(result)
+    if context or base_error:
+        lines += ["", "### Data tests: context", "", CONTEXT_NOTE]
+        lines += ["", base_error] if base_error else []
+        lines += ["", *_markdown_table(TEST_HEADERS, _test_rows(context))] if context else []
     if result.rows.examples:
         lines += ["", f"### Example rows (at most {result.show_rows} per delivery; patient data)"]
         for example in result.rows.examples:
@@ -255,12 +318,16 @@ def markdown(result: DiffResult) -> str:
 def plain(result: DiffResult) -> str:
     lines = [title(result)]
     if result.fails_tests:
-        lines += ["", "FAILING DATA TESTS", failing_tests_line(result)]
-        lines.append(table(TEST_HEADERS, _test_rows(result.data_tests.head_failures)))
+        lines += ["", "FAILING DATA TESTS", *failing_tests_lines(result)]
+        if result.data_tests.head_failures:
+            lines.append(table(TEST_HEADERS, _test_rows(result.data_tests.head_failures)))
         lines.append("")
     lines += [verdict(result), run_date_line(result)]
     if line := tests_line(result):
         lines.append(line)
+    if result.column_changes:
+        lines += ["", "EXPORT COLUMNS (checked first)"]
+        lines.append(table(EXPORT_COLUMN_HEADERS, _export_column_rows(result)))
     if result.delivery_changes:
         lines += ["", "DELIVERY NAMES AND FLAGS (checked first)"]
         lines.append(table(NAME_HEADERS, _name_rows(result)))
@@ -276,9 +343,11 @@ def plain(result: DiffResult) -> str:
     if columns := _column_rows(shown):
         lines += ["", "CHANGED COLUMNS"]
         lines.append(table(COLUMN_HEADERS, columns))
-    if context := context_tests(result):
+    context, base_error = context_tests(result), base_error_line(result)
+    if context or base_error:
         lines += ["", "DATA TESTS: CONTEXT", CONTEXT_NOTE]
-        lines.append(table(TEST_HEADERS, _test_rows(context)))
+        lines += [base_error] if base_error else []
+        lines += [table(TEST_HEADERS, _test_rows(context))] if context else []
     if result.rows.examples:
         lines += ["", f"EXAMPLE ROWS (at most {result.show_rows} per delivery; patient data)"]
         for example in result.rows.examples:
@@ -303,6 +372,11 @@ def as_json(result: DiffResult) -> str:
         "run_date": result.run_date.isoformat() if result.run_date else None,
         "run_time_zone": result.run_time_zone,
         "deliveries_compared": result.deliveries_compared,
+        "column_changes": [
+            {"export": c.layout, "column": c.column, "change": c.change,
+             "base_type": c.base_type, "head_type": c.head_type}
+            for c in result.column_changes
+        ],
         "delivery_changes": [
             {"performance_year": c.performance_year, "state_code": c.state_code,
              "what": c.what, "base": c.base, "head": c.head}
@@ -316,7 +390,13 @@ def as_json(result: DiffResult) -> str:
         ],
         "code_transitions": [
             {"performance_year": t.performance_year, "measure_kind": t.measure_kind,
-             "base_code": t.base_code, "head_code": t.head_code, "rows": t.rows}
+             "base_code": t.base_code, "head_code": t.head_code, "rows": t.rows,
+             "base_measure_group": t.base_group, "head_measure_group": t.head_group,
+             "seed_lines": None if t.seed_lines is None else list(t.seed_lines),
+             "deliveries": [
+                 {"state_code": d.state_code, "rows": d.rows, "sftp_file_name": d.sftp_file_name}
+                 for d in t.deliveries
+             ]}
             for t in result.rows.transitions
         ],
     }  # fmt: skip
@@ -351,6 +431,8 @@ def _tests_json(result: DiffResult) -> dict[str, Any]:
         "selection": "state:modified+",
         "head_run": tests.head_run,
         "base_run": tests.base_run,
+        "head_error": tests.head_error,
+        "base_error": tests.base_error,
         "failing": [entry(t) for t in tests.tests if t.fails_on_head or t.fails_on_base],
         "warnings": [entry(t) for t in tests.tests if not (t.fails_on_head or t.fails_on_base)],
     }

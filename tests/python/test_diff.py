@@ -21,6 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 from loader.cli import cli
+from loader.engines.postgres import read_deliveries
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
 from loader.review.compare import RowComparison, SliceCounts
@@ -158,22 +159,36 @@ def seed_change(repo, profiles_dir, cluster):
     """2025's neck pain code renumbered (MSK06 → MSK16): the command's JSON, then the same
     builds compared again in every format, without and with example rows."""
     project, base = repo
+    # rewritten by csv (edit_seed): every line's quoting changes, one row's values do
     renumber_pain_code(project, "2025", "neck", "MSK16")
+    revision = Revision(ref="main", commit=base)
     try:
         code, document = run_json(project, profiles_dir)
+        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+            plain = compare_builds(
+                conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(),
+                project_dir=project,
+            )  # fmt: skip
+            shown = compare_builds(
+                conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(show_rows=2)
+            )
+            neck_2025 = conn.execute(
+                f"select count(*) from {BASE_SCHEMA}.mips_export_v1"
+                " where performance_year = 2025 and treatment = 'MSK06'"
+            ).fetchone()[0]
+            neck_2025_states = conn.execute(
+                f"select state_code, count(*) from {BASE_SCHEMA}.mips_export_v1"
+                " where performance_year = 2025 and treatment = 'MSK06' group by 1 order by 1"
+            ).fetchall()
+            run_date = dt.date.fromisoformat(document["run_date"])
+            file_names = {
+                d.state_code: d.sftp_file_name(run_date) if d.sftp_enabled else None
+                for d in read_deliveries(conn, HEAD_SCHEMA)
+                if d.performance_year == 2025
+            }
+            values = patient_values(conn, BASE_SCHEMA)
     finally:
         reset(project)
-    revision = Revision(ref="main", commit=base)
-    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        plain = compare_builds(conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest())
-        shown = compare_builds(
-            conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(show_rows=2)
-        )
-        neck_2025 = conn.execute(
-            f"select count(*) from {BASE_SCHEMA}.mips_export_v1"
-            " where performance_year = 2025 and treatment = 'MSK06'"
-        ).fetchone()[0]
-        values = patient_values(conn, BASE_SCHEMA)
     return {
         "exit_code": code,
         "document": document,
@@ -181,6 +196,10 @@ def seed_change(repo, profiles_dir, cluster):
         "shown": shown,
         "shown_outputs": {f: render(shown, f) for f in ("markdown", "table", "json")},
         "neck_2025_rows": neck_2025,
+        "neck_2025_deliveries": [
+            {"state_code": state, "rows": rows, "sftp_file_name": file_names[state]}
+            for state, rows in neck_2025_states
+        ],
         "patient_values": values,
     }
 
@@ -189,11 +208,17 @@ def test_a_renumbered_pain_code_changes_that_years_pain_rows_only(seed_change):
     document = seed_change["document"]
     assert seed_change["exit_code"] == 1 and document["differs"] is True
     assert document["delivery_changes"] == []
+    # the measure group, the seed row that changed (line 17: 2025 neck; the rest of the file
+    # only changed its quoting), and each delivery the transition changes, by its SFTP name
     assert document["code_transitions"] == [
         {"performance_year": 2025, "measure_kind": "pain", "base_code": "MSK06",
-         "head_code": "MSK16", "rows": seed_change["neck_2025_rows"]},
+         "head_code": "MSK16", "rows": seed_change["neck_2025_rows"],
+         "base_measure_group": "neck", "head_measure_group": "neck",
+         "seed_lines": ["seeds/mips_measure_codes.csv:17"],
+         "deliveries": seed_change["neck_2025_deliveries"]},
     ]  # fmt: skip
     assert seed_change["neck_2025_rows"] > 0
+    assert all(d["sftp_file_name"] for d in seed_change["neck_2025_deliveries"])
     changed = [s for s in document["slices"] if s["changed"] or s["only_in_base"]]
     assert {s["performance_year"] for s in changed} == {2025}
     for slice_ in document["slices"]:
@@ -203,8 +228,13 @@ def test_a_renumbered_pain_code_changes_that_years_pain_rows_only(seed_change):
         )
     assert sum(s["changed"] for s in document["slices"]) == seed_change["neck_2025_rows"]
     markdown = seed_change["outputs"]["markdown"]
-    assert f"- 2025 pain MSK06 → MSK16: {seed_change['neck_2025_rows']:,} rows" in markdown
-    assert "Delivery names and flags" not in markdown
+    deliveries = seed_change["neck_2025_deliveries"]
+    files = ", ".join(f"`{d['sftp_file_name']}`" for d in deliveries)
+    assert (
+        f"- 2025 pain MSK06 → MSK16: {seed_change['neck_2025_rows']:,} rows, measure group neck"
+        f" (`seeds/mips_measure_codes.csv:17`), in {len(deliveries)} deliveries: {files}\n"
+    ) in markdown + "\n"
+    assert "Delivery names and flags" not in markdown and "Export columns" not in markdown
 
 
 def test_no_patient_value_is_printed_without_show_rows(seed_change):
@@ -213,8 +243,14 @@ def test_no_patient_value_is_printed_without_show_rows(seed_change):
     assert "examples" not in document and "examples" not in seed_change["document"]
     assert not json_strings(document) & values
     assert not json_strings(seed_change["document"]) & values
-    # counts, years, and numbers of deliveries ("17 other deliveries: no row changes")
+    # counts, years, numbers of deliveries ("17 other deliveries: no row changes") and the
+    # seeds' line numbers (seeds/mips_measure_codes.csv:17)
     allowed = printed_numbers(document) | {str(n) for n in range(document["deliveries_compared"])}
+    allowed |= {
+        line.rsplit(":", 1)[1]
+        for transition in document["code_transitions"]
+        for line in transition["seed_lines"] or ()
+    }
     for output in (seed_change["outputs"]["markdown"], seed_change["outputs"]["table"]):
         assert not (tokens(output) & values) - allowed, (tokens(output) & values) - allowed
     # the check can fail: the example rows of --show-rows do hold such values
@@ -508,3 +544,76 @@ def test_a_base_that_already_fails_a_test_is_context(clean_repo, profiles_dir):
          "base": {"status": "fail", "failing_rows": 1}},
     ]  # fmt: skip
     assert sum(s["only_in_head"] for s in document["slices"]) > 0
+
+
+EXPORT_MODEL = Path("models") / "marts" / "mips_export_v1.sql"
+EXPORT_CONTRACT = Path("models") / "marts" / "_mips__models.yml"
+EXPORT_LAYOUTS = Path("macros") / "export_file_columns.sql"
+
+
+def test_a_removed_or_retyped_export_column_is_reported_first(clean_repo, profiles_dir):
+    """Payer renamed Payer Type (its column payer_type) and score a number, not text: the
+    columns show as removed, added and retyped, before the header lines they change. Removing
+    or retyping a column of the versioned, contracted export is a breaking change dbt refuses
+    to compare state across (a new version is the way): its tests could not run, exit 2."""
+    repo, _ = clean_repo
+    edit_text(repo / EXPORT_LAYOUTS, "'Payer', ", "'Payer Type', ")
+    edit_text(repo / EXPORT_MODEL, "end as payer,", "end as payer_type,")
+    edit_text(
+        repo / EXPORT_MODEL,
+        "{{ format_decimal_plain('score', 28, 6) }} as score",
+        "cast(score as numeric(28, 6)) as score",
+    )
+    edit_text(repo / EXPORT_CONTRACT, "      - name: payer\n", "      - name: payer_type\n")
+    edit_text(
+        repo / EXPORT_CONTRACT,
+        'empty without a score."\n        data_type: varchar',
+        'empty without a score."\n        data_type: numeric(28, 6)',
+    )
+    result = run_diff(repo, profiles_dir, "--format", "table")
+    assert result.exit_code == 2, result.output
+    report = result.stdout
+    refused = report.index("data tests of what it changes could not run")
+    assert "breaking change to an enforced contract" in report[refused:].splitlines()[0]
+    columns = report.index("EXPORT COLUMNS (checked first)")
+    assert refused < columns < report.index("DELIVERY NAMES AND FLAGS (checked first)")
+    changes = report[columns:].split("\n\n")[0].splitlines()[1:]
+    assert [line.split() for line in changes] == [
+        ["export", "column", "change", "base", "head"],
+        ["-" * 14, "-" * 10, "-" * 7, "-" * 17, "-" * 17],
+        ["mips_export_v1", "payer", "removed", "character", "varying"],
+        ["mips_export_v1", "score", "retyped", "character", "varying", "numeric(28,6)"],
+        ["mips_export_v1", "payer_type", "added", "character", "varying"],
+    ]
+    assert "Changes deliveries: 3 export column changes" in report
+    # score compared as the file writes it (3 against 3.000000); payer is on one side only
+    changed = report[report.index("CHANGED COLUMNS") :].split("\n\n")[0]
+    assert {line.split()[2] for line in changed.splitlines()[3:]} == {"score"}
+
+
+def test_an_added_export_column_is_reported_first(clean_repo, profiles_dir):
+    """A new last column, Clinic: an additive change of the contract, which dbt accepts."""
+    repo, _ = clean_repo
+    edit_text(repo / EXPORT_LAYOUTS, "'Instrument', 'Score',", "'Instrument', 'Score', 'Clinic',")
+    edit_text(
+        repo / EXPORT_MODEL,
+        "as score\n",
+        "as score,\n        cast(null as {{ dbt.type_string() }}) as clinic\n",
+    )
+    edit_text(
+        repo / EXPORT_CONTRACT,
+        "        data_type: varchar\n    versions:\n      - v: 1\n",
+        "        data_type: varchar\n      - name: clinic\n        description: The clinic."
+        "\n        data_type: varchar\n    versions:\n      - v: 1\n",
+    )
+    code, document = run_json(repo, profiles_dir)
+    assert code == 1, document
+    # dbt compares the head with the base's manifest: an added column is no breaking change
+    tests = document["data_tests"]
+    assert tests["head_error"] is tests["base_error"] is None and tests["head_run"] > 0
+    assert document["column_changes"] == [
+        {"export": "mips_export_v1", "column": "clinic", "change": "added", "base_type": None,
+         "head_type": "character varying"},
+    ]  # fmt: skip
+    assert {c["what"] for c in document["delivery_changes"]} == {"header line"}
+    assert all(not s["changed"] for s in document["slices"])
