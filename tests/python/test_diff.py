@@ -29,6 +29,7 @@ from loader.review.data_tests import Outcome, SideTests, pair_runs
 from loader.review.diff import DiffRequest, DiffResult, compare_builds
 from loader.review.diff_report import render
 from loader.review.revisions import Revision
+from loader.review.seeds import BODY_PART_GROUPS, MEASURE_CODES, SeedFiles, explaining_lines
 from tests.support.model_scenarios import PRODUCTION_AS_OF, PROJECT_DIR, edit_seed
 from tests.support.review import (
     edit_text,
@@ -617,3 +618,34 @@ def test_an_added_export_column_is_reported_first(clean_repo, profiles_dir):
     ]  # fmt: skip
     assert {c["what"] for c in document["delivery_changes"]} == {"header line"}
     assert all(not s["changed"] for s in document["slices"])
+
+
+def test_the_seed_lines_behind_a_transition():
+    """Rows, not text: requoting changes no row; a body part that changes group cites the
+    groups seed; a row the head lost cites the base's line; a model's doing cites none."""
+    codes = (
+        "performance_year,measure_group,function_measure_code,pain_measure_code\n"
+        '2025,hip_foot_ankle,MSK04,"MSK09"\n2025,knee,MSK05,MSK10\n'
+    )
+    groups = "body_part_type,measure_group\nhip,hip_foot_ankle\nknee,knee\n"
+    requoted = codes.replace('"MSK09"', "MSK09")
+    seeds = SeedFiles(
+        base={MEASURE_CODES: codes, BODY_PART_GROUPS: groups},
+        head={MEASURE_CODES: requoted, BODY_PART_GROUPS: groups},
+    )
+    assert explaining_lines(seeds, 2025, "pain", "hip_foot_ankle", "hip_foot_ankle") == ()
+    moved = SeedFiles(seeds.base, {**seeds.head, BODY_PART_GROUPS: groups.replace(
+        "hip,hip_foot_ankle", "hip,knee")})  # fmt: skip
+    assert explaining_lines(moved, 2025, "pain", "hip_foot_ankle", "knee") == (
+        f"{BODY_PART_GROUPS}:2",
+    )
+    renumbered = SeedFiles(seeds.base, {**seeds.head, MEASURE_CODES: requoted.replace(
+        "knee,MSK05,MSK10", "knee,MSK05,MSK15")})  # fmt: skip
+    assert explaining_lines(renumbered, 2025, "pain", "knee", "knee") == (f"{MEASURE_CODES}:3",)
+    assert explaining_lines(renumbered, 2025, "function", "knee", "knee") == ()
+    regrouped = SeedFiles(seeds.base, {**seeds.head, MEASURE_CODES: requoted.replace(
+        "2025,hip_foot_ankle,", "2025,hips,")})  # fmt: skip
+    assert explaining_lines(regrouped, 2025, "pain", "hip_foot_ankle", "hips") == (
+        f"{MEASURE_CODES}:2",
+        f"{MEASURE_CODES}:2 (base)",
+    )
