@@ -766,14 +766,20 @@ def diff_command(
     dbt_vars,
 ):
     """Show what the working tree's models change in the delivered files, against a base git
-    revision: per year and state the rows only in base, only in head, changed and unchanged
-    (keyed by visit and measure kind), the changed columns, the measure-code transitions, and
-    first of all every change of a delivery's S3 key, SFTP file name, SFTP flag or header line.
-    Both are built into their own schemas over the same source data (on `dev`, the embedded
-    cluster, with the demo's data when it has none); see docs/reviewing-changes.md.
+    revision: first every export column added, removed or retyped and every change of a
+    delivery's S3 key, SFTP file name, SFTP flag or header line; then per year and state the
+    rows only in base, only in head, changed and unchanged (keyed by visit and measure kind),
+    the measure-code transitions (measure group, the seed lines that changed, the SFTP files
+    they change) and the changed columns. Both are built into their own schemas over the same
+    source data (on `dev`, the embedded cluster, with the demo's data when it has none); then
+    the working tree runs the data tests of what the change touches (dbt's state:modified+
+    against the base's manifest) and the base the same tests; a test the working tree fails
+    leads the report. See docs/reviewing-changes.md.
 
-    Exit status: 0 no difference, 1 differences, 2 error (usage, configuration, failed build,
-    bad ref).
+    Exit status: 0 no difference, 1 differences, 2 error: the working tree fails a data test
+    or dbt would not run its tests (the whole report, that first; a test the base fails too
+    included, one only the base fails is context), or no diff could be made (usage,
+    configuration, failed build, bad ref).
 
     Example: mips-loader diff --base main --year 2025 --format table
     """
@@ -799,7 +805,7 @@ def diff_command(
     except MipsError as error:
         # every failure is 2: a diff that could not be made must not read as "changes" (1)
         raise DiffError(str(error)) from None
-    code = 1 if result.differs else 0
+    code = result.exit_code
     rendered = render(result, output_format)
     click.echo(diff_json(rendered, code) if output_format == "json" else rendered)
     sys.exit(code)

@@ -8,9 +8,14 @@ renumbers every row after it, which would make the whole file look "changed". A 
 without exactly three rows on either side makes the key ambiguous and stops the diff.
 
 The rows that differ are gathered once into a temporary table (key, outcome, the changed
-columns' names, both treatment codes, both row numbers); the counts per slice, per column and
-per code transition are aggregates over it. Only aggregates, and with `show_rows` at most that
-many example rows per slice, reach Python.
+columns' names, both treatment codes and body parts, both row numbers); the counts per slice,
+per column and per code transition are aggregates over it. Only aggregates, and with
+`show_rows` at most that many example rows per slice, reach Python. Values are compared as
+text, as the file writes them (COPY's text form), so a column whose type changes is still
+compared.
+
+Before the rows, the export relations' own columns are compared (`compare_columns`): a column
+added, removed or retyped changes every file of the layout.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from loader.review.builds import DiffError
 
 VISIT_COLUMN = "visit_id"
 CODE_COLUMN = "treatment"
+# The body part decides the measure group, hence the codes (seed mips_body_part_groups).
+BODY_PART_COLUMN = "body_part"
 MEASURE_KINDS = {1: "function", 2: "pain", 3: "length_of_stay"}
 ROWS_PER_VISIT = len(MEASURE_KINDS)
 OUTCOMES = ("only_in_base", "only_in_head", "changed")
@@ -60,12 +67,46 @@ class SliceCounts:
 
 
 @dataclass(frozen=True)
+class DeliveryRows:
+    """The rows of one delivery (the transition's year, this state) a transition moves; the
+    SFTP file name is the diff's to fill in (None: no SFTP, or not known)."""
+
+    state_code: str
+    rows: int
+    sftp_file_name: str | None = None
+
+
+@dataclass(frozen=True)
 class CodeTransition:
     performance_year: int
     measure_kind: str
     base_code: str | None
     head_code: str | None
     rows: int
+    # the measure group of the rows' body part on each side (None: not known there)
+    base_group: str | None = None
+    head_group: str | None = None
+    deliveries: tuple[DeliveryRows, ...] = ()
+    # the seed rows that changed and give these codes, `seeds/mips_measure_codes.csv:21`
+    # (filled in by the diff, which reads the seed files; None: not looked up)
+    seed_lines: tuple[str, ...] | None = None
+
+    @property
+    def measure_group(self) -> str:
+        if self.base_group == self.head_group:
+            return self.head_group or "?"
+        return f"{self.base_group or '?'} → {self.head_group or '?'}"
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """A column of an export relation that only one side has, or whose type changes."""
+
+    layout: str  # the relation's name, `mips_export_v1` (`… → mips_export_v2` if it changes)
+    column: str
+    change: str  # added, removed, retyped
+    base_type: str | None
+    head_type: str | None
 
 
 @dataclass(frozen=True)
@@ -90,13 +131,22 @@ class RowComparison:
     examples: list[ExampleRow]
 
 
-def compare_rows(conn, pairs: list[SlicePair], *, show_rows: int = 0) -> RowComparison:
-    """Compare every slice of `pairs` (one statement per distinct pair of relations)."""
+def compare_rows(
+    conn,
+    pairs: list[SlicePair],
+    *,
+    show_rows: int = 0,
+    body_part_groups: tuple[str | None, str | None] = (None, None),
+) -> RowComparison:
+    """Compare every slice of `pairs` (one statement per distinct pair of relations).
+    `body_part_groups`: each side's relation of the mips_body_part_groups seed (None: it has
+    none), which names the measure group of a code transition."""
     conn.execute(
         sql.SQL(
             "create temporary table {} (group_number int, performance_year int, state_code text,"
             " measure_order bigint, outcome text, changed_columns text[], base_code text,"
-            " head_code text, base_row bigint, head_row bigint) on commit preserve rows"
+            " head_code text, base_body_part text, head_body_part text, base_row bigint,"
+            " head_row bigint) on commit preserve rows"
         ).format(sql.Identifier(PAIRS_TABLE))
     )
     try:
@@ -113,7 +163,7 @@ def compare_rows(conn, pairs: list[SlicePair], *, show_rows: int = 0) -> RowComp
             if show_rows:
                 examples += _examples(conn, number, base, head, columns, show_rows)
         _count_differences(conn, counts)
-        transitions = _transitions(conn)
+        transitions = _transitions(conn, body_part_groups)
     finally:
         conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(PAIRS_TABLE)))
     return RowComparison(
@@ -189,7 +239,8 @@ def _check_key(conn, relation: str, slices: list[SlicePair], side: str) -> None:
 
 
 def _side_rows(relation: str | None, columns: list[str], slices: list[SlicePair]):
-    """A side's rows of the slices with their measure order; no rows for a missing side."""
+    """A side's rows of the slices with their measure order, every file column as text; no
+    rows for a missing side."""
     if relation is None:
         nulls = [sql.SQL("null::int as performance_year, null::text as state_code")]
         nulls.append(sql.SQL("null::bigint as file_row_number, null::bigint as measure_order"))
@@ -201,7 +252,9 @@ def _side_rows(relation: str | None, columns: list[str], slices: list[SlicePair]
         " order by file_row_number) as measure_order"
         " from {relation} where {selected}"
     ).format(
-        columns=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        columns=sql.SQL(", ").join(
+            sql.SQL("{0}::text as {0}").format(sql.Identifier(c)) for c in columns
+        ),
         visit=sql.Identifier(VISIT_COLUMN),
         relation=_identifier(relation),
         selected=_in_slices(slices),
@@ -215,20 +268,14 @@ def _collect_differences(conn, number, base, head, columns, slices) -> None:
         )
         for c in columns
     )
-    code = (
-        (
-            sql.SQL("b.{}").format(sql.Identifier(CODE_COLUMN)),
-            sql.SQL("h.{}").format(sql.Identifier(CODE_COLUMN)),
-        )
-        if CODE_COLUMN in columns
-        else (sql.SQL("null"), sql.SQL("null"))
-    )
+    code, body_part = _both_sides(CODE_COLUMN, columns), _both_sides(BODY_PART_COLUMN, columns)
     query = sql.SQL(
         "insert into {pairs} select {number}, coalesce(b.performance_year, h.performance_year),"
         " coalesce(b.state_code, h.state_code), coalesce(b.measure_order, h.measure_order),"
         " case when h.performance_year is null then 'only_in_base'"
         "  when b.performance_year is null then 'only_in_head' else 'changed' end,"
-        " changed_columns, {base_code}, {head_code}, b.file_row_number, h.file_row_number"
+        " changed_columns, {base_code}, {head_code}, {base_body_part}, {head_body_part},"
+        " b.file_row_number, h.file_row_number"
         " from ({base}) as b full join ({head}) as h"
         " on b.performance_year = h.performance_year and b.state_code = h.state_code"
         " and b.{visit} = h.{visit} and b.measure_order = h.measure_order"
@@ -241,12 +288,24 @@ def _collect_differences(conn, number, base, head, columns, slices) -> None:
         number=sql.Literal(number),
         base_code=code[0],
         head_code=code[1],
+        base_body_part=body_part[0],
+        head_body_part=body_part[1],
         base=_side_rows(base, columns, slices),
         head=_side_rows(head, columns, slices),
         visit=sql.Identifier(VISIT_COLUMN),
         changed=changed,
     )
     conn.execute(query)
+
+
+def _both_sides(column: str, columns: list[str]) -> tuple[sql.Composable, sql.Composable]:
+    """The column of the base row and of the head row (null when the export has none)."""
+    if column not in columns:
+        return sql.SQL("null"), sql.SQL("null")
+    return (
+        sql.SQL("b.{}").format(sql.Identifier(column)),
+        sql.SQL("h.{}").format(sql.Identifier(column)),
+    )
 
 
 def _count_base_rows(conn, base: str | None, slices, counts) -> None:
@@ -278,16 +337,84 @@ def _count_differences(conn, counts: dict[tuple[int, str], SliceCounts]) -> None
         counts[(year, state)].columns[column] = rows
 
 
-def _transitions(conn) -> list[CodeTransition]:
+def _group_of(relation: str | None, body_part: str) -> sql.Composable:
+    """The measure group of a side's body part, from that side's seed (null: no seed)."""
+    if relation is None:
+        return sql.SQL("null::text")
+    return sql.SQL("(select max(measure_group) from {} where upper(body_part_type) = p.{})").format(
+        _identifier(relation), sql.Identifier(body_part)
+    )
+
+
+def _transitions(conn, body_part_groups) -> list[CodeTransition]:
+    """Per year, measure kind, codes and measure groups: the rows whose code moves, and how
+    many of them each delivery (state) has."""
+    base_groups, head_groups = body_part_groups
     query = sql.SQL(
-        "select performance_year, measure_order, base_code, head_code, count(*) from {}"
-        " where outcome = 'changed' and base_code is distinct from head_code"
-        " group by 1, 2, 3, 4 order by 1, 2, 5 desc, 3, 4"
-    ).format(sql.Identifier(PAIRS_TABLE))
-    return [
-        CodeTransition(year, MEASURE_KINDS[order], base_code, head_code, rows)
-        for year, order, base_code, head_code, rows in conn.execute(query).fetchall()
-    ]
+        "select performance_year, measure_order, base_code, head_code, base_group, head_group,"
+        " state_code, count(*)"
+        " from (select *, {base_group} as base_group, {head_group} as head_group from {pairs} as p"
+        "  where outcome = 'changed' and base_code is distinct from head_code) as moved"
+        " group by 1, 2, 3, 4, 5, 6, 7 order by 1, 2, 3, 4, 5, 6, 7"
+    ).format(
+        base_group=_group_of(base_groups, "base_body_part"),
+        head_group=_group_of(head_groups, "head_body_part"),
+        pairs=sql.Identifier(PAIRS_TABLE),
+    )
+    per_state: dict[tuple, list[DeliveryRows]] = defaultdict(list)
+    for *key, state, rows in conn.execute(query).fetchall():
+        per_state[tuple(key)].append(DeliveryRows(state, rows))
+    transitions = [
+        CodeTransition(
+            year, MEASURE_KINDS[order], base_code, head_code, sum(d.rows for d in deliveries),
+            base_group, head_group, tuple(deliveries),
+        )
+        for (year, order, base_code, head_code, base_group, head_group), deliveries
+        in per_state.items()
+    ]  # fmt: skip
+    # as before: by year and kind, the most rows first
+    order = {kind: number for number, kind in MEASURE_KINDS.items()}
+    return sorted(
+        transitions,
+        key=lambda t: (t.performance_year, order[t.measure_kind], -t.rows, t.base_code or "",
+                       t.head_code or "", t.measure_group),
+    )  # fmt: skip
+
+
+def compare_columns(conn, pairs: list[SlicePair]) -> list[ColumnChange]:
+    """The columns (with their exact types) that differ between each distinct pair of export
+    relations both sides deliver from: removed and retyped in the base's order, then added in
+    the head's."""
+    changes = []
+    relations = sorted(
+        {(p.base_relation, p.head_relation) for p in pairs if p.base_relation and p.head_relation}
+    )
+    for base, head in relations:
+        base_columns, head_columns = _column_types(conn, base), _column_types(conn, head)
+        base_name, head_name = relation_parts(base)[-1], relation_parts(head)[-1]
+        layout = base_name if base_name == head_name else f"{base_name} → {head_name}"
+        for column, base_type in base_columns.items():
+            head_type = head_columns.get(column)
+            if head_type is None:
+                changes.append(ColumnChange(layout, column, "removed", base_type, None))
+            elif head_type != base_type:
+                changes.append(ColumnChange(layout, column, "retyped", base_type, head_type))
+        changes += [
+            ColumnChange(layout, column, "added", None, head_type)
+            for column, head_type in head_columns.items()
+            if column not in base_columns
+        ]
+    return changes
+
+
+def _column_types(conn, relation: str) -> dict[str, str]:
+    """The relation's columns in table order, each with its exact type as PostgreSQL states
+    it (`character varying`, `numeric(28,6)`)."""
+    query = sql.SQL(
+        "select attname, format_type(atttypid, atttypmod) from pg_attribute"
+        " where attrelid = {}::regclass and attnum > 0 and not attisdropped order by attnum"
+    ).format(sql.Literal(relation))
+    return dict(conn.execute(query).fetchall())
 
 
 def _side_values(relation: str | None, columns: list[str], alias: str, row: str):
@@ -299,7 +426,7 @@ def _side_values(relation: str | None, columns: list[str], alias: str, row: str)
         " and {alias}.state_code = p.state_code and {alias}.file_row_number = p.{row}"
     ).format(relation=_identifier(relation), alias=sql.Identifier(alias), row=sql.Identifier(row))
     values = sql.SQL(", ").join(
-        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns
+        sql.SQL("{}.{}::text").format(sql.Identifier(alias), sql.Identifier(c)) for c in columns
     )
     return join, values
 

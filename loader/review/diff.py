@@ -2,9 +2,11 @@
 
 The base revision (a git ref; default the merge base with main) is checked out in a temporary
 worktree; it and the working tree are built into two sibling schemas over the same source
-data; then the deliveries (every name, rendered for the run date) and the export rows of both
-are compared in the warehouse (`compare.py`). Every failure is a `DiffError` (exit 2): a diff
-that could not be made must not read as "no change" (0) or "changes" (1).
+data; each side runs the data tests of what the change touches (`data_tests.py`); then the
+deliveries (every name, rendered for the run date) and the export rows of both are compared
+in the warehouse (`compare.py`). Every failure is a `DiffError` (exit 2): a diff that could
+not be made must not read as "no change" (0) or "changes" (1). A data test the head fails is
+exit 2 as well (the contract's failed build), but with the whole report, that test first.
 """
 
 from __future__ import annotations
@@ -31,10 +33,21 @@ from loader.environment.warehouse import (
 from loader.errors import MipsError
 from loader.marts.deliveries import Delivery, select_deliveries
 from loader.names import relation_parts
-from loader.review.builds import DiffError, Side, build_side
-from loader.review.compare import RowComparison, SlicePair, compare_rows
-from loader.review.revisions import Revision, base_checkout, resolve_base
+from loader.review.builds import DiffError, Side, build_side, rerun_data_tests, run_data_tests
+from loader.review.compare import (
+    CodeTransition,
+    ColumnChange,
+    RowComparison,
+    SlicePair,
+    compare_columns,
+    compare_rows,
+)
+from loader.review.data_tests import DataTestReport, pair_runs
+from loader.review.revisions import Revision, base_checkout, file_at, resolve_base
+from loader.review.seeds import SEEDS, SeedFiles, explaining_lines
 
+# The seed that maps body parts to measure groups, in each side's schema.
+BODY_PART_GROUPS_SEED = "mips_body_part_groups"
 # A schema the diff builds into: plain, unquoted, within PostgreSQL's 63 bytes.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # The names and flags of a delivery, most dangerous first: a file under a name the registry
@@ -85,10 +98,31 @@ class DiffResult:
     delivery_changes: list[DeliveryChange]
     rows: RowComparison
     show_rows: int
+    # both sides' data tests of what the change touches (None: the builds were only compared)
+    data_tests: DataTestReport | None = None
+    # the export relations' columns added, removed or retyped
+    column_changes: list[ColumnChange] = field(default_factory=list)
 
     @property
     def differs(self) -> bool:
-        return bool(self.delivery_changes) or any(s.differs for s in self.rows.slices)
+        return (
+            bool(self.column_changes)
+            or bool(self.delivery_changes)
+            or any(s.differs for s in self.rows.slices)
+        )
+
+    @property
+    def fails_tests(self) -> bool:
+        """The head fails a data test: the real `dbt build` of the change fails (a test the
+        base fails too included: merged, the change still does not build); or dbt would not
+        run the head's tests (a breaking change to an enforced contract)."""
+        return self.data_tests is not None and self.data_tests.head_fails
+
+    @property
+    def exit_code(self) -> int:
+        """2 a failing data test on the head, 1 differences, 0 none; a test only the base
+        fails is context, not an error of the change."""
+        return 2 if self.fails_tests else 1 if self.differs else 0
 
 
 def run_diff(
@@ -142,9 +176,18 @@ def _run_diff(warehouse, options, request, progress) -> DiffResult:
             for side in (base, head):
                 progress(f"building {side.label} into schema {side.schema}")
                 build_side(side, variable, dbt_vars)
+            # the head's tests of what differs from the base's manifest, then the same on base
+            progress(f"testing what the change touches on {head.label}")
+            head_tests = run_data_tests(head, base.work_dir / "target", variable, dbt_vars)
+            progress(f"running the same tests on {base.label}")
+            base_tests = rerun_data_tests(base, head_tests, variable, dbt_vars)
         progress("comparing")
         with warehouse.connect(autocommit=True) as conn:
-            return compare_builds(conn, revision, head.label, base_schema, head_schema, request)
+            result = compare_builds(
+                conn, revision, head.label, base_schema, head_schema, request,
+                project_dir=options.project_dir,
+            )  # fmt: skip
+        return dataclasses.replace(result, data_tests=pair_runs(head_tests, base_tests))
 
 
 @contextlib.contextmanager
@@ -205,8 +248,12 @@ def _ensure_demo_data(warehouse: Warehouse, dbt_vars: dict, progress) -> None:
         )
 
 
-def compare_builds(conn, revision, head_label, base_schema, head_schema, request) -> DiffResult:
-    """Compare two built schemas (the deliveries, then the rows of every selected delivery)."""
+def compare_builds(
+    conn, revision, head_label, base_schema, head_schema, request, *, project_dir=None
+) -> DiffResult:
+    """Compare two built schemas (the export's columns, the deliveries, then the rows of every
+    selected delivery). With the project directory (the head's working tree), each code
+    transition names the seed rows that changed (the base's from git)."""
     base_all, head_all = read_deliveries(conn, base_schema), read_deliveries(conn, head_schema)
     select_deliveries(base_all + head_all, request.years, request.states)  # a typo is an error
     base = {_key(d): d for d in select_deliveries(base_all, request.years, request.states)}
@@ -225,6 +272,17 @@ def compare_builds(conn, revision, head_label, base_schema, head_schema, request
         )
         for year, state in keys
     ]
+    rows = compare_rows(
+        conn,
+        pairs,
+        show_rows=request.show_rows,
+        body_part_groups=(
+            _seed_relation(conn, base_schema, BODY_PART_GROUPS_SEED),
+            _seed_relation(conn, head_schema, BODY_PART_GROUPS_SEED),
+        ),
+    )
+    seeds = _seed_files(project_dir, revision) if project_dir is not None else None
+    rows.transitions = [_explained(t, seeds, base, head, run_date) for t in rows.transitions]
     return DiffResult(
         base=revision,
         head_label=head_label,
@@ -236,9 +294,54 @@ def compare_builds(conn, revision, head_label, base_schema, head_schema, request
             for key in keys
             for change in _delivery_changes(key, base.get(key), head.get(key), run_date)
         ],
-        rows=compare_rows(conn, pairs, show_rows=request.show_rows),
+        rows=rows,
         show_rows=request.show_rows,
+        column_changes=compare_columns(conn, pairs),
     )
+
+
+def _seed_relation(conn, schema: str, seed: str) -> str | None:
+    """The seed's relation in the schema, quoted, if the side built one."""
+    relation = f'"{schema}"."{seed}"'
+    found = conn.execute("select to_regclass(%s) is not null", (relation,)).fetchone()[0]
+    return relation if found else None
+
+
+def _seed_files(project_dir: Path, revision: Revision) -> SeedFiles:
+    """The seeds as the working tree has them (head) and as the base commit does."""
+
+    def head(seed: str) -> str | None:
+        path = project_dir / seed
+        return path.read_text() if path.is_file() else None
+
+    return SeedFiles(
+        base={seed: file_at(project_dir, revision.commit, seed) for seed in SEEDS},
+        head={seed: head(seed) for seed in SEEDS},
+    )
+
+
+def _explained(transition: CodeTransition, seeds, base, head, run_date) -> CodeTransition:
+    """The transition with the seed lines behind it and the SFTP file name of each delivery
+    it changes (the head's name; the base's if the head no longer delivers it)."""
+    deliveries = []
+    for rows in transition.deliveries:
+        delivery = head.get((transition.performance_year, rows.state_code)) or base.get(
+            (transition.performance_year, rows.state_code)
+        )
+        name = delivery.sftp_file_name(run_date) if delivery and delivery.sftp_enabled else None
+        deliveries.append(dataclasses.replace(rows, sftp_file_name=name))
+    lines = (
+        explaining_lines(
+            seeds,
+            transition.performance_year,
+            transition.measure_kind,
+            transition.base_group,
+            transition.head_group,
+        )
+        if seeds is not None
+        else None
+    )
+    return dataclasses.replace(transition, deliveries=tuple(deliveries), seed_lines=lines)
 
 
 def _key(delivery: Delivery) -> tuple[int, str]:

@@ -98,3 +98,12 @@ def _remove_worktree(root: Path, tree: Path) -> None:
     shutil.rmtree(tree, ignore_errors=True)
     with contextlib.suppress(RevisionError):
         _git(root, "worktree", "prune")
+
+
+def file_at(project_dir: Path, commit: str, relative: str) -> str | None:
+    """A file of the project (`relative` to the project directory) as `commit` has it; None
+    when it has none."""
+    try:
+        return _git(project_dir, "show", f"{commit}:./{relative}")
+    except RevisionError:
+        return None

@@ -8,6 +8,7 @@ two schemas, so dbt's partial parsing of both sides is reused from one build to 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -16,14 +17,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from loader.cli import cli
+from loader.engines.postgres import read_deliveries
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
-from loader.review.diff import DiffRequest, compare_builds
+from loader.review.compare import RowComparison, SliceCounts
+from loader.review.data_tests import Outcome, SideTests, pair_runs
+from loader.review.diff import DiffRequest, DiffResult, compare_builds
 from loader.review.diff_report import render
 from loader.review.revisions import Revision
+from loader.review.seeds import BODY_PART_GROUPS, MEASURE_CODES, SeedFiles, explaining_lines
 from tests.support.model_scenarios import PRODUCTION_AS_OF, PROJECT_DIR, edit_seed
 from tests.support.review import (
     edit_text,
@@ -154,22 +160,36 @@ def seed_change(repo, profiles_dir, cluster):
     """2025's neck pain code renumbered (MSK06 → MSK16): the command's JSON, then the same
     builds compared again in every format, without and with example rows."""
     project, base = repo
+    # rewritten by csv (edit_seed): every line's quoting changes, one row's values do
     renumber_pain_code(project, "2025", "neck", "MSK16")
+    revision = Revision(ref="main", commit=base)
     try:
         code, document = run_json(project, profiles_dir)
+        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+            plain = compare_builds(
+                conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(),
+                project_dir=project,
+            )  # fmt: skip
+            shown = compare_builds(
+                conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(show_rows=2)
+            )
+            neck_2025 = conn.execute(
+                f"select count(*) from {BASE_SCHEMA}.mips_export_v1"
+                " where performance_year = 2025 and treatment = 'MSK06'"
+            ).fetchone()[0]
+            neck_2025_states = conn.execute(
+                f"select state_code, count(*) from {BASE_SCHEMA}.mips_export_v1"
+                " where performance_year = 2025 and treatment = 'MSK06' group by 1 order by 1"
+            ).fetchall()
+            run_date = dt.date.fromisoformat(document["run_date"])
+            file_names = {
+                d.state_code: d.sftp_file_name(run_date) if d.sftp_enabled else None
+                for d in read_deliveries(conn, HEAD_SCHEMA)
+                if d.performance_year == 2025
+            }
+            values = patient_values(conn, BASE_SCHEMA)
     finally:
         reset(project)
-    revision = Revision(ref="main", commit=base)
-    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        plain = compare_builds(conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest())
-        shown = compare_builds(
-            conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(show_rows=2)
-        )
-        neck_2025 = conn.execute(
-            f"select count(*) from {BASE_SCHEMA}.mips_export_v1"
-            " where performance_year = 2025 and treatment = 'MSK06'"
-        ).fetchone()[0]
-        values = patient_values(conn, BASE_SCHEMA)
     return {
         "exit_code": code,
         "document": document,
@@ -177,6 +197,10 @@ def seed_change(repo, profiles_dir, cluster):
         "shown": shown,
         "shown_outputs": {f: render(shown, f) for f in ("markdown", "table", "json")},
         "neck_2025_rows": neck_2025,
+        "neck_2025_deliveries": [
+            {"state_code": state, "rows": rows, "sftp_file_name": file_names[state]}
+            for state, rows in neck_2025_states
+        ],
         "patient_values": values,
     }
 
@@ -185,11 +209,17 @@ def test_a_renumbered_pain_code_changes_that_years_pain_rows_only(seed_change):
     document = seed_change["document"]
     assert seed_change["exit_code"] == 1 and document["differs"] is True
     assert document["delivery_changes"] == []
+    # the measure group, the seed row that changed (line 17: 2025 neck; the rest of the file
+    # only changed its quoting), and each delivery the transition changes, by its SFTP name
     assert document["code_transitions"] == [
         {"performance_year": 2025, "measure_kind": "pain", "base_code": "MSK06",
-         "head_code": "MSK16", "rows": seed_change["neck_2025_rows"]},
+         "head_code": "MSK16", "rows": seed_change["neck_2025_rows"],
+         "base_measure_group": "neck", "head_measure_group": "neck",
+         "seed_lines": ["seeds/mips_measure_codes.csv:17"],
+         "deliveries": seed_change["neck_2025_deliveries"]},
     ]  # fmt: skip
     assert seed_change["neck_2025_rows"] > 0
+    assert all(d["sftp_file_name"] for d in seed_change["neck_2025_deliveries"])
     changed = [s for s in document["slices"] if s["changed"] or s["only_in_base"]]
     assert {s["performance_year"] for s in changed} == {2025}
     for slice_ in document["slices"]:
@@ -199,8 +229,13 @@ def test_a_renumbered_pain_code_changes_that_years_pain_rows_only(seed_change):
         )
     assert sum(s["changed"] for s in document["slices"]) == seed_change["neck_2025_rows"]
     markdown = seed_change["outputs"]["markdown"]
-    assert f"- 2025 pain MSK06 → MSK16: {seed_change['neck_2025_rows']:,} rows" in markdown
-    assert "Delivery names and flags" not in markdown
+    deliveries = seed_change["neck_2025_deliveries"]
+    files = ", ".join(f"`{d['sftp_file_name']}`" for d in deliveries)
+    assert (
+        f"- 2025 pain MSK06 → MSK16: {seed_change['neck_2025_rows']:,} rows, measure group neck"
+        f" (`seeds/mips_measure_codes.csv:17`), in {len(deliveries)} deliveries: {files}\n"
+    ) in markdown + "\n"
+    assert "Delivery names and flags" not in markdown and "Export columns" not in markdown
 
 
 def test_no_patient_value_is_printed_without_show_rows(seed_change):
@@ -209,8 +244,14 @@ def test_no_patient_value_is_printed_without_show_rows(seed_change):
     assert "examples" not in document and "examples" not in seed_change["document"]
     assert not json_strings(document) & values
     assert not json_strings(seed_change["document"]) & values
-    # counts, years, and numbers of deliveries ("17 other deliveries: no row changes")
+    # counts, years, numbers of deliveries ("17 other deliveries: no row changes") and the
+    # seeds' line numbers (seeds/mips_measure_codes.csv:17)
     allowed = printed_numbers(document) | {str(n) for n in range(document["deliveries_compared"])}
+    allowed |= {
+        line.rsplit(":", 1)[1]
+        for transition in document["code_transitions"]
+        for line in transition["seed_lines"] or ()
+    }
     for output in (seed_change["outputs"]["markdown"], seed_change["outputs"]["table"]):
         assert not (tokens(output) & values) - allowed, (tokens(output) & values) - allowed
     # the check can fail: the example rows of --show-rows do hold such values
@@ -307,14 +348,10 @@ def test_a_side_schema_that_is_the_target_schema_is_refused(clean_repo, profiles
     assert "target's own schema" in result.output
 
 
-def test_the_ci_recipe_produces_the_comment(clean_repo, profiles_dir, tmp_path):
-    """The workflow's diff step, as GitHub runs it (bash -e), on a pull request's branch."""
-    repo, base = clean_repo
-    git(repo, "checkout", "--quiet", "-b", "pull-request")
-    renumber_pain_code(repo, "2023", "shoulder", "MSK07")
-    git(repo, "commit", "--quiet", "--all", "--message", "2023 shoulder pain is MSK07")
-    (repo / ".venv").symlink_to(PROJECT_DIR / ".venv")
-    outputs = tmp_path / "github_output"
+def run_workflow_diff(repo: Path, base: str, profiles_dir: Path, outputs: Path):
+    """The workflow's diff step, as GitHub runs it (bash -e), in the repository."""
+    if not (repo / ".venv").exists():
+        (repo / ".venv").symlink_to(PROJECT_DIR / ".venv")
     environment = {
         **os.environ,
         "BASE_SHA": base,
@@ -322,15 +359,293 @@ def test_the_ci_recipe_produces_the_comment(clean_repo, profiles_dir, tmp_path):
         "DBT_PROFILES_DIR": str(profiles_dir),
         "MIPS_DIFF_VARS": VARS,
     }
-    done = subprocess.run(
+    return subprocess.run(
         ["bash", "-e", "-c", workflow_diff_script(WORKFLOW)],
         cwd=repo,
         env=environment,
         capture_output=True,
         text=True,
     )
+
+
+def test_the_ci_recipe_produces_the_comment(clean_repo, profiles_dir, tmp_path):
+    """The workflow's diff step, as GitHub runs it (bash -e), on a pull request's branch."""
+    repo, base = clean_repo
+    git(repo, "checkout", "--quiet", "-b", "pull-request")
+    renumber_pain_code(repo, "2023", "shoulder", "MSK07")
+    git(repo, "commit", "--quiet", "--all", "--message", "2023 shoulder pain is MSK07")
+    outputs = tmp_path / "github_output"
+    done = run_workflow_diff(repo, base, profiles_dir, outputs)
     assert done.returncode == 0, done.stderr
     assert outputs.read_text().splitlines() == ["exit_code=1"]
     comment = (repo / "mips-diff.md").read_text()
     assert comment.startswith(f"## MIPS delivery diff: base {base} ({base[:7]})")
     assert "- 2023 pain MSK12 → MSK07:" in comment
+
+
+def test_the_ci_recipe_posts_a_failing_test_then_fails_the_job(clean_repo, profiles_dir, tmp_path):
+    repo, base = clean_repo
+    git(repo, "checkout", "--quiet", "-b", "pull-request")
+    edit_text(repo / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
+    git(repo, "commit", "--quiet", "--all", "--message", "2025 knees")
+    outputs = tmp_path / "github_output"
+    done = run_workflow_diff(repo, base, profiles_dir, outputs)
+    # the step itself passes, so that the comment is posted; a later step fails the job
+    assert done.returncode == 0, done.stderr
+    assert outputs.read_text().splitlines() == ["exit_code=2"]
+    comment = (repo / "mips-diff.md").read_text()
+    assert comment.index(MEASURE_GROUP_TEST) < comment.index("**Changes deliveries")
+    steps = next(iter(yaml.safe_load(WORKFLOW.read_text())["jobs"].values()))["steps"]
+    on_2 = [step for step in steps if "exit_code == '2'" in step.get("if", "")]
+    assert any("gh pr comment" in step["run"] for step in on_2)
+    assert any(step["run"].strip().endswith("exit 2") for step in on_2)
+    # the one-line error of a diff that could not be made still fails the step itself
+    outputs.unlink()
+    done = run_workflow_diff(repo, "no-such-ref", profiles_dir, outputs)
+    assert done.returncode == 2 and outputs.read_text().splitlines() == ["exit_code=2"]
+
+
+# The relationships test of the misspelt group: mips_measure_codes.measure_group must be a
+# group of mips_body_part_groups.
+MEASURE_GROUP_TEST = (
+    "relationships_mips_measure_codes_measure_group__measure_group__ref_mips_body_part_groups_"
+)
+
+
+@pytest.fixture(scope="module")
+def broken_seed(repo, profiles_dir):
+    """2025's knee group misspelt `knees`: the export merely loses 2025's knee rows (which reads
+    like a deliberate drop), while the real `dbt build` fails a relationships test."""
+    project, _ = repo
+    edit_text(project / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
+    try:
+        markdown = run_diff(project, profiles_dir)
+        code, document = run_json(project, profiles_dir)
+    finally:
+        reset(project)
+    return markdown, code, document
+
+
+def test_a_change_that_fails_a_data_test_exits_2_naming_the_test_first(broken_seed):
+    markdown, _, _ = broken_seed
+    assert markdown.exit_code == 2, markdown.output
+    report = markdown.stdout
+    first = report.index(MEASURE_GROUP_TEST)
+    # before anything else: the verdict, the run date, the rows the change drops
+    for later in ("Changes deliveries", "Names as a run on", "### Rows per year and state"):
+        assert first < report.index(later), later
+    [line] = [line for line in report.splitlines() if MEASURE_GROUP_TEST in line]
+    assert "mips_measure_codes.measure_group" in line and "1 failing row" in line
+    assert "fails on base too" not in line
+
+
+def test_a_failing_data_test_is_in_the_json_with_exit_2(broken_seed):
+    _, code, document = broken_seed
+    assert code == 2 and document["exit_code"] == 2 and document["ok"] is False
+    assert MEASURE_GROUP_TEST in document["error"]["message"]
+    [failing] = document["data_tests"]["failing"]
+    assert failing == {
+        "name": MEASURE_GROUP_TEST,
+        "model": "mips_measure_codes",
+        "column": "measure_group",
+        "head": {"status": "fail", "failing_rows": 1},
+        "base": {"status": "pass", "failing_rows": 0},
+    }
+    # the rest of the report is still there: the knee rows 2025 loses
+    assert sum(s["only_in_base"] for s in document["slices"]) > 0
+
+
+def reported(head: dict, base: dict) -> DiffResult:
+    """A diff of one unchanged delivery whose sides' data tests ended as given
+    ({test: (status, failing rows)}), as the report renders it: no build needed."""
+
+    def side(outcomes: dict, name: str) -> SideTests:
+        return SideTests(
+            outcomes={t: Outcome(*o) for t, o in outcomes.items()},
+            subjects={t: (t, "mips_measure_codes", "measure_group") for t in outcomes},
+            log=Path(f"/{name}/dbt.log"),
+        )
+
+    return DiffResult(
+        base=Revision("main", "1a2b3c4" + "0" * 33),
+        head_label="head (working tree)",
+        run_date=dt.date(2025, 1, 4),
+        run_time_zone="America/Los_Angeles",
+        deliveries_compared=1,
+        delivery_changes=[],
+        rows=RowComparison([SliceCounts(2025, "CA", unchanged=3)], [], []),
+        show_rows=0,
+        data_tests=pair_runs(side(head, "head"), side(base, "base")),
+    )
+
+
+def test_a_test_the_base_fails_too_is_still_exit_2_and_says_so():
+    result = reported(
+        head={"new_failure": ("fail", 3), "old_failure": ("fail", 1), "fine": ("pass", 0)},
+        base={"new_failure": ("pass", 0), "old_failure": ("fail", 2), "fine": ("pass", 0)},
+    )
+    assert result.exit_code == 2 and not result.differs
+    markdown = render(result, "markdown")
+    lines = markdown.splitlines()
+    # the change's own failure first, then the one the base has too
+    [new] = [n for n, line in enumerate(lines) if line.startswith("| new_failure |")]
+    [old] = [n for n, line in enumerate(lines) if line.startswith("| old_failure |")]
+    assert (
+        new
+        < old
+        < lines.index(
+            "**No change: the working tree delivers exactly what base "
+            "main (1a2b3c4) delivers (1 delivery, 3 rows).**"
+        )
+    )
+    assert "| 3 failing rows | pass |" in lines[new]
+    assert (
+        "| 1 failing row | 2 failing rows: fails on base too, not this change's doing |"
+        in (lines[old])
+    )
+    document = json.loads(render(result, "json"))
+    assert document["ok"] is False and document["exit_code"] == 2
+    assert [t["name"] for t in document["data_tests"]["failing"]] == ["new_failure", "old_failure"]
+    assert "new_failure" in document["error"]["message"]
+    assert "1 delivery compared" in render(result, "table")
+
+
+def test_a_test_only_the_base_fails_is_context_not_an_error():
+    result = reported(
+        head={"fixed": ("pass", 0)}, base={"fixed": ("fail", 4), "gone": ("error", None)}
+    )
+    assert result.exit_code == 0
+    for output_format in ("markdown", "table"):
+        report = render(result, output_format)
+        assert "Failing data tests".lower() not in report.lower()
+        context = report.lower().index("data tests: context")
+        assert context < report.index("fixed") and context < report.index("gone")
+    document = json.loads(render(result, "json"))
+    assert document["ok"] is True and document["exit_code"] == 0 and "error" not in document
+    failing = {t["name"]: (t["head"], t["base"]) for t in document["data_tests"]["failing"]}
+    assert failing == {
+        "fixed": ({"status": "pass", "failing_rows": 0}, {"status": "fail", "failing_rows": 4}),
+        "gone": (None, {"status": "error", "failing_rows": None}),
+    }
+
+
+def test_a_base_that_already_fails_a_test_is_context(clean_repo, profiles_dir):
+    """The base has the misspelt group, the working tree the fix: the base's failure is told,
+    and the diff is what the fix changes (exit 1), not an error."""
+    repo, _ = clean_repo
+    git(repo, "checkout", "--quiet", "-b", "broken")
+    edit_text(repo / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
+    git(repo, "commit", "--quiet", "--all", "--message", "2025 knees")
+    git(repo, "checkout", "--quiet", "main")
+    code, document = run_json(repo, profiles_dir, "--base", "broken")
+    assert code == 1 and document["ok"] is True, document
+    assert document["data_tests"]["failing"] == [
+        {"name": MEASURE_GROUP_TEST, "model": "mips_measure_codes", "column": "measure_group",
+         "head": {"status": "pass", "failing_rows": 0},
+         "base": {"status": "fail", "failing_rows": 1}},
+    ]  # fmt: skip
+    assert sum(s["only_in_head"] for s in document["slices"]) > 0
+
+
+EXPORT_MODEL = Path("models") / "marts" / "mips_export_v1.sql"
+EXPORT_CONTRACT = Path("models") / "marts" / "_mips__models.yml"
+EXPORT_LAYOUTS = Path("macros") / "export_file_columns.sql"
+
+
+def test_a_removed_or_retyped_export_column_is_reported_first(clean_repo, profiles_dir):
+    """Payer renamed Payer Type (its column payer_type) and score a number, not text: the
+    columns show as removed, added and retyped, before the header lines they change. Removing
+    or retyping a column of the versioned, contracted export is a breaking change dbt refuses
+    to compare state across (a new version is the way): its tests could not run, exit 2."""
+    repo, _ = clean_repo
+    edit_text(repo / EXPORT_LAYOUTS, "'Payer', ", "'Payer Type', ")
+    edit_text(repo / EXPORT_MODEL, "end as payer,", "end as payer_type,")
+    edit_text(
+        repo / EXPORT_MODEL,
+        "{{ format_decimal_plain('score', 28, 6) }} as score",
+        "cast(score as numeric(28, 6)) as score",
+    )
+    edit_text(repo / EXPORT_CONTRACT, "      - name: payer\n", "      - name: payer_type\n")
+    edit_text(
+        repo / EXPORT_CONTRACT,
+        'empty without a score."\n        data_type: varchar',
+        'empty without a score."\n        data_type: numeric(28, 6)',
+    )
+    result = run_diff(repo, profiles_dir, "--format", "table")
+    assert result.exit_code == 2, result.output
+    report = result.stdout
+    refused = report.index("data tests of what it changes could not run")
+    assert "breaking change to an enforced contract" in report[refused:].splitlines()[0]
+    columns = report.index("EXPORT COLUMNS (checked first)")
+    assert refused < columns < report.index("DELIVERY NAMES AND FLAGS (checked first)")
+    changes = report[columns:].split("\n\n")[0].splitlines()[1:]
+    assert [line.split() for line in changes] == [
+        ["export", "column", "change", "base", "head"],
+        ["-" * 14, "-" * 10, "-" * 7, "-" * 17, "-" * 17],
+        ["mips_export_v1", "payer", "removed", "character", "varying"],
+        ["mips_export_v1", "score", "retyped", "character", "varying", "numeric(28,6)"],
+        ["mips_export_v1", "payer_type", "added", "character", "varying"],
+    ]
+    assert "Changes deliveries: 3 export column changes" in report
+    # score compared as the file writes it (3 against 3.000000); payer is on one side only
+    changed = report[report.index("CHANGED COLUMNS") :].split("\n\n")[0]
+    assert {line.split()[2] for line in changed.splitlines()[3:]} == {"score"}
+
+
+def test_an_added_export_column_is_reported_first(clean_repo, profiles_dir):
+    """A new last column, Clinic: an additive change of the contract, which dbt accepts."""
+    repo, _ = clean_repo
+    edit_text(repo / EXPORT_LAYOUTS, "'Instrument', 'Score',", "'Instrument', 'Score', 'Clinic',")
+    edit_text(
+        repo / EXPORT_MODEL,
+        "as score\n",
+        "as score,\n        cast(null as {{ dbt.type_string() }}) as clinic\n",
+    )
+    edit_text(
+        repo / EXPORT_CONTRACT,
+        "        data_type: varchar\n    versions:\n      - v: 1\n",
+        "        data_type: varchar\n      - name: clinic\n        description: The clinic."
+        "\n        data_type: varchar\n    versions:\n      - v: 1\n",
+    )
+    code, document = run_json(repo, profiles_dir)
+    assert code == 1, document
+    # dbt compares the head with the base's manifest: an added column is no breaking change
+    tests = document["data_tests"]
+    assert tests["head_error"] is tests["base_error"] is None and tests["head_run"] > 0
+    assert document["column_changes"] == [
+        {"export": "mips_export_v1", "column": "clinic", "change": "added", "base_type": None,
+         "head_type": "character varying"},
+    ]  # fmt: skip
+    assert {c["what"] for c in document["delivery_changes"]} == {"header line"}
+    assert all(not s["changed"] for s in document["slices"])
+
+
+def test_the_seed_lines_behind_a_transition():
+    """Rows, not text: requoting changes no row; a body part that changes group cites the
+    groups seed; a row the head lost cites the base's line; a model's doing cites none."""
+    codes = (
+        "performance_year,measure_group,function_measure_code,pain_measure_code\n"
+        '2025,hip_foot_ankle,MSK04,"MSK09"\n2025,knee,MSK05,MSK10\n'
+    )
+    groups = "body_part_type,measure_group\nhip,hip_foot_ankle\nknee,knee\n"
+    requoted = codes.replace('"MSK09"', "MSK09")
+    seeds = SeedFiles(
+        base={MEASURE_CODES: codes, BODY_PART_GROUPS: groups},
+        head={MEASURE_CODES: requoted, BODY_PART_GROUPS: groups},
+    )
+    assert explaining_lines(seeds, 2025, "pain", "hip_foot_ankle", "hip_foot_ankle") == ()
+    moved = SeedFiles(seeds.base, {**seeds.head, BODY_PART_GROUPS: groups.replace(
+        "hip,hip_foot_ankle", "hip,knee")})  # fmt: skip
+    assert explaining_lines(moved, 2025, "pain", "hip_foot_ankle", "knee") == (
+        f"{BODY_PART_GROUPS}:2",
+    )
+    renumbered = SeedFiles(seeds.base, {**seeds.head, MEASURE_CODES: requoted.replace(
+        "knee,MSK05,MSK10", "knee,MSK05,MSK15")})  # fmt: skip
+    assert explaining_lines(renumbered, 2025, "pain", "knee", "knee") == (f"{MEASURE_CODES}:3",)
+    assert explaining_lines(renumbered, 2025, "function", "knee", "knee") == ()
+    regrouped = SeedFiles(seeds.base, {**seeds.head, MEASURE_CODES: requoted.replace(
+        "2025,hip_foot_ankle,", "2025,hips,")})  # fmt: skip
+    assert explaining_lines(regrouped, 2025, "pain", "hip_foot_ankle", "hips") == (
+        f"{MEASURE_CODES}:2",
+        f"{MEASURE_CODES}:2 (base)",
+    )
