@@ -360,13 +360,13 @@ def plain(result: DiffResult) -> str:
 
 
 def as_json(result: DiffResult) -> str:
-    document: dict[str, Any] = {"ok": not result.fails_tests}
-    if result.fails_tests:
-        document["error"] = {"kind": "data_tests", "message": failing_tests_message(result)}
-    document |= {
+    """The review's own fields; the command line puts them in the envelope every command's
+    JSON shares (`ok`, `exit_code`, `command`, `error`: loader/run/report.py). A failing data
+    test is `data_tests.failing`, first in `summary`, and exit code 2."""
+    document: dict[str, Any] = {
         "differs": result.differs,
-        "exit_code": result.exit_code,
-        "summary": verdict(result),
+        "fails_tests": result.fails_tests,
+        "summary": failing_tests_message(result) if result.fails_tests else verdict(result),
         "base": {"ref": result.base.ref, "commit": result.base.commit},
         "head": result.head_label,
         "run_date": result.run_date.isoformat() if result.run_date else None,

@@ -441,8 +441,10 @@ def test_a_change_that_fails_a_data_test_exits_2_naming_the_test_first(broken_se
 
 def test_a_failing_data_test_is_in_the_json_with_exit_2(broken_seed):
     _, code, document = broken_seed
+    # the diff was made: its report is the document, the failing test first in its summary
     assert code == 2 and document["exit_code"] == 2 and document["ok"] is False
-    assert MEASURE_GROUP_TEST in document["error"]["message"]
+    assert document["error"] is None and document["fails_tests"] is True
+    assert MEASURE_GROUP_TEST in document["summary"]
     [failing] = document["data_tests"]["failing"]
     assert failing == {
         "name": MEASURE_GROUP_TEST,
@@ -503,10 +505,11 @@ def test_a_test_the_base_fails_too_is_still_exit_2_and_says_so():
         "| 1 failing row | 2 failing rows: fails on base too, not this change's doing |"
         in (lines[old])
     )
+    assert result.exit_code == 2
     document = json.loads(render(result, "json"))
-    assert document["ok"] is False and document["exit_code"] == 2
+    assert document["fails_tests"] is True
     assert [t["name"] for t in document["data_tests"]["failing"]] == ["new_failure", "old_failure"]
-    assert "new_failure" in document["error"]["message"]
+    assert "new_failure" in document["summary"]
     assert "1 delivery compared" in render(result, "table")
 
 
@@ -521,7 +524,7 @@ def test_a_test_only_the_base_fails_is_context_not_an_error():
         context = report.lower().index("data tests: context")
         assert context < report.index("fixed") and context < report.index("gone")
     document = json.loads(render(result, "json"))
-    assert document["ok"] is True and document["exit_code"] == 0 and "error" not in document
+    assert document["fails_tests"] is False
     failing = {t["name"]: (t["head"], t["base"]) for t in document["data_tests"]["failing"]}
     assert failing == {
         "fixed": ({"status": "pass", "failing_rows": 0}, {"status": "fail", "failing_rows": 4}),
@@ -538,7 +541,8 @@ def test_a_base_that_already_fails_a_test_is_context(clean_repo, profiles_dir):
     git(repo, "commit", "--quiet", "--all", "--message", "2025 knees")
     git(repo, "checkout", "--quiet", "main")
     code, document = run_json(repo, profiles_dir, "--base", "broken")
-    assert code == 1 and document["ok"] is True, document
+    assert code == 1 and document["exit_code"] == 1 and document["error"] is None, document
+    assert document["fails_tests"] is False
     assert document["data_tests"]["failing"] == [
         {"name": MEASURE_GROUP_TEST, "model": "mips_measure_codes", "column": "measure_group",
          "head": {"status": "pass", "failing_rows": 0},
