@@ -54,7 +54,7 @@ class TransientDeliveryError(DeliveryError, TransientError):
     """Worth retrying: dropped connections, timeouts, server errors, throttling."""
 
 
-class UnreachableError(TransientDeliveryError):
+class UnreachableError(TransientDeliveryError, errors.UnreachableError):
     """The store could not be reached at all (connection refused, timed out, name not
     resolved): retried like any transient error, but once the retries are spent a run stops
     starting deliveries that need it."""

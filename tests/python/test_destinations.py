@@ -615,6 +615,20 @@ def test_s3_http_500_surfaces_as_transient_and_retrying_recovers(aws_environment
     assert proxy.count("PUT", S3_NAME) == 3
 
 
+def test_s3_http_429_is_transient_as_for_athena(aws_environment, bucket, tmp_path):
+    # A code the store makes up: the status alone says "slow down" (loader.aws.classify).
+    source = local_file(tmp_path, 2000)
+    with s3_fault_proxy(aws_environment) as proxy:
+        proxy.fail("PUT", status=429, code="TooManyRequests", query_contains=S3_NAME)
+        settings = TransportSettings.from_env(s3_endpoint_url=proxy.url)
+        with open_destination(f"s3://{bucket}/p", settings=settings) as destination:
+            delays: list[float] = []
+            retrying(lambda: put(destination, source, S3_NAME), sleep=delays.append)
+            assert len(delays) == 1, "retried once, after the policy's wait"
+            assert destination.get_bytes(S3_NAME) == source.data
+    assert proxy.count("PUT", S3_NAME) == 2
+
+
 def test_s3_connection_refused_is_transient_and_unreachable(aws_environment, tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"
     settings = TransportSettings.from_env(s3_endpoint_url=closed, connect_timeout=2)
