@@ -12,7 +12,6 @@ import click
 
 from loader import signals
 from loader.engines.athena_client import AthenaClient, AthenaQueryError
-from loader.environment.sync_forms import FormsSyncError, sync_forms
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions, open_warehouse, render_target
 from loader.errors import (
@@ -41,6 +40,7 @@ from loader.run.report import (
     sync_forms_text,
 )
 from loader.run.status import collect_status
+from loader.run.sync_forms import FormsSyncError, sync_forms
 from loader.run.unloads_ahead import DEFAULT_JOBS, MAX_JOBS
 
 

@@ -2,7 +2,7 @@
 
     loader.cli, loader.demo, loader.dev  the commands
     loader.review.*                   `diff`: two builds of the project compared
-    loader.run.*                      one export run: gate, export, records, status
+    loader.run.*                      export, plan, status, sync-forms: gate, export, records
     loader.engines.*                  one engine per warehouse (PostgreSQL, Athena): the marts
                                       read, slices in the file layout, the run lock
     loader.marts.*                    the marts' rows as Python values (no I/O)
@@ -36,7 +36,7 @@ ALLOWED = {
     "loader.destinations": set(),
     "loader.marts": set(),
     "loader.engines": {"loader.destinations", "loader.marts"},
-    "loader.environment": {"loader.engines"},
+    "loader.environment": set(),
     "loader.run": {"loader.engines", "loader.environment", "loader.destinations", "loader.marts"},
     "loader.review": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
                       "loader.marts"},

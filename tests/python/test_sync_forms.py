@@ -15,9 +15,9 @@ import pytest
 from botocore.response import StreamingBody
 
 from loader.engines.athena_client import AthenaClient
-from loader.environment.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 from loader.errors import TerminalError
 from loader.retry import DEFAULT_POLICY
+from loader.run.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 from tests.support.athena_moto import CREDENTIALS, REGION, RESULTS_BUCKET
 from tests.support.transport_servers import (
     RecordingAthena,
