@@ -11,15 +11,16 @@ from pathlib import Path
 import click
 
 from loader import signals
-from loader.engines.athena_client import AthenaClient, AthenaQueryError
+from loader.engines.athena_client import AthenaClient
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions, open_warehouse, render_target
 from loader.errors import (
-    EXIT_FAILED,
+    EXIT_CODES,
     INTERRUPTED,
-    ConfigurationError,
+    INTERRUPTION,
+    TERMINAL,
+    USAGE,
     MipsError,
-    TransientError,
 )
 from loader.review.builds import DiffError
 from loader.run.build_gate import parse_duration
@@ -40,7 +41,7 @@ from loader.run.report import (
     sync_forms_text,
 )
 from loader.run.status import collect_status
-from loader.run.sync_forms import FormsSyncError, sync_forms
+from loader.run.sync_forms import sync_forms
 from loader.run.unloads_ahead import DEFAULT_JOBS, MAX_JOBS
 
 
@@ -73,19 +74,10 @@ def _options(project_dir: Path, profiles_dir: Path | None, target: str | None) -
     )
 
 
-def _error_kind(error: BaseException) -> str:
-    if isinstance(error, click.UsageError):
-        return "usage"
-    if isinstance(error, ConfigurationError):
-        return "configuration"
-    if isinstance(error, TransientError):
-        return "transient"
-    return "error"
-
-
 class _Cli(click.Group):
     """Every expected failure ends as one line (or, with --json, one JSON document on stdout)
-    and the contract's exit code: 2 usage or configuration, 1 anything else. No traceback."""
+    and the exit code of its kind (loader/errors.py: 2 usage or configuration, 1 anything
+    else). No traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
@@ -101,21 +93,16 @@ class _Cli(click.Group):
             except click.ClickException as error:
                 code = error.exit_code
                 if as_json:
-                    click.echo(error_json(error.format_message(), code, _error_kind(error)))
+                    kind = USAGE if isinstance(error, click.UsageError) else TERMINAL
+                    click.echo(error_json(error.format_message(), code, kind))
                 else:
                     error.show()
             except click.Abort:
-                code = _fail("interrupted by a signal", EXIT_FAILED, "interrupted", as_json)
+                code = _fail(
+                    "interrupted by a signal", EXIT_CODES[INTERRUPTION], INTERRUPTION, as_json
+                )
             except MipsError as error:
-                code = _fail(str(error), error.exit_code, _error_kind(error), as_json)
-            except Exception as error:
-                import psycopg
-
-                if not isinstance(error, psycopg.Error):
-                    raise
-                first_line = (str(error).strip().splitlines() or [""])[0]
-                message = f"warehouse connection failed: {type(error).__name__}: {first_line}"
-                code = _fail(message, EXIT_FAILED, "transient", as_json)
+                code = _fail(str(error), error.exit_code, error.kind, as_json)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -125,7 +112,10 @@ def interrupted_while_starting(argv: list[str]) -> int:
     """A signal came before the command started (loader/__main__.py): one line, or one JSON
     document with --json, and exit 1."""
     return _fail(
-        "interrupted by a signal while starting", EXIT_FAILED, "interrupted", _wants_json(argv)
+        "interrupted by a signal while starting",
+        EXIT_CODES[INTERRUPTION],
+        INTERRUPTION,
+        _wants_json(argv),
     )
 
 
@@ -304,7 +294,7 @@ def generate_command(
     Replaces whatever the source tables held. Example: mips-loader generate --scale 0.1
     """
     options = _options(project_dir, profiles_dir, target)
-    with open_warehouse(options) as warehouse, warehouse.connect() as conn:
+    with open_warehouse(options) as warehouse, warehouse.session() as conn:
         summary = generate(
             conn,
             seed=seed,
@@ -668,7 +658,7 @@ def sync_forms_command(
         raise click.UsageError(f"--athena-target '{athena_target}' is not an Athena target")
 
     def action(warehouse):
-        with warehouse.connect(autocommit=True) as conn:
+        with warehouse.session(autocommit=True) as conn:
             return sync_forms(
                 AthenaClient(athena.settings),
                 conn,
@@ -677,10 +667,7 @@ def sync_forms_command(
                 overlap=dt.timedelta(days=overlap_days),
             )
 
-    try:
-        report = _run(action, _options(project_dir, profiles_dir, target))
-    except (FormsSyncError, AthenaQueryError) as exc:
-        raise click.ClickException(str(exc)) from None
+    report = _run(action, _options(project_dir, profiles_dir, target))
     click.echo(sync_forms_json(report) if as_json else sync_forms_text(report))
 
 
@@ -771,10 +758,13 @@ def diff_command(
             lambda warehouse: run_diff(warehouse, options, request, progress=_progress), options
         )
     except KeyboardInterrupt:
-        raise DiffError("interrupted by a signal") from None
+        raise DiffError("interrupted by a signal").with_kind(INTERRUPTION) from None
+    except DiffError:
+        raise  # run_diff's own, already one line
     except MipsError as error:
-        # every failure is 2: a diff that could not be made must not read as "changes" (1)
-        raise DiffError(str(error)) from None
+        # opening the warehouse failed. Every failure is 2: a diff that could not be made must
+        # not read as "changes" (1); the kind stays the cause's
+        raise DiffError(str(error)).keeping_kind_of(error) from None
     click.echo(render(result, output_format))
     sys.exit(1 if result.differs else 0)
 

@@ -46,12 +46,17 @@ class MipsError(Exception):
         """The command's exit code for this error: its kind's (a class may fix its own)."""
         return EXIT_CODES[self.kind]
 
+    def with_kind(self, kind: str) -> MipsError:
+        """This error, of `kind` (one of `EXIT_CODES`)."""
+        if kind not in EXIT_CODES:
+            raise ValueError(f"not an error kind: {kind!r}")
+        self.kind = kind
+        return self
+
     def keeping_kind_of(self, cause: BaseException) -> MipsError:
         """This error, of the kind of `cause` when that is one of ours: a message that adds
         context to a failure does not change what the failure is."""
-        if isinstance(cause, MipsError):
-            self.kind = cause.kind
-        return self
+        return self.with_kind(cause.kind) if isinstance(cause, MipsError) else self
 
 
 class TransientError(MipsError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from click.testing import CliRunner
 
 from loader.cli import cli
@@ -63,3 +65,14 @@ def test_sync_forms_needs_an_athena_target(profiles_dir):
     result = invoke("sync-forms", "--athena-target", "dev", "--profiles-dir", str(profiles_dir))
     assert result.exit_code == 2
     assert "not an Athena target" in result.output
+
+
+def test_a_diff_that_cannot_start_exits_2_with_the_kind_of_its_cause(profiles_dir):
+    """Every failure of diff is 2 (neither "same" nor "different"); the kind is the cause's."""
+    result = invoke(
+        "diff", "--profiles-dir", str(profiles_dir), "--target", "nope", "--format", "json"
+    )
+    document = json.loads(result.stdout)
+    assert (result.exit_code, document["exit_code"]) == (2, 2)
+    assert document["error"]["kind"] == "configuration"
+    assert "target 'nope' is not in profile" in document["error"]["message"]

@@ -100,3 +100,14 @@ def test_the_cli_reference_check_fails_on_a_stale_page(tmp_path, monkeypatch):
     monkeypatch.setattr(reference, "REFERENCE", stale)
     assert reference.main(["--check"]) == 1
     assert reference.main([]) == 0 and reference.main(["--check"]) == 0
+
+
+def test_the_error_kinds_table_is_the_code():
+    """docs/loader.md's table of error kinds names every kind with the exit code it has."""
+    from loader.errors import EXIT_CODES
+
+    text = (PROJECT / "docs" / "loader.md").read_text()
+    table = text[text.index("| kind | exit | cause |") :].split("\n\n")[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    documented = {kind.strip().strip("`"): int(code) for kind, code in rows}
+    assert documented == EXIT_CODES

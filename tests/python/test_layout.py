@@ -35,7 +35,7 @@ SHARED = {
 ALLOWED = {
     "loader.destinations": set(),
     "loader.marts": set(),
-    "loader.engines": {"loader.destinations", "loader.marts"},
+    "loader.engines": {"loader.destinations", "loader.marts", "loader.environment"},
     "loader.environment": set(),
     "loader.run": {"loader.engines", "loader.environment", "loader.destinations", "loader.marts"},
     "loader.review": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",

@@ -62,8 +62,18 @@ def fault_rig(tmp_path, monkeypatch) -> Iterator[dict]:
         }
 
 
-def against_rig(rig, profiles_dir, command: str, *, date: str = RUN_DATE, json_output=True):
-    """`mips-loader <command>` on the rig's S3 bucket and SFTP server (the `dev` target)."""
+def against_rig(
+    rig,
+    profiles_dir,
+    command: str,
+    *,
+    date: str = RUN_DATE,
+    json_output=True,
+    s3_url: str = f"s3://{BUCKET}/healthmonix",
+    sftp_url: str | None = None,
+):
+    """`mips-loader <command>` on the rig's S3 bucket and SFTP server (the `dev` target), or
+    on the stores the URLs name."""
     return CliRunner().invoke(
         cli,
         [
@@ -71,9 +81,9 @@ def against_rig(rig, profiles_dir, command: str, *, date: str = RUN_DATE, json_o
             "--date",
             date,
             "--s3-url",
-            f"s3://{BUCKET}/healthmonix",
+            s3_url,
             "--sftp-url",
-            rig["sftp_url"],
+            sftp_url or rig["sftp_url"],
             *(["--json"] if json_output else []),
             "--profiles-dir",
             str(profiles_dir),
