@@ -146,7 +146,8 @@ def models(db, monkeypatch):
         create table {HANDMADE_SCHEMA}.mips_expected_years as
         select year as performance_year, make_date(year, 1, 1) as expected_from,
             make_date(year + 1, 3, 31) as expected_until, 'configured' as readiness,
-            null::text as missing, 'America/Los_Angeles' as run_time_zone
+            null::text as missing, null::text as declared_not_reported_by,
+            'America/Los_Angeles' as run_time_zone
         from generate_series(2022, 2027) as year
         """
     )

@@ -106,13 +106,14 @@ def queries(moto_endpoint) -> list[str]:
 
 # Glue keeps lower-case names; the header comes from the deliveries model instead.
 EXPECTED_YEARS = list(EXPECTED_YEARS_COLUMNS)
-EXPECTED_2025 = ["2025", "2025-01-01", "2026-03-31", "configured", ""]
+EXPECTED_2025 = ["2025", "2025-01-01", "2026-03-31", "configured", "", ""]
 EXPECTED_2026 = [
     "2026",
     "2026-01-01",
     "2027-03-31",
     "not configured",
     "setting healthmonix_2026_states",
+    "",
 ]
 ATHENA_COLUMNS = ["patient_id", "date_of_service", "score"]
 
