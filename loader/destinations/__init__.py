@@ -19,8 +19,12 @@ from loader.destinations.base import (
     StoredObject,
     TerminalDeliveryError,
     TransientDeliveryError,
-    TransportSettings,
     UnreachableError,
+)
+from loader.destinations.settings import (
+    TransportSettings,
+)
+from loader.destinations.urls import (
     redact_url,
 )
 from loader.retry import retrying

@@ -60,12 +60,16 @@ from loader.destinations.base import (
     StoredObject,
     TerminalDeliveryError,
     TransientDeliveryError,
-    TransportSettings,
     UnreachableError,
     VerificationMismatch,
     check_name,
-    refuse_credentials_in_url,
     upload_verified,
+)
+from loader.destinations.settings import (
+    TransportSettings,
+)
+from loader.destinations.urls import (
+    refuse_credentials_in_url,
 )
 from loader.errors import CONFIGURATION, TRANSIENT, UNREACHABLE
 

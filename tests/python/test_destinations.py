@@ -29,7 +29,13 @@ from loader.destinations import (
     redact_url,
     retrying,
 )
-from loader.destinations.base import STALE_PART_AGE_SECONDS, host_tag, parse_file_mode
+from loader.destinations.settings import (
+    parse_file_mode,
+)
+from loader.destinations.temporary_names import (
+    STALE_PART_AGE_SECONDS,
+    host_tag,
+)
 from tests.support.transport_servers import (
     SftpFaults,
     SshdUnavailable,

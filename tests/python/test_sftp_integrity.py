@@ -34,7 +34,11 @@ from loader.destinations import (
     open_destination,
     retrying,
 )
-from loader.destinations.base import STALE_PART_AGE_SECONDS, host_tag, temporary_name
+from loader.destinations.temporary_names import (
+    STALE_PART_AGE_SECONDS,
+    host_tag,
+    temporary_name,
+)
 from tests.support.transport_servers import (
     SftpFaults,
     SshdUnavailable,
