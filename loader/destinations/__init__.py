@@ -21,12 +21,8 @@ from loader.destinations.base import (
     TransientDeliveryError,
     UnreachableError,
 )
-from loader.destinations.settings import (
-    TransportSettings,
-)
-from loader.destinations.urls import (
-    redact_url,
-)
+from loader.destinations.settings import TransportSettings
+from loader.destinations.urls import redact_url
 from loader.retry import retrying
 
 __all__ = [

@@ -34,16 +34,9 @@ from loader.destinations.base import (
     file_digest,
     upload_verified,
 )
-from loader.destinations.settings import (
-    TransportSettings,
-)
-from loader.destinations.temporary_names import (
-    is_stale_temporary,
-    temporary_name,
-)
-from loader.destinations.urls import (
-    refuse_credentials_in_url,
-)
+from loader.destinations.settings import TransportSettings
+from loader.destinations.temporary_names import is_stale_temporary, temporary_name
+from loader.destinations.urls import refuse_credentials_in_url
 
 PROBE_NAME = ".mips-preflight"
 

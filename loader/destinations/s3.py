@@ -65,12 +65,8 @@ from loader.destinations.base import (
     check_name,
     upload_verified,
 )
-from loader.destinations.settings import (
-    TransportSettings,
-)
-from loader.destinations.urls import (
-    refuse_credentials_in_url,
-)
+from loader.destinations.settings import TransportSettings
+from loader.destinations.urls import refuse_credentials_in_url
 from loader.errors import CONFIGURATION, TRANSIENT, UNREACHABLE
 
 SHA256_METADATA_KEY = "sha256"

@@ -95,17 +95,9 @@ from loader.destinations.base import (
     check_name,
     upload_verified,
 )
-from loader.destinations.settings import (
-    TransportSettings,
-)
-from loader.destinations.temporary_names import (
-    is_stale_temporary,
-    temporary_name,
-)
-from loader.destinations.urls import (
-    redact_url,
-    refuse_credentials_in_url,
-)
+from loader.destinations.settings import TransportSettings
+from loader.destinations.temporary_names import is_stale_temporary, temporary_name
+from loader.destinations.urls import redact_url, refuse_credentials_in_url
 
 DEFAULT_PORT = 22
 # Bytes per SFTP read or write request (servers may refuse more) and requests kept in flight.
