@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import click
@@ -72,11 +71,9 @@ def test_shared_options_are_documented():
 
 
 def _cli_reference():
-    path = PROJECT / "scripts" / "cli_reference.py"
-    spec = importlib.util.spec_from_file_location("cli_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from scripts import cli_reference
+
+    return cli_reference
 
 
 def test_the_cli_reference_is_every_commands_whole_help():
