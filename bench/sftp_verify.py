@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 from loader.destinations import TransportSettings, open_destination  # noqa: E402
 from loader.destinations.sftp import REQUEST_SIZE  # noqa: E402
-from tests.support.transport_servers import openssh_sftp_server, write_known_hosts  # noqa: E402
+from loopback.ssh import openssh_sftp_server, write_known_hosts  # noqa: E402
 
 MiB = 1024 * 1024
 

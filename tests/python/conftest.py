@@ -17,6 +17,7 @@ from loader.environment.cluster import running_cluster
 from loader.environment.dbt_invocation import DbtOutcome
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
+from loopback.s3 import moto_s3_server
 from tests.support.athena_duckdb import AthenaCompilation, compile_for_athena
 from tests.support.fault_rig import fault_rig
 from tests.support.handmade import (
@@ -26,7 +27,6 @@ from tests.support.handmade import (
     record_build,
 )
 from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
-from tests.support.transport_servers import moto_s3_server
 
 
 @pytest.fixture(scope="session")

@@ -49,13 +49,9 @@ from loader.errors import (
     UnreachableError,
 )
 from loader.retry import RetryPolicy
+from loopback.s3 import moto_api
 from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
-from tests.support.transport_servers import (
-    RecordingAthena,
-    moto_api,
-    queue_athena_results,
-    s3_fault_proxy,
-)
+from tests.support.transport_servers import RecordingAthena, queue_athena_results, s3_fault_proxy
 
 ONE_TRY = RetryPolicy(attempts=1)
 FILE_COLUMNS = ["Patient ID", "Treatment", "Instrument", "Score"]

@@ -20,8 +20,9 @@ from loader.marts.build_log import BUILD_LOG_COLUMNS
 from loader.marts.deliveries import DELIVERIES_COLUMNS
 from loader.marts.expected_years import EXPECTED_YEARS_COLUMNS
 from loader.run.export import ExportRequest, plan_export, run_export
+from loopback.s3 import moto_api
 from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
-from tests.support.transport_servers import moto_api, queue_athena_results
+from tests.support.transport_servers import queue_athena_results
 
 DELIVERY_COLUMNS = list(DELIVERIES_COLUMNS)
 RELATION = '"awsdatacatalog"."mips"."mips_export_v1"'

@@ -29,26 +29,17 @@ from loader.destinations import (
     redact_url,
     retrying,
 )
-from loader.destinations.settings import (
-    parse_file_mode,
-)
-from loader.destinations.temporary_names import (
-    STALE_PART_AGE_SECONDS,
-    host_tag,
-)
-from tests.support.transport_servers import (
-    SftpFaults,
+from loader.destinations.settings import parse_file_mode
+from loader.destinations.temporary_names import STALE_PART_AGE_SECONDS, host_tag
+from loopback.s3 import create_bucket, fake_aws_environment, s3_client
+from loopback.ssh import (
     SshdUnavailable,
-    asyncssh_sftp_server,
-    create_bucket,
-    fake_aws_environment,
     free_port,
     make_ssh_key,
     openssh_sftp_server,
-    s3_client,
-    s3_fault_proxy,
     write_known_hosts,
 )
+from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server, s3_fault_proxy
 
 MiB = 1024 * 1024
 S3_NAME = "2025/CA/2026-01-15/data.csv"

@@ -21,17 +21,11 @@ from psycopg import sql
 from loader.cli import cli
 from loader.environment.dbt_invocation import run_dbt
 from loader.environment.synthetic import generate
+from loopback.s3 import create_bucket, fake_aws_environment, moto_s3_server, s3_client
+from loopback.ssh import make_ssh_key, write_known_hosts
 from tests.support.handmade import copy_model_deliveries, record_build
 from tests.support.model_scenarios import PRODUCTION_SLICES
-from tests.support.transport_servers import (
-    asyncssh_sftp_server,
-    create_bucket,
-    fake_aws_environment,
-    make_ssh_key,
-    moto_s3_server,
-    s3_client,
-    write_known_hosts,
-)
+from tests.support.transport_servers import asyncssh_sftp_server
 
 APP_SCHEMA = "app_e2e"
 TARGET_SCHEMA = "analytics_e2e"

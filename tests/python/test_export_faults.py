@@ -11,8 +11,8 @@ import json
 import asyncssh
 import pytest
 
+from loopback.ssh import free_port, make_ssh_key
 from tests.support.fault_rig import BUCKET, SFTP_NAMES, against_rig, export
-from tests.support.transport_servers import free_port, make_ssh_key
 
 
 def s3_keys(rig) -> list[str]:

@@ -21,12 +21,9 @@ from loader.engines.athena_client import AthenaClient
 from loader.errors import TerminalError
 from loader.retry import DEFAULT_POLICY
 from loader.run.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
+from loopback.s3 import moto_api
 from tests.support.athena_moto import CREDENTIALS, REGION, RESULTS_BUCKET
-from tests.support.transport_servers import (
-    RecordingAthena,
-    moto_api,
-    queue_athena_results,
-)
+from tests.support.transport_servers import RecordingAthena, queue_athena_results
 
 SETTINGS = {
     "s3_staging_dir": f"s3://{RESULTS_BUCKET}/staging/",

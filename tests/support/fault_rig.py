@@ -13,17 +13,9 @@ from collections.abc import Iterator
 from click.testing import CliRunner
 
 from loader.cli import cli
-from tests.support.transport_servers import (
-    SftpFaults,
-    asyncssh_sftp_server,
-    create_bucket,
-    fake_aws_environment,
-    make_ssh_key,
-    moto_s3_server,
-    s3_client,
-    s3_fault_proxy,
-    write_known_hosts,
-)
+from loopback.s3 import create_bucket, fake_aws_environment, moto_s3_server, s3_client
+from loopback.ssh import make_ssh_key, write_known_hosts
+from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server, s3_fault_proxy
 
 BUCKET = "ops-bucket"
 RUN_DATE = "2026-01-15"
