@@ -11,7 +11,7 @@ Each run uploads the same random file; the table gives the median of `--repeat` 
 - `read-back`: streaming the stored file back and hashing it (the verification);
 - `put_file`: the whole `SFTPDestination.put_file` (write, read back, compare, rename).
 
-Needs root and /usr/sbin/sshd (tests' openssh_sftp_server helper).
+Needs root and /usr/sbin/sshd (loopback.ssh.openssh_sftp_server, as the tests use it).
 """
 
 from __future__ import annotations
