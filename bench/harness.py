@@ -90,20 +90,23 @@ class Transports:
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Transports:
-        servers = _transport_servers()
+        # the loopback stand-ins the tests use too, imported when a run needs them (moto)
+        from loopback.s3 import create_bucket, moto_s3_server
+        from loopback.ssh import SshdUnavailable, openssh_sftp_server, write_known_hosts
+
         # moto's HTTP server logs every request; the benchmark's own progress is enough.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.endpoint = self._stack.enter_context(servers.moto_s3_server())
-        servers.create_bucket(self.endpoint, BUCKET)
+        self.endpoint = self._stack.enter_context(moto_s3_server())
+        create_bucket(self.endpoint, BUCKET)
         try:
-            self.sshd = self._stack.enter_context(servers.openssh_sftp_server(self.sftp_root))
-        except servers.SshdUnavailable as exc:
+            self.sshd = self._stack.enter_context(openssh_sftp_server(self.sftp_root))
+        except SshdUnavailable as exc:
             if self.sftp_mode == "required":
                 raise BenchmarkError(f"no SFTP server for the benchmark: {exc}") from None
             self.skipped_sftp_reason = str(exc)
             self.progress(f"SFTP legs skipped: {exc}")
         if self.sshd is not None:
-            self.known_hosts = servers.write_known_hosts(
+            self.known_hosts = write_known_hosts(
                 self.home / "known_hosts", self.sshd.host, self.sshd.port, self.sshd.host_public_key
             )
         return self
@@ -116,10 +119,11 @@ class Transports:
         return self.sshd is not None
 
     def environment(self) -> dict[str, str]:
-        servers = _transport_servers()
+        from loopback.s3 import fake_aws_environment
+
         config_dir = self.home / "aws"
         config_dir.mkdir(parents=True, exist_ok=True)
-        env = servers.fake_aws_environment(self.endpoint, config_dir)
+        env = fake_aws_environment(self.endpoint, config_dir)
         if self.sshd is not None:
             env["MIPS_SFTP_KEY_FILE"] = str(self.sshd.client_key_path)
             env["MIPS_SFTP_KNOWN_HOSTS"] = str(self.known_hosts)
@@ -156,19 +160,13 @@ class Transports:
         if self.sftp_root.exists():
             for child in self.sftp_root.iterdir():
                 shutil.rmtree(child, ignore_errors=True)
-        client = _transport_servers().s3_client(self.endpoint)
+        from loopback.s3 import s3_client
+
+        client = s3_client(self.endpoint)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if keys:
                 client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
-
-
-def _transport_servers():
-    """The same loopback servers the transport tests use (imported when a run needs them:
-    they pull in moto and asyncssh)."""
-    from tests.support import transport_servers
-
-    return transport_servers
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -209,6 +207,8 @@ def ensure_data(conn, scale: float, seed: int, progress: Progress) -> dict[str, 
 
 
 def _child_environment(cluster, home: Path, transports: Transports) -> dict[str, str]:
+    from loopback.s3 import AWS_VARIABLES_TO_CLEAR
+
     env = dict(os.environ)
     env.update(transports.environment())
     env.update(
@@ -229,7 +229,7 @@ def _child_environment(cluster, home: Path, transports: Transports) -> dict[str,
     )
     # A developer's real AWS profile or session must never reach a contender.
     cleared = ("MIPS_S3_URL", "MIPS_SFTP_URL", "MIPS_DEV_SCHEMA")
-    for variable in cleared + _transport_servers().AWS_VARIABLES_TO_CLEAR:
+    for variable in cleared + AWS_VARIABLES_TO_CLEAR:
         env.pop(variable, None)
     return env
 

@@ -11,7 +11,7 @@ Each run uploads the same random file; the table gives the median of `--repeat` 
 - `read-back`: streaming the stored file back and hashing it (the verification);
 - `put_file`: the whole `SFTPDestination.put_file` (write, read back, compare, rename).
 
-Needs root and /usr/sbin/sshd (tests' openssh_sftp_server helper).
+Needs root and /usr/sbin/sshd (loopback.ssh.openssh_sftp_server, as the tests use it).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 from loader.destinations import TransportSettings, open_destination  # noqa: E402
 from loader.destinations.sftp import REQUEST_SIZE  # noqa: E402
-from tests.support.transport_servers import openssh_sftp_server, write_known_hosts  # noqa: E402
+from loopback.ssh import openssh_sftp_server, write_known_hosts  # noqa: E402
 
 MiB = 1024 * 1024
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import click
 
 from loader import signals
-from loader.engines.athena_client import AthenaClient, AthenaQueryError
-from loader.environment.sync_forms import FormsSyncError, sync_forms
+from loader.engines.athena_client import AthenaClient
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions, open_warehouse, render_target
 from loader.errors import (
-    EXIT_FAILED,
+    EXIT_CODES,
     INTERRUPTED,
-    ConfigurationError,
+    INTERRUPTION,
+    TERMINAL,
+    USAGE,
     MipsError,
-    TransientError,
 )
 from loader.review.builds import DiffError
 from loader.run.build_gate import parse_duration
@@ -43,6 +43,7 @@ from loader.run.report import (
     sync_forms_text,
 )
 from loader.run.status import collect_status
+from loader.run.sync_forms import sync_forms
 from loader.run.unloads_ahead import DEFAULT_JOBS, MAX_JOBS
 
 
@@ -75,23 +76,14 @@ def _options(project_dir: Path, profiles_dir: Path | None, target: str | None) -
     )
 
 
-def _error_kind(error: BaseException) -> str:
-    if isinstance(error, click.UsageError):
-        return "usage"
-    if isinstance(error, ConfigurationError):
-        return "configuration"
-    if isinstance(error, TransientError):
-        return "transient"
-    return "error"
-
-
 # The command being run (`export`, `dev start`), which an error's JSON document names.
 _COMMAND = contextvars.ContextVar("command", default="mips-loader")
 
 
 class _Cli(click.Group):
     """Every expected failure ends as one line (or, with --json, one JSON document on stdout)
-    and the contract's exit code: 2 usage or configuration, 1 anything else. No traceback."""
+    and the exit code of its kind (loader/errors.py: 2 usage or configuration, 1 anything
+    else). No traceback."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = list(sys.argv[1:] if args is None else args)
@@ -110,19 +102,14 @@ class _Cli(click.Group):
                 error.show()
             except click.ClickException as error:
                 # a usage error is one line like any other error (not Usage/Try/Error)
-                code = _fail(error.format_message(), error.exit_code, _error_kind(error), as_json)
+                kind = USAGE if isinstance(error, click.UsageError) else TERMINAL
+                code = _fail(error.format_message(), error.exit_code, kind, as_json)
             except click.Abort:
-                code = _fail("interrupted by a signal", EXIT_FAILED, "interrupted", as_json)
+                code = _fail(
+                    "interrupted by a signal", EXIT_CODES[INTERRUPTION], INTERRUPTION, as_json
+                )
             except MipsError as error:
-                code = _fail(str(error), error.exit_code, _error_kind(error), as_json)
-            except Exception as error:
-                import psycopg
-
-                if not isinstance(error, psycopg.Error):
-                    raise
-                first_line = (str(error).strip().splitlines() or [""])[0]
-                message = f"warehouse connection failed: {type(error).__name__}: {first_line}"
-                code = _fail(message, EXIT_FAILED, "transient", as_json)
+                code = _fail(str(error), error.exit_code, error.kind, as_json)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -133,7 +120,10 @@ def interrupted_while_starting(argv: list[str]) -> int:
     document with --json, and exit 1."""
     _COMMAND.set(_command_name(cli, argv))
     return _fail(
-        "interrupted by a signal while starting", EXIT_FAILED, "interrupted", _wants_json(argv)
+        "interrupted by a signal while starting",
+        EXIT_CODES[INTERRUPTION],
+        INTERRUPTION,
+        _wants_json(argv),
     )
 
 
@@ -324,7 +314,7 @@ def generate_command(
     Replaces whatever the source tables held. Example: mips-loader generate --scale 0.1
     """
     options = _options(project_dir, profiles_dir, target)
-    with open_warehouse(options) as warehouse, warehouse.connect() as conn:
+    with open_warehouse(options) as warehouse, warehouse.session() as conn:
         summary = generate(
             conn,
             seed=seed,
@@ -692,7 +682,7 @@ def sync_forms_command(
         raise click.UsageError(f"--athena-target '{athena_target}' is not an Athena target")
 
     def action(warehouse):
-        with warehouse.connect(autocommit=True) as conn:
+        with warehouse.session(autocommit=True) as conn:
             return sync_forms(
                 AthenaClient(athena.settings),
                 conn,
@@ -701,10 +691,7 @@ def sync_forms_command(
                 overlap=dt.timedelta(days=overlap_days),
             )
 
-    try:
-        report = _run(action, _options(project_dir, profiles_dir, target))
-    except (FormsSyncError, AthenaQueryError) as exc:
-        raise click.ClickException(str(exc)) from None
+    report = _run(action, _options(project_dir, profiles_dir, target))
     click.echo(sync_forms_json(report) if as_json else sync_forms_text(report))
 
 
@@ -801,10 +788,13 @@ def diff_command(
             lambda warehouse: run_diff(warehouse, options, request, progress=_progress), options
         )
     except KeyboardInterrupt:
-        raise DiffError("interrupted by a signal") from None
+        raise DiffError("interrupted by a signal").with_kind(INTERRUPTION) from None
+    except DiffError:
+        raise  # run_diff's own, already one line
     except MipsError as error:
-        # every failure is 2: a diff that could not be made must not read as "changes" (1)
-        raise DiffError(str(error)) from None
+        # opening the warehouse failed. Every failure is 2: a diff that could not be made must
+        # not read as "changes" (1); the kind stays the cause's
+        raise DiffError(str(error)).keeping_kind_of(error) from None
     code = result.exit_code
     rendered = render(result, output_format)
     click.echo(diff_json(rendered, code) if output_format == "json" else rendered)

@@ -53,7 +53,7 @@ def run_demo(
     with running_cluster(default_data_dir(project_dir)):
         warehouse = render_target(options)
         echo(f"1/3 generating synthetic engine data (scale {scale}, seed {seed})")
-        with warehouse.connect(autocommit=True) as conn:
+        with warehouse.session(autocommit=True) as conn:
             counts = generate(
                 conn, seed=seed, scale=scale, app_schema="app", forms_schema="app", as_of=as_of
             )

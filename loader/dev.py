@@ -55,7 +55,7 @@ def start(options: ProjectOptions, *, scale: float, seed: int, echo: Callable[[s
     # before open_warehouse, which exports MIPS_PG_SOCKET_DIR: what plain dbt will render
     mismatch = _profile_mismatch(options, data_dir)
     with open_warehouse(options) as warehouse:  # a guest of the dev server, like any command
-        with warehouse.connect(autocommit=True) as conn:
+        with warehouse.session(autocommit=True) as conn:
             if has_source_data(conn, APP_SCHEMA):
                 echo(f"Source schema {APP_SCHEMA} has data: kept.")
             else:

@@ -404,16 +404,20 @@ def athena_dbt_args(project_dir: Path, profiles_dir: Path, target_dir: Path) -> 
 
 
 def compile_for_athena(
-    project_dir: Path, target_dir: Path, profiles_dir: Path | None = None
+    project_dir: Path, target_dir: Path, profiles_dir: Path | None = None, *, manifest=None
 ) -> Path:
-    """`dbt compile --target athena` offline into target_dir; returns its compiled/ directory."""
+    """`dbt compile --target athena` offline into target_dir; returns its compiled/ directory.
+
+    `manifest`: dbt's parsed manifest of the same invocation options, when the caller parsed
+    already (it compiles more afterwards, tests/support/athena_duckdb.py), so nothing is parsed
+    twice."""
     from dbt.cli.main import dbtRunner
 
     with offline_env(), tempfile.TemporaryDirectory(prefix="athena-lint-profiles-") as scratch:
         if profiles_dir is None:
             profiles_dir = Path(scratch)
             shutil.copy(project_dir / "profiles.example.yml", profiles_dir / "profiles.yml")
-        result = dbtRunner().invoke(
+        result = dbtRunner(manifest=manifest).invoke(
             [
                 "compile",
                 "--no-populate-cache",

@@ -19,10 +19,10 @@ from loader.destinations.base import (
     StoredObject,
     TerminalDeliveryError,
     TransientDeliveryError,
-    TransportSettings,
     UnreachableError,
-    redact_url,
 )
+from loader.destinations.settings import TransportSettings
+from loader.destinations.urls import redact_url
 from loader.retry import retrying
 
 __all__ = [

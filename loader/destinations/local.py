@@ -5,9 +5,10 @@ SHA-256 of the bytes on disk) and only then renamed into place with os.replace, 
 sees either the old file or the complete new one. Files get `settings.file_mode` (0600 unless
 MIPS_FILE_MODE says otherwise).
 
-Temporary files are named by base.temporary_name (`.{file}.mipspart-HOST-PID-START-RANDOM.part`);
-the first write into a directory (and preflight, for the root) removes the stale ones of ours
-left there by a process that died (base.is_stale_temporary), and nothing else.
+Temporary files are named by temporary_names.temporary_name
+(`.{file}.mipspart-HOST-PID-START-RANDOM.part`); the first write into a directory (and
+preflight, for the root) removes the stale ones of ours left there by a process that died
+(temporary_names.is_stale_temporary), and nothing else.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from loader.destinations.base import (
     HashingReader,
     StoredObject,
     TerminalDeliveryError,
-    TransportSettings,
     VerificationMismatch,
     check_name,
     file_digest,
-    is_stale_temporary,
-    refuse_credentials_in_url,
-    temporary_name,
     upload_verified,
 )
+from loader.destinations.settings import TransportSettings
+from loader.destinations.temporary_names import is_stale_temporary, temporary_name
+from loader.destinations.urls import refuse_credentials_in_url
 
 PROBE_NAME = ".mips-preflight"
 

@@ -23,9 +23,11 @@ Uploads go through boto3's transfer manager, which switches to a multipart uploa
   the parts it received (a corrupted part is caught by our comparison) but, unlike S3, does not
   reject a wrong checksum on a single PUT; S3's own rejection (BadDigest) is a terminal error.
 
-Retries: botocore makes one attempt per request (`total_max_attempts=1`); refused and dropped
-connections, timeouts, 5xx and throttling surface as TransientDeliveryError for loader.retry,
-the only retry loop (plus upload_verified's re-upload after a failed verification).
+Retries: botocore makes one attempt per request (`total_max_attempts=1`); what a failure is,
+is `loader.aws.classify`'s (the same for S3, the run lock and Athena): refused and dropped
+connections, timeouts, 5xx, 429 and throttling surface as TransientDeliveryError for
+loader.retry, the only retry loop (plus upload_verified's re-upload after a failed
+verification).
 
 Server-side encryption: `s3_sse` (`MIPS_S3_SSE`) is None, "AES256" or "aws:kms" with an
 optional `s3_kms_key_id` (`MIPS_S3_KMS_KEY_ID`); when set, the stored object must report it.
@@ -45,22 +47,9 @@ import boto3
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    FlexibleChecksumError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    ResponseStreamingError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
-from loader.aws import error_code
+from loader import aws
 from loader.destinations.base import (
     HASH_CHUNK_SIZE,
     ConfigurationError,
@@ -71,35 +60,15 @@ from loader.destinations.base import (
     StoredObject,
     TerminalDeliveryError,
     TransientDeliveryError,
-    TransportSettings,
     UnreachableError,
     VerificationMismatch,
     check_name,
-    refuse_credentials_in_url,
     upload_verified,
 )
+from loader.destinations.settings import TransportSettings
+from loader.destinations.urls import refuse_credentials_in_url
+from loader.errors import CONFIGURATION, TRANSIENT, UNREACHABLE
 
-TRANSIENT_ERROR_CODES = {
-    "InternalError",
-    "ServiceUnavailable",
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "RequestLimitExceeded",
-}
-TRANSIENT_CLIENT_ERRORS = (
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-    ConnectionClosedError,
-    HTTPClientError,
-    IncompleteReadError,
-    ResponseStreamingError,
-    FlexibleChecksumError,
-)
-NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 SHA256_METADATA_KEY = "sha256"
 
 
@@ -178,7 +147,7 @@ class S3Destination(Destination):
             try:
                 response = self._client.get_object(Bucket=self.bucket, Key=self._key(name))
             except ClientError as error:
-                if error_code(error) in NOT_FOUND_CODES:
+                if aws.is_not_found(error):
                     return None
                 raise
             return response["Body"].read()
@@ -188,7 +157,7 @@ class S3Destination(Destination):
             try:
                 head = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
             except ClientError as error:
-                if error_code(error) in NOT_FOUND_CODES:
+                if aws.is_not_found(error):
                     return None
                 raise
         return StoredObject(
@@ -213,7 +182,7 @@ class S3Destination(Destination):
             try:
                 response = self._client.get_object(Bucket=self.bucket, Key=self._key(name))
             except ClientError as error:
-                if error_code(error) in NOT_FOUND_CODES:
+                if aws.is_not_found(error):
                     return None
                 raise
             digest = hashlib.sha256()
@@ -242,10 +211,11 @@ class S3Destination(Destination):
                     self._raise_preflight_error(error)
 
     def _raise_preflight_error(self, error: ClientError) -> None:
-        code = error_code(error)
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        if status >= 500 or code in TRANSIENT_ERROR_CODES:
+        kind = aws.classify(error)
+        if kind == TRANSIENT:
             raise error
+        code = aws.error_code(error)
+        status = aws.http_status(error) or 0
         if code in ("404", "NoSuchBucket", "NotFound"):
             reason = f"bucket {self.bucket} does not exist"
         elif status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "Forbidden"):
@@ -312,22 +282,30 @@ class S3Destination(Destination):
             raise self._error(TerminalDeliveryError, f"local file error: {error}", name) from error
 
     def _classify(self, error: BaseException, name: str | None) -> DeliveryError:
+        kind = aws.classify(error)
         if isinstance(error, ClientError):
-            code = error_code(error)
-            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            code = aws.error_code(error)
+            status = aws.http_status(error) or 0
             message = error.response.get("Error", {}).get("Message", "")
             reason = f"S3 {error.operation_name} failed: {code} (HTTP {status}) {message}".rstrip()
-            transient = status >= 500 or code in TRANSIENT_ERROR_CODES
-            return self._error(
-                TransientDeliveryError if transient else TerminalDeliveryError, reason, name
-            )
-        if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
-            return self._error(ConfigurationError, f"no usable AWS credentials: {error}", name)
-        if isinstance(error, (EndpointConnectionError, ConnectTimeoutError)):
-            return self._error(UnreachableError, f"S3 unreachable: {error}", name)
-        if isinstance(error, TRANSIENT_CLIENT_ERRORS):
-            return self._error(TransientDeliveryError, f"S3 connection failed: {error}", name)
-        return self._error(TerminalDeliveryError, f"S3 request failed: {error}", name)
+        elif kind == UNREACHABLE:
+            reason = f"S3 unreachable: {error}"
+        elif kind == TRANSIENT:
+            reason = f"S3 connection failed: {error}"
+        elif kind == CONFIGURATION:
+            reason = f"no usable AWS credentials or region: {error}"
+        else:
+            reason = f"S3 request failed: {error}"
+        return self._error(_ERRORS.get(kind, TerminalDeliveryError), reason, name)
+
+
+# What each kind of AWS failure is for the store (not found and a failed precondition, which
+# the store does not ask for, are terminal).
+_ERRORS: dict[str, type[DeliveryError]] = {
+    TRANSIENT: TransientDeliveryError,
+    UNREACHABLE: UnreachableError,
+    CONFIGURATION: ConfigurationError,
+}
 
 
 def _digest_and_crc32(path: Path) -> tuple[Digest, str]:

@@ -31,9 +31,9 @@ removed after the reconnect, or as a stale file by the next run. The write loop 
 replies, not for room in the channel window, so an interruption mostly lands between
 packets.
 
-On every connect, stale `.part` files of ours (base.is_stale_temporary: this host and the
-writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root, and
-from each subdirectory the first time an upload goes there on that connection; files whose
+On every connect, stale `.part` files of ours (temporary_names.is_stale_temporary: this host
+and the writer's pid is gone, or older than STALE_PART_AGE_SECONDS) are removed from the root,
+and from each subdirectory the first time an upload goes there on that connection; files whose
 names do not carry our marker are never touched.
 
 `close()` ends the session in order (see _end_session): the SFTP channel is closed, then an
@@ -90,16 +90,14 @@ from loader.destinations.base import (
     StoredObject,
     TerminalDeliveryError,
     TransientDeliveryError,
-    TransportSettings,
     UnreachableError,
     VerificationMismatch,
     check_name,
-    is_stale_temporary,
-    redact_url,
-    refuse_credentials_in_url,
-    temporary_name,
     upload_verified,
 )
+from loader.destinations.settings import TransportSettings
+from loader.destinations.temporary_names import is_stale_temporary, temporary_name
+from loader.destinations.urls import redact_url, refuse_credentials_in_url
 
 DEFAULT_PORT = 22
 # Bytes per SFTP read or write request (servers may refuse more) and requests kept in flight.

@@ -55,7 +55,10 @@ class AthenaEngine(Engine):
     def run_lock(self):
         owner = f"{getpass.getuser()}@{socket.gethostname()}"
         return s3_run_lock(
-            self.client.s3, *self.client.staging_object(ATHENA_LOCK_NAME), owner=owner
+            self.client.s3,
+            *self.client.staging_object(ATHENA_LOCK_NAME),
+            owner=owner,
+            retry_policy=self.client.retry_policy,
         )
 
     @contextlib.contextmanager

@@ -12,13 +12,17 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from loader.aws import error_code, http_status
+from loader import aws
 from loader.errors import (
+    CONFIGURATION,
     INTERRUPTED,
+    TRANSIENT,
+    UNREACHABLE,
     ConfigurationError,
     MipsError,
     TerminalError,
     TransientError,
+    UnreachableError,
 )
 from loader.retry import DEFAULT_POLICY, RetryPolicy, retrying
 
@@ -28,19 +32,6 @@ T = TypeVar("T")
 
 RESULT_CHUNK_SIZE = 1024 * 1024
 DEFAULT_CATALOG = "awsdatacatalog"
-# Error codes of a throttled or briefly unavailable Athena or S3: worth another try later.
-_RETRYABLE_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "TooManyRequestsException",
-        "SlowDown",
-        "InternalServerException",
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 
 
 class AthenaQueryError(MipsError):
@@ -63,18 +54,23 @@ class AthenaTransientError(AthenaQueryError, TransientError):
     throttled, answered 5xx or lost its connection (also while reading the result)."""
 
 
+class AthenaUnreachableError(AthenaTransientError, UnreachableError):
+    """Athena or S3 did not answer at all (refused, timed out, name not resolved)."""
+
+
 class AthenaTerminalError(AthenaQueryError, TerminalError):
     """Running the query again will not help: a query error, a cancellation, a timeout, a
-    refused request (access denied, no such bucket)."""
+    refused request."""
 
 
 class AthenaResultError(AthenaTerminalError):
     """The query succeeded but its result is unreadable or not the CSV Athena writes."""
 
 
-class AthenaConfigurationError(AthenaQueryError, ConfigurationError):
-    """The target's Athena settings cannot work (no region, no credentials, no result
-    location, a staging dir that is not an s3:// URL)."""
+class AthenaConfigurationError(AthenaTerminalError, ConfigurationError):
+    """The target's Athena settings cannot work (no region, no credentials or ones AWS does
+    not accept, access denied, no such bucket, no result location, a staging dir that is not
+    an s3:// URL)."""
 
 
 @dataclass(frozen=True)
@@ -92,52 +88,18 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _code_or_type(exc: BaseException) -> str:
-    return error_code(exc) or type(exc).__name__
-
-
 def _error_message(exc: Exception) -> str:
     response = getattr(exc, "response", None) or {}
     text = str(response.get("Error", {}).get("Message", "")) or str(exc)
     return " ".join(text.split())
 
 
-def _is_aws_error(exc: BaseException) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return isinstance(exc, (BotoCoreError, ClientError))
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Throttling, a 5xx, a dropped or timed-out connection: the same request may pass."""
-    from botocore.exceptions import (
-        ConnectionError as BotoConnectionError,
-    )
-    from botocore.exceptions import (
-        HTTPClientError,
-        IncompleteReadError,
-        ResponseStreamingError,
-    )
-
-    if isinstance(
-        exc,
-        (
-            BotoConnectionError,
-            HTTPClientError,
-            IncompleteReadError,
-            ResponseStreamingError,
-            OSError,
-        ),
-    ):
-        return True
-    status = http_status(exc)
-    return _code_or_type(exc) in _RETRYABLE_CODES or status == 429 or (status or 0) >= 500
-
-
-def _is_configuration(exc: BaseException) -> bool:
-    from botocore.exceptions import NoCredentialsError, NoRegionError, PartialCredentialsError
-
-    return isinstance(exc, (NoCredentialsError, NoRegionError, PartialCredentialsError))
+# The Athena error class of each kind of AWS failure (`loader.aws.classify`).
+_ERRORS: dict[str, type[AthenaQueryError]] = {
+    TRANSIENT: AthenaTransientError,
+    UNREACHABLE: AthenaUnreachableError,
+    CONFIGURATION: AthenaConfigurationError,
+}
 
 
 def _aws_failure(
@@ -147,14 +109,10 @@ def _aws_failure(
     query_execution_id: str | None = None,
     terminal: type[AthenaTerminalError] = AthenaTerminalError,
 ) -> AthenaQueryError:
-    """The error class for a failed AWS call: configuration, transient or `terminal`."""
-    if _is_configuration(exc):
-        return AthenaConfigurationError(
-            f"{message}: {type(exc).__name__}: {exc}", query_execution_id=query_execution_id
-        )
-    cls = AthenaTransientError if _is_transient(exc) else terminal
+    """The error for a failed AWS call: its kind's class (`terminal` for anything else)."""
+    cls = _ERRORS.get(aws.classify(exc), terminal)
     return cls(
-        f"{message}: {_code_or_type(exc)}: {_error_message(exc)}",
+        f"{message}: {aws.code_or_type(exc)}: {_error_message(exc)}",
         query_execution_id=query_execution_id,
     )
 
@@ -279,7 +237,7 @@ class AthenaClient:
         try:
             query_execution_id = self._client.start_query_execution(**request)["QueryExecutionId"]
         except Exception as exc:
-            if not _is_aws_error(exc):
+            if not aws.is_aws_error(exc):
                 raise
             raise _aws_failure(exc, "Athena query could not start") from exc
         return self.wait(query_execution_id)
@@ -332,7 +290,7 @@ class AthenaClient:
         try:
             response = self._client.get_query_execution(QueryExecutionId=query_execution_id)
         except Exception as exc:
-            if not _is_aws_error(exc):
+            if not aws.is_aws_error(exc):
                 raise
             self.stop(query_execution_id)
             error = _aws_failure(exc, f"Athena query {query_execution_id} could not be polled")
@@ -347,7 +305,7 @@ class AthenaClient:
             self._client.stop_query_execution(QueryExecutionId=query_execution_id)
         except Exception as exc:  # noqa: BLE001 - best effort on a path that is already failing
             logger.warning(
-                "could not stop Athena query %s: %s", query_execution_id, _code_or_type(exc)
+                "could not stop Athena query %s: %s", query_execution_id, aws.code_or_type(exc)
             )
 
     def result_columns(self, query_execution_id: str) -> list[str]:
@@ -357,7 +315,7 @@ class AthenaClient:
                 QueryExecutionId=query_execution_id, MaxResults=1
             )
         except Exception as exc:
-            if not _is_aws_error(exc):
+            if not aws.is_aws_error(exc):
                 raise
             raise _aws_failure(
                 exc,
@@ -381,7 +339,7 @@ class AthenaClient:
         try:
             body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
         except Exception as exc:
-            if not _is_aws_error(exc):
+            if not aws.is_aws_error(exc):
                 raise
             raise _aws_failure(
                 exc, f"result {output_location} could not be read", terminal=AthenaResultError
@@ -390,7 +348,7 @@ class AthenaClient:
             # botocore checks the byte count against Content-Length at the end of the body.
             yield from body.iter_chunks(chunk_size)
         except Exception as exc:
-            if not (_is_aws_error(exc) or isinstance(exc, OSError)):
+            if not (aws.is_aws_error(exc) or isinstance(exc, OSError)):
                 raise
             raise AthenaTransientError(
                 f"reading result {output_location} broke off: {type(exc).__name__}: "

@@ -5,6 +5,8 @@ PostgreSQL targets hold a session advisory lock (`export_lock`). Athena has none
 exists). Its JSON body says who holds it and until when. A lock past its `expires_at` (a
 crashed run) is removed with `If-Match: <its ETag>`, so of two runs that both find it expired
 only one wins, and taken once more. At exit the lock is deleted only if its ETag is still ours.
+Each S3 request is one unit of the one retry policy (`loader.retry`); what a failure is, is
+`loader.aws.classify`'s, as for the S3 store and Athena.
 """
 
 from __future__ import annotations
@@ -15,12 +17,24 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from loader.aws import error_code, http_status
-from loader.errors import TerminalError
+from loader import aws
+from loader.errors import (
+    CONFIGURATION,
+    TRANSIENT,
+    UNREACHABLE,
+    ConfigurationError,
+    LockedError,
+    TerminalError,
+    TransientError,
+    UnreachableError,
+)
+from loader.retry import DEFAULT_POLICY, RetryPolicy, retrying
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +46,7 @@ _CONDITION_UNSUPPORTED = frozenset({"NotImplemented", "InvalidArgument", "Invali
 EXPORT_LOCK_KEY = 7_342_610_221
 
 
-class ExportLocked(TerminalError):
+class ExportLocked(LockedError):
     """Another export holds the lock on this database."""
 
 
@@ -58,9 +72,29 @@ def export_lock(conn) -> Iterator[None]:
 
 
 class S3LockError(TerminalError):
-    """The lock could not be read, taken or released for a reason other than another holder
-    (no bucket, access denied). A lock held by another run is `ExportLocked`,
-    also a `TerminalError`: the run stops, nothing is retried."""
+    """The lock could not be read, taken or released for a reason other than another holder.
+    A lock held by another run is `ExportLocked`: the run stops, nothing is retried."""
+
+
+class S3LockConfigurationError(S3LockError, ConfigurationError):
+    """The lock's bucket is not there, or these credentials may not use it."""
+
+
+class S3LockUnavailable(TransientError):
+    """S3 did not answer the lock's request (throttled, 5xx, a dropped connection); raised
+    once the retries are spent."""
+
+
+class S3LockUnreachable(S3LockUnavailable, UnreachableError):
+    """S3 could not be reached at all (refused, timed out, name not resolved)."""
+
+
+# The lock's error class of each kind of S3 failure (`loader.aws.classify`); S3LockError else.
+_LOCK_ERRORS: dict[str, type[S3LockError] | type[S3LockUnavailable]] = {
+    CONFIGURATION: S3LockConfigurationError,
+    TRANSIENT: S3LockUnavailable,
+    UNREACHABLE: S3LockUnreachable,
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +114,7 @@ class _Holder:
     pid: str
     acquired_at: str
     expires_at: dt.datetime | None
+    token: str | None = None
 
     def describe(self) -> str:
         until = self.expires_at.isoformat() if self.expires_at else "an unknown time"
@@ -93,83 +128,121 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
-def _precondition_failed(exc: Exception) -> bool:
-    # 409 ConditionalRequestConflict: another conditional write to the key is in flight.
-    conflicts = ("PreconditionFailed", "ConditionalRequestConflict")
-    return error_code(exc) in conflicts or http_status(exc) in (412, 409)
-
-
-def _not_found(exc: Exception) -> bool:
-    return error_code(exc) in ("NoSuchKey", "404", "NotFound") or http_status(exc) == 404
-
-
 def _same_etag(a: str, b: str) -> bool:
     return a.strip('"') == b.strip('"')
 
 
-def _client_error():
-    from botocore.exceptions import ClientError
+def _failure(exc: BaseException) -> str:
+    """What S3 answered (its code), or why there was no answer."""
+    if aws.error_code(exc):
+        return aws.error_code(exc)
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
-    return ClientError
 
+class _LockObject:
+    """The lock's S3 object: every request under the retry policy, every failure classified."""
 
-def _read_holder(s3_client, bucket: str, key: str, ttl_seconds: int) -> _Holder | None:
-    ClientError = _client_error()
-    try:
-        response = s3_client.get_object(Bucket=bucket, Key=key)
-        body = response["Body"].read(64 * 1024)
-    except ClientError as exc:
-        if _not_found(exc):
+    def __init__(self, s3_client, bucket: str, key: str, policy: RetryPolicy, sleep):
+        self.s3 = s3_client
+        self.bucket = bucket
+        self.key = key
+        self.where = f"s3://{bucket}/{key}"
+        self._policy = policy
+        self._sleep = sleep
+
+    def request(
+        self, doing: str, call: Callable[[], Any], answers: frozenset[str] = frozenset()
+    ) -> Any:
+        """S3's response to `call`, or the kind of answer (`aws.NOT_FOUND`,
+        `aws.PRECONDITION_FAILED`) when it is one of `answers`. A transient failure is tried
+        again under the policy; any other, or the last, is a lock error of its kind."""
+
+        def once() -> Any:
+            try:
+                return call()
+            except Exception as exc:
+                if not aws.is_aws_error(exc):
+                    raise
+                kind = aws.classify(exc)
+                if kind in answers:
+                    return kind
+                error = _LOCK_ERRORS.get(kind, S3LockError)
+                raise error(f"cannot {doing} the run lock {self.where}: {_failure(exc)}") from exc
+
+        return retrying(once, policy=self._policy, sleep=self._sleep)
+
+    def read_holder(self, ttl_seconds: int) -> _Holder | None:
+        def get() -> tuple[dict, bytes]:
+            response = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+            return response, response["Body"].read(64 * 1024)
+
+        answer = self.request("read", get, frozenset({aws.NOT_FOUND}))
+        if answer == aws.NOT_FOUND:
             return None
-        raise S3LockError(
-            f"cannot read the run lock s3://{bucket}/{key}: {error_code(exc)}"
-        ) from exc
-    etag = response["ETag"]
-    try:
-        data = json.loads(body)
-        expires_at = dt.datetime.fromisoformat(data["expires_at"])
-        if expires_at.tzinfo is None:
-            expires_at = expires_at.replace(tzinfo=dt.timezone.utc)
-    except (ValueError, KeyError, TypeError):
-        # Not a lock this code wrote: it expires `ttl_seconds` after it was written.
-        data = {}
-        expires_at = response["LastModified"] + dt.timedelta(seconds=ttl_seconds)
-    return _Holder(
-        etag=etag,
-        owner=str(data.get("owner", "an unknown owner")),
-        host=str(data.get("host", "an unknown host")),
-        pid=str(data.get("pid", "?")),
-        acquired_at=str(data.get("acquired_at", response["LastModified"].isoformat())),
-        expires_at=expires_at,
-    )
+        response, body = answer
+        etag = response["ETag"]
+        try:
+            data = json.loads(body)
+            expires_at = dt.datetime.fromisoformat(data["expires_at"])
+            if expires_at.tzinfo is None:
+                expires_at = expires_at.replace(tzinfo=dt.timezone.utc)
+        except (ValueError, KeyError, TypeError):
+            # Not a lock this code wrote: it expires `ttl_seconds` after it was written.
+            data = {}
+            expires_at = response["LastModified"] + dt.timedelta(seconds=ttl_seconds)
+        return _Holder(
+            etag=etag,
+            owner=str(data.get("owner", "an unknown owner")),
+            host=str(data.get("host", "an unknown host")),
+            pid=str(data.get("pid", "?")),
+            acquired_at=str(data.get("acquired_at", response["LastModified"].isoformat())),
+            expires_at=expires_at,
+            token=data.get("token"),
+        )
 
+    def put_if_absent(self, body: bytes) -> str | None:
+        """The new object's ETag, or None when the key already exists."""
+        response = self.request(
+            "take",
+            lambda: self.s3.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=body,
+                ContentType="application/json",
+                IfNoneMatch="*",
+            ),
+            frozenset({aws.PRECONDITION_FAILED}),
+        )
+        return None if response == aws.PRECONDITION_FAILED else response["ETag"]
 
-def _delete_if_unchanged(s3_client, bucket: str, key: str, etag: str) -> bool:
-    """Delete the object if its ETag is still `etag`; False if it changed or is gone."""
-    ClientError = _client_error()
-    try:
-        s3_client.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
-        return True
-    except ClientError as exc:
-        if _precondition_failed(exc) or _not_found(exc):
+    def delete_if_unchanged(self, etag: str) -> bool:
+        """Delete the object if its ETag is still `etag`; False if it changed or is gone."""
+        gone = frozenset({aws.PRECONDITION_FAILED, aws.NOT_FOUND})
+        try:
+            answer = self.request(
+                "delete",
+                lambda: self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag),
+                gone,
+            )
+        except S3LockError as exc:
+            if aws.error_code(exc.__cause__) not in _CONDITION_UNSUPPORTED:
+                raise
+        else:
+            return not isinstance(answer, str)  # a response, not one of `gone`
+        # This store ignores conditions on delete: compare, then delete (a narrow race remains).
+        head = self.request(
+            "delete",
+            lambda: self.s3.head_object(Bucket=self.bucket, Key=self.key),
+            frozenset({aws.NOT_FOUND}),
+        )
+        if head == aws.NOT_FOUND or not _same_etag(head["ETag"], etag):
             return False
-        if error_code(exc) not in _CONDITION_UNSUPPORTED:
-            raise S3LockError(
-                f"cannot delete the run lock s3://{bucket}/{key}: {error_code(exc)}"
-            ) from exc
-    # This store ignores conditions on delete: compare, then delete (a narrow race remains).
-    try:
-        current = s3_client.head_object(Bucket=bucket, Key=key)["ETag"]
-        if not _same_etag(current, etag):
-            return False
-        s3_client.delete_object(Bucket=bucket, Key=key)
-        return True
-    except ClientError as exc:
-        if _not_found(exc):
-            return False
-        raise S3LockError(
-            f"cannot delete the run lock s3://{bucket}/{key}: {error_code(exc)}"
-        ) from exc
+        answer = self.request(
+            "delete",
+            lambda: self.s3.delete_object(Bucket=self.bucket, Key=self.key),
+            frozenset({aws.NOT_FOUND}),
+        )
+        return answer != aws.NOT_FOUND
 
 
 @contextlib.contextmanager
@@ -180,50 +253,48 @@ def s3_run_lock(
     *,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     owner: str,
+    retry_policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[RunLock]:
     """Hold the run lock `s3://bucket/key` for the `with` block, or raise `ExportLocked`.
 
-    `ttl_seconds` should exceed the longest run: past it, another run may take the lock.
+    `ttl_seconds` should exceed the longest run: past it, another run may take the lock. A
+    request S3 does not answer is retried under `retry_policy`; once spent, the error is an
+    `S3LockUnavailable` (`S3LockUnreachable` when nothing answered).
     """
-    # Imported here: loader.run.export will use this module, and must not import it circularly.
-    ClientError = _client_error()
+    lock_object = _LockObject(s3_client, bucket, key, retry_policy, sleep)
+    where = lock_object.where
     acquired_at = _now()
     expires_at = acquired_at + dt.timedelta(seconds=ttl_seconds)
+    token = uuid.uuid4().hex  # makes our ETag ours alone
     body = json.dumps(
         {
             "owner": owner,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "token": uuid.uuid4().hex,  # makes our ETag ours alone
+            "token": token,
             "acquired_at": acquired_at.isoformat(),
             "expires_at": expires_at.isoformat(),
         },
         indent=1,
     ).encode()
-    where = f"s3://{bucket}/{key}"
     etag = None
     for attempt in (1, 2):
-        try:
-            response = s3_client.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=body,
-                ContentType="application/json",
-                IfNoneMatch="*",
-            )
-            etag = response["ETag"]
+        etag = lock_object.put_if_absent(body)
+        if etag is not None:
             break
-        except ClientError as exc:
-            if not _precondition_failed(exc):
-                raise S3LockError(f"cannot take the run lock {where}: {error_code(exc)}") from exc
-        holder = _read_holder(s3_client, bucket, key, ttl_seconds)
+        holder = lock_object.read_holder(ttl_seconds)
+        if holder is not None and holder.token == token:
+            # our own put, whose answer was lost and which the retry found in place
+            etag = holder.etag
+            break
         if holder is None:
             if attempt == 1:
                 continue  # released between our put and our read: try once more
             raise ExportLocked(f"another mips-loader run is taking the lock {where} right now")
         if attempt == 1 and holder.expires_at is not None and holder.expires_at <= _now():
             logger.warning("taking over the expired run lock %s (%s)", where, holder.describe())
-            _delete_if_unchanged(s3_client, bucket, key, holder.etag)
+            lock_object.delete_if_unchanged(holder.etag)
             continue
         raise ExportLocked(f"another mips-loader run holds the lock {where}: {holder.describe()}")
     assert etag is not None
@@ -232,8 +303,8 @@ def s3_run_lock(
         yield lock
     finally:
         try:
-            released = _delete_if_unchanged(s3_client, bucket, key, etag)
-        except S3LockError as exc:
+            released = lock_object.delete_if_unchanged(etag)
+        except (S3LockError, S3LockUnavailable) as exc:
             logger.warning("could not release the run lock: %s", exc)
         else:
             if not released:

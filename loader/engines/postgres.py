@@ -37,6 +37,7 @@ from loader.engines.base import (
 from loader.engines.csv_layout import encode_record
 from loader.engines.locks import export_lock
 from loader.engines.slice_files import SLICE_COLUMNS, UnloadedSlice, spool
+from loader.environment.warehouse import warehouse_errors
 from loader.marts.build_log import (
     BUILD_LOG_MODEL,
     BuildRecord,
@@ -404,11 +405,15 @@ def _close_quietly(conn) -> None:
 
 @contextlib.contextmanager
 def open_postgres_engine(warehouse) -> Iterator[PostgresEngine]:
+    """The engine on its own connection. A psycopg error that leaves the `with` block is the
+    MipsError of its kind (a lost connection transient, a refusal configuration, any other
+    terminal); a run that reports a failure itself (a delivery's) catches it first."""
     conn = warehouse.connect(autocommit=True)
     try:
-        yield PostgresEngine(
-            conn, warehouse.schema, connect=lambda: warehouse.connect(autocommit=True)
-        )
+        with warehouse_errors():
+            yield PostgresEngine(
+                conn, warehouse.schema, connect=lambda: warehouse.connect(autocommit=True)
+            )
     finally:
         # After an interrupted COPY or a lost server the connection cannot even commit;
         # closing it must not hide what the run has to report.

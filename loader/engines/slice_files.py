@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.destinations.base import process_alive
 from loader.names import STATE_CODE
+from loader.processes import process_alive
 
 WORK_DIR_PREFIX = "mips-export-"
 # Columns of the export model that select and order a slice; every other column is the file.

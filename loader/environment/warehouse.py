@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from loader.environment.cluster import default_data_dir, running_cluster
-from loader.errors import ConfigurationError, TerminalError, TransientError
+from loader.errors import (
+    ConfigurationError,
+    MipsError,
+    TerminalError,
+    TransientError,
+    UnreachableError,
+)
 
 PROFILE_NAME = "healthmonix_mips"
 EMBEDDED_TARGET = "dev"
@@ -27,13 +33,24 @@ class WarehouseConfigError(ConfigurationError):
     """The project, profile or target is unusable; the message says which and why."""
 
 
-class WarehouseUnavailable(TransientError):
+class WarehouseUnavailable(UnreachableError):
     """The PostgreSQL server could not be reached (refused, timed out, name not resolved, a
     socket that is not there): where it was looked for and the server's one-line reason."""
 
 
-class WarehouseAccessDenied(TerminalError):
-    """The server answered but refused us: a bad password or role, a missing database."""
+class WarehouseAccessDenied(ConfigurationError):
+    """The server answered but refused us: a bad password or role, a missing database, a
+    privilege we lack. The profile (or the grants) must change: a configuration error, as a
+    store refusing its credentials is."""
+
+
+class WarehouseConnectionLost(TransientError):
+    """The connection broke while in use (the server went away, restarted, or shed load), or
+    the statement lost a race it may win next time (a deadlock, a serialization failure)."""
+
+
+class WarehouseQueryError(TerminalError):
+    """A statement the server refused for a reason retrying will not change."""
 
 
 # libpq's words for a server that answered and said no (libpq gives no SQLSTATE for a failed
@@ -143,8 +160,50 @@ class Warehouse:
                 raise WarehouseAccessDenied(f"{where} refused the connection: {reason}") from exc
             raise WarehouseUnavailable(f"{where} is unavailable: {reason}") from exc
 
+    @contextlib.contextmanager
+    def session(self, **kwargs: Any) -> Iterator[Any]:
+        """`connect()` for the `with` block (closed after it), in which a psycopg error is
+        the MipsError of its kind (`warehouse_error`)."""
+        with self.connect(**kwargs) as conn, warehouse_errors():
+            yield conn
+
 
 CONNECT_TIMEOUT_S = 10
+
+# SQLSTATE classes and codes of a statement that may pass next time: connection exceptions
+# (08), the server shutting down or not yet up (57P01-57P03), insufficient resources (53),
+# a transaction rolled back for a race (40), a lock not available (55P03).
+_LOST_STATES = ("08", "57P01", "57P02", "57P03", "53", "40", "55P03")
+# The server refusing us: authorization (28), a privilege we lack (42501), no such database.
+_REFUSED_STATES = ("28", "42501", "3D000")
+
+
+def warehouse_error(exc: Exception) -> MipsError:
+    """A psycopg error as the MipsError of its kind, one line: the connection lost (or a race
+    lost) is transient, a refusal is configuration, anything else terminal."""
+    import psycopg
+
+    first_line = " ".join((str(exc).strip().splitlines() or [""])[0].split())
+    detail = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+    state = getattr(exc, "sqlstate", None) or ""
+    # no SQLSTATE: libpq's own failure, the connection itself
+    lost = not state and isinstance(exc, psycopg.OperationalError)
+    if lost or state.startswith(_LOST_STATES):
+        return WarehouseConnectionLost(f"warehouse connection failed: {detail}")
+    if state.startswith(_REFUSED_STATES):
+        return WarehouseAccessDenied(f"warehouse refused: {detail}")
+    return WarehouseQueryError(f"warehouse query failed: {detail}")
+
+
+@contextlib.contextmanager
+def warehouse_errors() -> Iterator[None]:
+    """A psycopg error raised in the `with` block leaves it as `warehouse_error`'s."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise warehouse_error(exc) from exc
 
 
 def _connection_failure_reason(exc: Exception, password: str | None) -> str:

@@ -22,6 +22,7 @@ EXPECTED_YEARS_COLUMNS = (
     "expected_until",
     "readiness",
     "missing",
+    "declared_not_reported_by",
 )
 
 CONFIGURED = "configured"
@@ -37,6 +38,8 @@ class ExpectedYear:
     expected_until: dt.date
     readiness: str
     missing: str | None
+    # the setting that declares the year not reported, as the model names it
+    declared_not_reported_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.readiness not in READINESS:
@@ -55,8 +58,8 @@ class ExpectedYear:
             return f"{self.performance_year}: not configured ({window}); missing: {self.missing}"
         if self.readiness == NOT_REPORTED:
             return (
-                f"{self.performance_year}: not reported, declared with setting "
-                f"healthmonix_{self.performance_year}_reported ({window})"
+                f"{self.performance_year}: not reported, declared with "
+                f"{self.declared_not_reported_by} ({window})"
             )
         return f"{self.performance_year}: configured ({window})"
 
@@ -87,6 +90,7 @@ def expected_year_from_text(record: list[str | None]) -> ExpectedYear:
             expected_until=dt.date.fromisoformat(values["expected_until"] or ""),
             readiness=values["readiness"] or "",
             missing=values["missing"] or None,
+            declared_not_reported_by=values["declared_not_reported_by"] or None,
         )
     except ValueError as exc:
         raise DeliveriesError(f"{EXPECTED_YEARS_MODEL} row {record!r}: {exc}") from None

@@ -35,7 +35,7 @@ from loader.run.records import (
     DeliveryRecord,
     last_sftp_delivery,
 )
-from loader.run.stores import StoreConfigError, open_stores
+from loader.run.stores import StoreUnusable, open_stores
 from loader.run.unloads_ahead import DEFAULT_JOBS, UnloadsAhead
 
 # A slice that fell by more than this since its last SFTP delivery is not uploaded there.
@@ -160,14 +160,14 @@ def shrink_refusal(previous_rows: int, rows: int, max_shrink: Decimal) -> str | 
 
 
 def _preflight(*destinations) -> None:
-    """Prove each destination usable before the first byte goes anywhere (exit 2 otherwise)."""
+    """Prove each destination usable before the first byte goes anywhere."""
     for destination in destinations:
         if destination is None:
             continue
         try:
             retrying(destination.preflight)
         except DeliveryError as exc:
-            raise StoreConfigError(f"nothing was written: {exc}") from None
+            raise StoreUnusable(f"nothing was written: {exc}").keeping_kind_of(exc) from None
 
 
 def run_export(

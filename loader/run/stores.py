@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from loader.destinations import open_destination
 from loader.destinations.base import DeliveryError, Destination
-from loader.errors import ConfigurationError
+from loader.errors import ConfigurationError, MipsError
 from loader.marts.deliveries import Delivery
 
 
 class StoreConfigError(ConfigurationError):
-    """The run cannot start: a destination is missing or unusable (exit code 2)."""
+    """The run cannot start: a destination is missing or its URL unusable (exit code 2)."""
+
+
+class StoreUnusable(MipsError):
+    """A destination failed its preflight, so nothing was written. Of the failure's kind: a
+    setting (configuration, exit 2: host key, credentials, no such bucket or directory), a
+    store that cannot be reached (unreachable, exit 1), one that keeps failing (transient)."""
 
 
 def s3_store_url(url: str, deliveries: list[Delivery]) -> str:

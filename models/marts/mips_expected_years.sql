@@ -101,6 +101,7 @@ years as (
         coalesce(program_years.is_configured, false) as is_configured,
         -- missing setting: reported; a malformed one already failed the build
         not coalesce(program_years.is_reported, true) as is_declared_not_reported,
+        program_years.reported_setting_key,
         program_year_rules.performance_year is not null as has_program_year_rules,
         measured_years.performance_year is not null as has_measure_codes,
         registered_years.performance_year is not null as has_registrations
@@ -151,6 +152,14 @@ expected_years as (
             end
             as {{ dbt.type_string() }}
         ) as missing,
+        -- the setting that declares a year not reported, as the settings name it
+        cast(
+            case
+                when is_declared_not_reported and not is_configured
+                    then 'setting ' || reported_setting_key
+            end
+            as {{ dbt.type_string() }}
+        ) as declared_not_reported_by,
         cast('{{ as_of_date }}' as date) as as_of_date
     from years
 

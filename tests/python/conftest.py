@@ -17,11 +17,16 @@ from loader.environment.cluster import running_cluster
 from loader.environment.dbt_invocation import DbtOutcome
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
+from loopback.s3 import moto_s3_server
 from tests.support.athena_duckdb import AthenaCompilation, compile_for_athena
 from tests.support.fault_rig import fault_rig
-from tests.support.handmade import HANDMADE_SCHEMA, complete_deliveries, record_build
+from tests.support.handmade import (
+    HANDMADE_SCHEMA,
+    build_model_deliveries,
+    copy_model_deliveries,
+    record_build,
+)
 from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
-from tests.support.transport_servers import moto_s3_server
 
 
 @pytest.fixture(scope="session")
@@ -102,9 +107,18 @@ def db(cluster):
         yield conn
 
 
+@pytest.fixture(scope="session")
+def model_deliveries(cluster, profiles_dir, tmp_path_factory) -> str:
+    """The schema where the real `mips_deliveries` model was built, once per session, from the
+    hand-made deliveries' settings (tests/support/handmade.py)."""
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+        return build_model_deliveries(conn, profiles_dir, tmp_path_factory.mktemp("deliveries"))
+
+
 @pytest.fixture
-def models(db, monkeypatch):
-    """Three deliveries: 2022/CA (fixed snapshot date, S3 only), 2023/CA and 2025/TX (SFTP)."""
+def models(db, monkeypatch, model_deliveries):
+    """Three deliveries: 2022/CA (fixed snapshot date, S3 only), 2023/CA and 2025/TX (SFTP),
+    named by the real deliveries model; their export rows hand-made."""
     db.execute(f"drop schema if exists {HANDMADE_SCHEMA} cascade")
     db.execute(f"create schema {HANDMADE_SCHEMA}")
     db.execute(
@@ -118,35 +132,21 @@ def models(db, monkeypatch):
         cursor.executemany(
             f"insert into {HANDMADE_SCHEMA}.mips_export_v1 values (%s,%s,%s,%s,%s,%s)", rows
         )
-    db.execute(
-        f"""
-        create table {HANDMADE_SCHEMA}.mips_deliveries as
-        select * from (values
-            (2022, 'CA', '2022/CA/2022-12-31/data.csv', date '2022-12-31', false,
-             null, null, null::text, true),
-            (2023, 'CA', '2023/CA/{{run_date}}/data.csv', null, true,
-             '17625', 'egAuLG7aVx', 'Quality_17625_egAuLG7aVx_{{run_date_compact}}.csv', false),
-            (2025, 'TX', '2025/TX/{{run_date}}/data.csv', null, true,
-             '21742', 'MlUGF8grFd', 'Quality_21742_MlUGF8grFd.csv', false)
-        ) as d (performance_year, state_code, s3_key_template, fixed_snapshot_date,
-                sftp_enabled, registration_id, integration_key, sftp_file_name_template,
-                strictly_contained)
-        """
+    copy_model_deliveries(
+        db,
+        model_deliveries,
+        HANDMADE_SCHEMA,
+        export_relation=f'"{HANDMADE_SCHEMA}"."mips_export_v1"',
+        file_header="Patient ID,Treatment,Score",
     )
-    db.execute(
-        f"alter table {HANDMADE_SCHEMA}.mips_deliveries "
-        f'add column export_relation text default \'"{HANDMADE_SCHEMA}"."mips_export_v1"\', '
-        "add column file_header text default 'Patient ID,Treatment,Score', "
-        "add column dbt_invocation_id text default 'handmade-invocation'"
-    )
-    complete_deliveries(db, HANDMADE_SCHEMA)
     # every year the calendar can ask about is configured: status and plan show no year rows
     db.execute(
         f"""
         create table {HANDMADE_SCHEMA}.mips_expected_years as
         select year as performance_year, make_date(year, 1, 1) as expected_from,
             make_date(year + 1, 3, 31) as expected_until, 'configured' as readiness,
-            null::text as missing, 'America/Los_Angeles' as run_time_zone
+            null::text as missing, null::text as declared_not_reported_by,
+            'America/Los_Angeles' as run_time_zone
         from generate_series(2022, 2027) as year
         """
     )

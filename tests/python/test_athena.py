@@ -33,16 +33,25 @@ from loader.engines.athena_client import (
 from loader.engines.athena_csv import AthenaCsvReencoder, iter_csv_records
 from loader.engines.athena_slices import athena_slice_query, count_athena_slice, unload_athena_slice
 from loader.engines.csv_layout import encode_record
-from loader.engines.locks import ExportLocked, S3LockError, s3_run_lock
-from loader.engines.postgres import unload_postgres_slice
-from loader.errors import ConfigurationError, MipsError, TerminalError, TransientError
-from loader.retry import RetryPolicy
-from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
-from tests.support.transport_servers import (
-    RecordingAthena,
-    moto_api,
-    queue_athena_results,
+from loader.engines.locks import (
+    ExportLocked,
+    S3LockError,
+    S3LockUnavailable,
+    S3LockUnreachable,
+    s3_run_lock,
 )
+from loader.engines.postgres import unload_postgres_slice
+from loader.errors import (
+    ConfigurationError,
+    MipsError,
+    TerminalError,
+    TransientError,
+    UnreachableError,
+)
+from loader.retry import RetryPolicy
+from loopback.s3 import moto_api
+from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
+from tests.support.transport_servers import RecordingAthena, queue_athena_results, s3_fault_proxy
 
 ONE_TRY = RetryPolicy(attempts=1)
 FILE_COLUMNS = ["Patient ID", "Treatment", "Instrument", "Score"]
@@ -651,6 +660,88 @@ def test_missing_bucket_is_a_lock_error_not_a_held_lock(aws):
         s3_run_lock(aws.s3, "nope", "k", owner="r"),
     ):
         pass
+
+
+def single_attempt_s3(endpoint: str):
+    """An S3 client as the loader's own: one attempt per request, loader.retry decides."""
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=2)
+    return boto3.client("s3", endpoint_url=endpoint, config=config, **CREDENTIALS)
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, "SlowDown"), (429, "TooManyRequests")])
+def test_a_throttled_lock_put_is_retried_and_the_lock_taken(lock_s3, moto_endpoint, status, code):
+    with s3_fault_proxy(moto_endpoint) as proxy:
+        proxy.fail("PUT", status=status, code=code, query_contains=LOCK_KEY)
+        waits: list[float] = []
+        s3 = single_attempt_s3(proxy.url)
+        with s3_run_lock(s3, LOCK_BUCKET, LOCK_KEY, owner="r", sleep=waits.append) as lock:
+            assert lock_body(lock_s3)["owner"] == "r"
+            assert lock_s3.head_object(Bucket=LOCK_BUCKET, Key=LOCK_KEY)["ETag"] == lock.etag
+        assert proxy.count("PUT", LOCK_KEY) == 2, "the throttled put, then the one that took it"
+        assert len(waits) == 1, "one wait of the retry policy between them"
+    assert not lock_exists(lock_s3), "released at exit"
+
+
+def test_a_lock_put_throttled_past_the_policy_is_transient_and_takes_nothing(
+    lock_s3, moto_endpoint
+):
+    with s3_fault_proxy(moto_endpoint) as proxy:
+        proxy.fail("PUT", status=503, code="SlowDown", times=10, query_contains=LOCK_KEY)
+        s3 = single_attempt_s3(proxy.url)
+        with (
+            pytest.raises(S3LockUnavailable) as caught,
+            s3_run_lock(s3, LOCK_BUCKET, LOCK_KEY, owner="r", retry_policy=RetryPolicy(3),
+                        sleep=lambda s: None),
+        ):  # fmt: skip
+            pass
+        assert proxy.count("PUT", LOCK_KEY) == 3, "exactly the policy's attempts"
+    assert str(caught.value) == f"cannot take the run lock s3://{LOCK_BUCKET}/{LOCK_KEY}: SlowDown"
+    assert isinstance(caught.value, TransientError) and caught.value.kind == "transient"
+    assert not lock_exists(lock_s3)
+
+
+def test_a_lock_whose_s3_cannot_be_reached_is_unreachable_not_a_traceback(lock_s3, moto_endpoint):
+    with s3_fault_proxy(moto_endpoint) as proxy:
+        s3 = single_attempt_s3(proxy.url)
+        proxy.go_away()  # the port refuses connections
+        waits: list[float] = []
+        with (
+            pytest.raises(S3LockUnreachable) as caught,
+            s3_run_lock(s3, LOCK_BUCKET, LOCK_KEY, owner="r", retry_policy=RetryPolicy(2),
+                        sleep=waits.append),
+        ):  # fmt: skip
+            pass
+    message = str(caught.value)
+    assert message.startswith(
+        f"cannot take the run lock s3://{LOCK_BUCKET}/{LOCK_KEY}: EndpointConnectionError: "
+    )
+    assert "\n" not in message
+    assert isinstance(caught.value, UnreachableError) and caught.value.kind == "unreachable"
+    assert caught.value.exit_code == 1
+    assert len(waits) == 1, "retried under the policy first"
+
+
+def test_a_lock_lost_with_s3_at_release_is_logged_not_raised(lock_s3, moto_endpoint, caplog):
+    with s3_fault_proxy(moto_endpoint) as proxy:
+        s3 = single_attempt_s3(proxy.url)
+        with s3_run_lock(
+            s3, LOCK_BUCKET, LOCK_KEY, owner="r", retry_policy=RetryPolicy(2), sleep=lambda s: 0
+        ):
+            proxy.go_away()
+    assert "could not release the run lock" in caplog.text
+    assert lock_exists(lock_s3), "left for its expiry: S3 was gone"
+
+
+def test_http_429_is_transient_for_athena_as_for_s3(aws):
+    athena = single_attempt_athena(aws.endpoint)
+    answered = answer_with_error(athena, "StartQueryExecution", 429, "TooManyRequests")
+    recording = RecordingAthena(athena)
+    client = AthenaClient(SETTINGS, client=recording, s3=aws.s3, sleep=lambda s: None)
+    client.run_query("select 1")
+    assert answered == ["StartQueryExecution"]
+    assert len(recording.queries) == 2, "the 429 was retried"
 
 
 def test_a_retryable_failure_runs_the_query_again(aws):

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 
 from loader.environment.synthetic import generate
+from scripts import athena_lint
 from tests.support.athena_duckdb import (
     FIXUPS,
     AthenaOnDuckDB,
     Transpiler,
     compile_for_athena,
-    load_athena_lint,
 )
 from tests.support.model_scenarios import PRODUCTION, PROJECT_DIR, Scenario, copy_project
 
@@ -242,7 +242,7 @@ def test_a_wrong_athena_macro_is_caught(tmp_path, profiles_dir, production_build
     assert athena.transpiler.fixups["trino_trim_whitespace"] > 0
     assert athena.transpiler.fixups["trino_regex_end_anchor"] > 0
 
-    rules = {finding.rule for finding in load_athena_lint().lint_directory(compiled.compiled_dir)}
+    rules = {finding.rule for finding in athena_lint.lint_directory(compiled.compiled_dir)}
     assert {"trim", "regex-end-anchor"} <= rules
 
 

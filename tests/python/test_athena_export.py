@@ -20,8 +20,9 @@ from loader.marts.build_log import BUILD_LOG_COLUMNS
 from loader.marts.deliveries import DELIVERIES_COLUMNS
 from loader.marts.expected_years import EXPECTED_YEARS_COLUMNS
 from loader.run.export import ExportRequest, plan_export, run_export
+from loopback.s3 import moto_api
 from tests.support.athena_moto import CREDENTIALS, RESULTS_BUCKET, SETTINGS
-from tests.support.transport_servers import moto_api, queue_athena_results
+from tests.support.transport_servers import queue_athena_results
 
 DELIVERY_COLUMNS = list(DELIVERIES_COLUMNS)
 RELATION = '"awsdatacatalog"."mips"."mips_export_v1"'
@@ -106,13 +107,14 @@ def queries(moto_endpoint) -> list[str]:
 
 # Glue keeps lower-case names; the header comes from the deliveries model instead.
 EXPECTED_YEARS = list(EXPECTED_YEARS_COLUMNS)
-EXPECTED_2025 = ["2025", "2025-01-01", "2026-03-31", "configured", ""]
+EXPECTED_2025 = ["2025", "2025-01-01", "2026-03-31", "configured", "", ""]
 EXPECTED_2026 = [
     "2026",
     "2026-01-01",
     "2027-03-31",
     "not configured",
     "setting healthmonix_2026_states",
+    "",
 ]
 ATHENA_COLUMNS = ["patient_id", "date_of_service", "score"]
 

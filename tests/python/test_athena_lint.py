@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 from dbt.cli.main import dbtRunner
 
-from tests.support.athena_duckdb import load_athena_lint
+from scripts import athena_lint
 from tests.support.model_scenarios import PROJECT_DIR
-
-athena_lint = load_athena_lint()
 
 
 @pytest.mark.parametrize(

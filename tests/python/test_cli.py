@@ -90,3 +90,14 @@ def test_the_program_alone_shows_its_help():
     result = CliRunner().invoke(cli, [])
     assert result.exit_code == 2
     assert "Usage: " in result.output and "Commands:" in result.output
+
+
+def test_a_diff_that_cannot_start_exits_2_with_the_kind_of_its_cause(profiles_dir):
+    """Every failure of diff is 2 (neither "same" nor "different"); the kind is the cause's."""
+    result = invoke(
+        "diff", "--profiles-dir", str(profiles_dir), "--target", "nope", "--format", "json"
+    )
+    document = json.loads(result.stdout)
+    assert (result.exit_code, document["exit_code"]) == (2, 2)
+    assert document["error"]["kind"] == "configuration"
+    assert "target 'nope' is not in profile" in document["error"]["message"]

@@ -29,20 +29,17 @@ from loader.destinations import (
     redact_url,
     retrying,
 )
-from loader.destinations.base import STALE_PART_AGE_SECONDS, host_tag, parse_file_mode
-from tests.support.transport_servers import (
-    SftpFaults,
+from loader.destinations.settings import parse_file_mode
+from loader.destinations.temporary_names import STALE_PART_AGE_SECONDS, host_tag
+from loopback.s3 import create_bucket, fake_aws_environment, s3_client
+from loopback.ssh import (
     SshdUnavailable,
-    asyncssh_sftp_server,
-    create_bucket,
-    fake_aws_environment,
     free_port,
     make_ssh_key,
     openssh_sftp_server,
-    s3_client,
-    s3_fault_proxy,
     write_known_hosts,
 )
+from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server, s3_fault_proxy
 
 MiB = 1024 * 1024
 S3_NAME = "2025/CA/2026-01-15/data.csv"
@@ -613,6 +610,20 @@ def test_s3_http_500_surfaces_as_transient_and_retrying_recovers(aws_environment
             assert len(delays) == 1
             assert destination.get_bytes(S3_NAME) == source.data
     assert proxy.count("PUT", S3_NAME) == 3
+
+
+def test_s3_http_429_is_transient_as_for_athena(aws_environment, bucket, tmp_path):
+    # A code the store makes up: the status alone says "slow down" (loader.aws.classify).
+    source = local_file(tmp_path, 2000)
+    with s3_fault_proxy(aws_environment) as proxy:
+        proxy.fail("PUT", status=429, code="TooManyRequests", query_contains=S3_NAME)
+        settings = TransportSettings.from_env(s3_endpoint_url=proxy.url)
+        with open_destination(f"s3://{bucket}/p", settings=settings) as destination:
+            delays: list[float] = []
+            retrying(lambda: put(destination, source, S3_NAME), sleep=delays.append)
+            assert len(delays) == 1, "retried once, after the policy's wait"
+            assert destination.get_bytes(S3_NAME) == source.data
+    assert proxy.count("PUT", S3_NAME) == 2
 
 
 def test_s3_connection_refused_is_transient_and_unreachable(aws_environment, tmp_path):

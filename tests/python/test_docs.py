@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import click
@@ -72,11 +71,9 @@ def test_shared_options_are_documented():
 
 
 def _cli_reference():
-    path = PROJECT / "scripts" / "cli_reference.py"
-    spec = importlib.util.spec_from_file_location("cli_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from scripts import cli_reference
+
+    return cli_reference
 
 
 def test_the_cli_reference_is_every_commands_whole_help():
@@ -100,3 +97,14 @@ def test_the_cli_reference_check_fails_on_a_stale_page(tmp_path, monkeypatch):
     monkeypatch.setattr(reference, "REFERENCE", stale)
     assert reference.main(["--check"]) == 1
     assert reference.main([]) == 0 and reference.main(["--check"]) == 0
+
+
+def test_the_error_kinds_table_is_the_code():
+    """docs/loader.md's table of error kinds names every kind with the exit code it has."""
+    from loader.errors import EXIT_CODES
+
+    text = (PROJECT / "docs" / "loader.md").read_text()
+    table = text[text.index("| kind | exit | cause |") :].split("\n\n")[0]
+    rows = [line.split("|")[1:3] for line in table.splitlines()[2:]]
+    documented = {kind.strip().strip("`"): int(code) for kind, code in rows}
+    assert documented == EXIT_CODES

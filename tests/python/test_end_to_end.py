@@ -21,17 +21,11 @@ from psycopg import sql
 from loader.cli import cli
 from loader.environment.dbt_invocation import run_dbt
 from loader.environment.synthetic import generate
-from tests.support.handmade import complete_deliveries, record_build
+from loopback.s3 import create_bucket, fake_aws_environment, moto_s3_server, s3_client
+from loopback.ssh import make_ssh_key, write_known_hosts
+from tests.support.handmade import copy_model_deliveries, record_build
 from tests.support.model_scenarios import PRODUCTION_SLICES
-from tests.support.transport_servers import (
-    asyncssh_sftp_server,
-    create_bucket,
-    fake_aws_environment,
-    make_ssh_key,
-    moto_s3_server,
-    s3_client,
-    write_known_hosts,
-)
+from tests.support.transport_servers import asyncssh_sftp_server
 
 APP_SCHEMA = "app_e2e"
 TARGET_SCHEMA = "analytics_e2e"
@@ -170,7 +164,9 @@ def test_every_delivery_lands_identical_in_s3_and_sftp(built, servers, profiles_
     assert len(verdicts) == len(PRODUCTION_SLICES) + 1
 
 
-def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir, monkeypatch):
+def test_hostile_text_survives_the_whole_path(
+    cluster, db, servers, profiles_dir, monkeypatch, model_deliveries
+):
     """Commas, quotes, newlines, non-ASCII and a leading '=' go through COPY, S3 and SFTP."""
     hostile = ["a,b", 'say "hi"', "line\nbreak", "crlf\r\nend", "ñandú 東京 🙂", "=1+2", "", None]
     db.execute("drop schema if exists hostile_t cascade")
@@ -181,21 +177,18 @@ def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir
     )
     for number, value in enumerate(hostile, start=1):
         db.execute(
-            "insert into hostile_t.mips_export_v1 values (2025, 'CA', %s, %s, %s)",
+            "insert into hostile_t.mips_export_v1 values (2025, 'TX', %s, %s, %s)",
             (number, str(number), value),
         )
-    db.execute(
-        "create table hostile_t.mips_deliveries as select 2025 as performance_year, "
-        "'CA'::text as state_code, '\"hostile_t\".\"mips_export_v1\"'::text as export_relation, "
-        "'2025/CA/{run_date}/data.csv'::text as s3_key_template, "
-        "null::date as fixed_snapshot_date, "
-        "true as sftp_enabled, '21742'::text as registration_id, "
-        "'MlUGF8grFd'::text as integration_key, "
-        "'Quality_21742_MlUGF8grFd.csv'::text as sftp_file_name_template, "
-        "false as strictly_contained, 'Patient ID,Instrument'::text as file_header, "
-        "'hostile-build'::text as dbt_invocation_id"
+    copy_model_deliveries(
+        db,
+        model_deliveries,
+        "hostile_t",
+        slices=[(2025, "TX")],
+        export_relation='"hostile_t"."mips_export_v1"',
+        file_header="Patient ID,Instrument",
+        invocation_id="hostile-build",
     )
-    complete_deliveries(db, "hostile_t")
     record_build(
         db, "hostile_t", invocation_id="hostile-build", marts_built="mips_deliveries,mips_export_v1"
     )
@@ -208,7 +201,7 @@ def test_hostile_text_survives_the_whole_path(cluster, db, servers, profiles_dir
     body = (servers["sftp_dir"] / "Quality_21742_MlUGF8grFd.csv").read_bytes()
     s3_body = (
         servers["s3"]
-        .get_object(Bucket=BUCKET, Key=f"{PREFIX}/2025/CA/{RUN_DATE}/data.csv")["Body"]
+        .get_object(Bucket=BUCKET, Key=f"{PREFIX}/2025/TX/{RUN_DATE}/data.csv")["Body"]
         .read()
     )
     assert body == s3_body

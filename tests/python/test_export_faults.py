@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 
 import asyncssh
+import pytest
 
+from loopback.ssh import free_port, make_ssh_key
 from tests.support.fault_rig import BUCKET, SFTP_NAMES, against_rig, export
-from tests.support.transport_servers import (
-    make_ssh_key,
-)
 
 
 def s3_keys(rig) -> list[str]:
@@ -50,6 +49,41 @@ def refused_before_writing(rig, profiles_dir, *words):
     assert all(word in message for word in words), message
     assert on_server(rig) == []
     assert s3_keys(rig) == [], "not even the S3 snapshots: nothing is half-delivered"
+
+
+def failed_command(result) -> tuple[int, str, str]:
+    """(exit code, error kind, message) of a command that could not do its work."""
+    document = json.loads(result.stdout)
+    assert document["ok"] is False, result.output
+    return result.exit_code, document["error"]["kind"], document["error"]["message"]
+
+
+@pytest.mark.parametrize("command", ["export", "status"])
+def test_s3_that_cannot_be_reached_is_unreachable_in_every_command(rig, profiles_dir, command):
+    rig["proxy"].go_away()
+    code, kind, message = failed_command(against_rig(rig, profiles_dir, command))
+    assert (code, kind) == (1, "unreachable"), message
+    assert "S3 unreachable" in message
+    if command == "export":
+        assert message.startswith("nothing was written: ")
+        assert on_server(rig) == []
+
+
+@pytest.mark.parametrize("command", ["export", "status"])
+def test_a_missing_bucket_is_a_configuration_error_in_every_command(rig, profiles_dir, command):
+    result = against_rig(rig, profiles_dir, command, s3_url="s3://no-such-bucket/healthmonix")
+    code, kind, message = failed_command(result)
+    assert (code, kind) == (2, "configuration"), message
+    assert "no-such-bucket" in message
+    assert on_server(rig) == []
+
+
+def test_an_sftp_server_that_cannot_be_reached_at_the_start_is_unreachable(rig, profiles_dir):
+    closed = f"sftp://mips@127.0.0.1:{free_port()}/uploads"
+    code, kind, message = failed_command(against_rig(rig, profiles_dir, "export", sftp_url=closed))
+    assert (code, kind) == (1, "unreachable"), message
+    assert message.startswith("nothing was written: ") and "SFTP server unreachable" in message
+    assert s3_keys(rig) == [], "nothing is half-delivered"
 
 
 def test_changed_host_key_is_refused_and_nothing_is_uploaded(rig, profiles_dir):

@@ -2,13 +2,14 @@
 
     loader.cli, loader.demo, loader.dev  the commands
     loader.review.*                   `diff`: two builds of the project compared
-    loader.run.*                      one export run: gate, export, records, status
+    loader.run.*                      export, plan, status, sync-forms: gate, export, records
     loader.engines.*                  one engine per warehouse (PostgreSQL, Athena): the marts
                                       read, slices in the file layout, the run lock
     loader.marts.*                    the marts' rows as Python values (no I/O)
     loader.environment.*              the warehouse, the embedded cluster, dbt, the source data
-    loader.destinations.*             S3, SFTP, local directories
-    loader.errors, retry, names, clock, aws, signals  what every layer shares
+    loader.destinations.*             S3, SFTP, local directories (beside the engines, not
+                                      below them: an engine never delivers)
+    loader.errors, retry, names, clock, aws, signals, processes  what every layer shares
     loader.__main__                   the console script: signal handlers, then loader.cli
 
 (docs/loader.md says what lives where.)
@@ -29,14 +30,14 @@ import loader
 LOADER_DIR = Path(loader.__file__).parent
 SHARED = {
     "loader", "loader.errors", "loader.retry", "loader.names", "loader.clock", "loader.aws",
-    "loader.signals",
+    "loader.signals", "loader.processes",
 }  # fmt: skip
 # What each package may import from the loader, besides itself and SHARED.
 ALLOWED = {
     "loader.destinations": set(),
     "loader.marts": set(),
-    "loader.engines": {"loader.destinations", "loader.marts"},
-    "loader.environment": {"loader.engines"},
+    "loader.engines": {"loader.marts", "loader.environment"},
+    "loader.environment": set(),
     "loader.run": {"loader.engines", "loader.environment", "loader.destinations", "loader.marts"},
     "loader.review": {"loader.run", "loader.engines", "loader.environment", "loader.destinations",
                       "loader.marts"},

@@ -24,15 +24,11 @@ from click.testing import CliRunner
 
 from loader.cli import cli
 from loader.environment.synthetic import generate
+from loopback.ssh import make_ssh_key, write_known_hosts
 from tests.support.local_runs import files_under
 from tests.support.model_scenarios import PROJECT_DIR, Scenario, copy_project
 from tests.support.processes import postgres_target_env
-from tests.support.transport_servers import (
-    SftpFaults,
-    asyncssh_sftp_server,
-    make_ssh_key,
-    write_known_hosts,
-)
+from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server
 
 SCENARIO = Scenario(app_schema="wap_app", forms_schema="wap_app", models_schema="wap")
 PUBLISHED = "wap_published"

@@ -34,16 +34,15 @@ from loader.destinations import (
     open_destination,
     retrying,
 )
-from loader.destinations.base import STALE_PART_AGE_SECONDS, host_tag, temporary_name
-from tests.support.transport_servers import (
-    SftpFaults,
+from loader.destinations.temporary_names import STALE_PART_AGE_SECONDS, host_tag, temporary_name
+from loopback.ssh import (
     SshdUnavailable,
-    asyncssh_sftp_server,
     free_port,
     make_ssh_key,
     openssh_sftp_server,
     write_known_hosts,
 )
+from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server
 
 MiB = 1024 * 1024
 NAME = "Quality_21742_MlUGF8grFd.csv"

@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 
 import boto3
 import psycopg
 import pytest
 from botocore.response import StreamingBody
+from click.testing import CliRunner
 
+from loader.cli import cli
 from loader.engines.athena_client import AthenaClient
-from loader.environment.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
 from loader.errors import TerminalError
 from loader.retry import DEFAULT_POLICY
+from loader.run.sync_forms import FORMS_COLUMNS, FormsSyncError, forms_query, sync_forms
+from loopback.s3 import moto_api
 from tests.support.athena_moto import CREDENTIALS, REGION, RESULTS_BUCKET
-from tests.support.transport_servers import (
-    RecordingAthena,
-    moto_api,
-    queue_athena_results,
-)
+from tests.support.transport_servers import RecordingAthena, queue_athena_results
 
 SETTINGS = {
     "s3_staging_dir": f"s3://{RESULTS_BUCKET}/staging/",
@@ -258,6 +258,29 @@ def test_a_failed_query_is_reported_with_its_id(moto, forms_db):
     client = AthenaClient(SETTINGS, client=Failing(), s3=moto.s3)
     with pytest.raises(FormsSyncError, match="Athena query q-9 failed: TABLE_NOT_FOUND"):
         sync_forms(client, forms_db, forms_schema=SCHEMA, source_relation=SOURCE)
+
+
+def test_an_athena_configuration_error_keeps_its_kind_and_exit_code(
+    forms_db, profiles_dir, monkeypatch, tmp_path
+):
+    """No AWS credentials anywhere: Athena cannot be asked, which is the configuration's fault
+    (exit 2, as everywhere), not a failed sync (exit 1)."""
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("MIPS_ATHENA_S3_STAGING_DIR", f"s3://{RESULTS_BUCKET}/staging/")
+    result = CliRunner().invoke(
+        cli,
+        ["sync-forms", "--target", "dev", "--profiles-dir", str(profiles_dir),
+         "--forms-schema", SCHEMA, "--json"],
+    )  # fmt: skip
+    document = json.loads(result.stdout)
+    assert (result.exit_code, document["error"]["kind"]) == (2, "configuration"), result.output
+    message = document["error"]["message"]
+    assert "NoCredentialsError" in message and f"{SCHEMA}.patient_forms_mips unchanged" in message
 
 
 def test_refuses_a_connection_inside_a_transaction(moto, cluster):

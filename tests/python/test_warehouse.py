@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -10,16 +11,20 @@ import sys
 
 import pytest
 
+from loader.engines import open_engine
 from loader.environment.cluster import socket_dir_for
 from loader.environment.warehouse import (
     ProjectOptions,
     Warehouse,
     WarehouseAccessDenied,
     WarehouseConfigError,
+    WarehouseConnectionLost,
+    WarehouseQueryError,
     WarehouseUnavailable,
     render_target,
+    warehouse_error,
 )
-from loader.errors import ConfigurationError, TransientError
+from loader.errors import ConfigurationError, TerminalError, TransientError
 from tests.support.model_scenarios import PROJECT_DIR
 
 ENVIRONMENT = {
@@ -164,6 +169,73 @@ def test_a_server_that_refuses_is_terminal_not_transient(tmp_path, monkeypatch, 
     reachable = render_target(ProjectOptions(PROJECT_DIR, tmp_path, "postgres"))
     with reachable.connect() as conn:
         assert conn.execute("select current_database()").fetchone()[0] == "mips"
+
+
+def plan_json(tmp_path, monkeypatch, **environment) -> tuple[int, dict]:
+    """`mips-loader plan --target postgres --json` with the MIPS_PG_* of `environment`."""
+    from click.testing import CliRunner
+
+    from loader.cli import cli
+
+    postgres_target(tmp_path, monkeypatch, **environment)
+    result = CliRunner().invoke(
+        cli, ["plan", "--target", "postgres", "--profiles-dir", str(tmp_path), "--json"]
+    )
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_the_same_warehouse_failures_are_the_same_kind_at_the_command_line(
+    tmp_path, monkeypatch, cluster
+):
+    # nothing answers: unreachable, exit 1, as for a store that cannot be reached
+    code, document = plan_json(
+        tmp_path, monkeypatch, MIPS_PG_HOST="127.0.0.1", MIPS_PG_PORT=str(closed_port()),
+        MIPS_PG_USER="loader", MIPS_PG_DATABASE="warehouse",
+    )  # fmt: skip
+    assert (code, document["error"]["kind"]) == (1, "unreachable"), document
+    # the server refuses us (no such database): the profile is wrong, exit 2, as for a store
+    # that refuses its credentials or names a bucket that is not there
+    code, document = plan_json(
+        tmp_path, monkeypatch, MIPS_PG_HOST=str(cluster.socket_dir), MIPS_PG_PORT="5432",
+        MIPS_PG_USER="postgres", MIPS_PG_DATABASE="no_such_database",
+    )  # fmt: skip
+    assert (code, document["error"]["kind"]) == (2, "configuration"), document
+    assert 'database "no_such_database" does not exist' in document["error"]["message"]
+
+
+def test_psycopg_errors_are_classified_by_what_they_mean(db):
+    with pytest.raises(Exception) as division:
+        db.execute("select 1 / 0")
+    error = warehouse_error(division.value)
+    assert isinstance(error, WarehouseQueryError)
+    assert (error.kind, error.exit_code) == ("terminal", 1)
+    assert str(error) == "warehouse query failed: DivisionByZero: division by zero"
+    db.execute("drop role if exists mips_no_rights")
+    db.execute("create role mips_no_rights")
+    try:
+        db.execute("set role mips_no_rights")
+        with pytest.raises(Exception) as denied:
+            db.execute("create schema mips_not_allowed")
+    finally:
+        db.execute("reset role")
+        db.execute("drop role mips_no_rights")
+    error = warehouse_error(denied.value)
+    assert isinstance(error, WarehouseAccessDenied) and error.exit_code == 2
+    assert error.kind == "configuration"
+
+
+def test_a_warehouse_connection_lost_under_the_engine_is_transient_not_a_traceback(
+    models, db, project_options
+):
+    warehouse = render_target(project_options)
+    with pytest.raises(WarehouseConnectionLost) as caught, open_engine(warehouse) as engine:
+        db.execute("select pg_terminate_backend(%s)", (engine.conn.info.backend_pid,))
+        with engine.published():
+            pass
+    assert str(caught.value).startswith("warehouse connection failed: ")
+    assert "\n" not in str(caught.value)
+    assert isinstance(caught.value, TransientError) and caught.value.kind == "transient"
+    assert not isinstance(caught.value, TerminalError)
 
 
 def test_profile_errors_stay_configuration_errors(tmp_path, monkeypatch):

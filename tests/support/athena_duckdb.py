@@ -17,11 +17,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import graphlib
-import importlib.util
 import io
 import json
 import re
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -32,6 +30,8 @@ from typing import Any
 import duckdb
 import sqlglot
 from sqlglot import exp
+
+from scripts import athena_lint
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -163,7 +163,7 @@ TRINO_WHITESPACE = (
 
 def _trino_end_anchors(pattern: str) -> str:
     """Each `$` anchor as Trino means it: the end, or before a final newline."""
-    for position in reversed(load_athena_lint().end_anchors(pattern)):
+    for position in reversed(athena_lint.end_anchors(pattern)):
         pattern = pattern[:position] + "(?:\\n?\\z)" + pattern[position + 1 :]
     return pattern
 
@@ -483,17 +483,6 @@ def _duckdb_type(pg_type: str) -> str:
     return _POSTGRES_TO_DUCKDB[pg_type]
 
 
-def load_athena_lint():
-    """scripts/athena_lint.py as a module (scripts/ is not a package)."""
-    if "athena_lint" not in sys.modules:
-        path = PROJECT_DIR / "scripts" / "athena_lint.py"
-        spec = importlib.util.spec_from_file_location("athena_lint", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["athena_lint"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["athena_lint"]
-
-
 @dataclass(frozen=True)
 class AthenaCompilation:
     """`dbt compile --target athena` done offline: the manifest and the unit tests' own SQL."""
@@ -515,7 +504,7 @@ class AthenaCompilation:
         graph and vars): what a hook would send to Athena, as text."""
         from dbt.cli.main import dbtRunner
 
-        with load_athena_lint().offline_env(), contextlib.redirect_stdout(io.StringIO()):
+        with athena_lint.offline_env(), contextlib.redirect_stdout(io.StringIO()):
             rendered = dbtRunner(manifest=self.parsed).invoke(
                 ["compile", "--no-populate-cache", "--inline", jinja, "--no-write-json",
                  *self.dbt_args]
@@ -535,17 +524,14 @@ def compile_for_athena(
     """
     from dbt.cli.main import dbtRunner
 
-    lint = load_athena_lint()
-    common = lint.athena_dbt_args(project_dir, profiles_dir, target_dir)
-    with lint.offline_env():
+    common = athena_lint.athena_dbt_args(project_dir, profiles_dir, target_dir)
+    with athena_lint.offline_env():
         parsed = dbtRunner().invoke(["parse", *common])
         if not parsed.success:
             raise RuntimeError(f"dbt parse --target athena failed: {parsed.exception}")
-        compiled = dbtRunner(manifest=parsed.result).invoke(
-            ["compile", "--no-populate-cache", *common]
+        athena_lint.compile_for_athena(
+            project_dir, target_dir, profiles_dir, manifest=parsed.result
         )
-        if not compiled.success:
-            raise RuntimeError(f"dbt compile --target athena failed: {compiled.exception}")
         manifest = json.loads((target_dir / "manifest.json").read_text(encoding="utf-8"))
         unit_test_code: dict[str, dict[str, str]] = {}
         for test in manifest["unit_tests"].values():

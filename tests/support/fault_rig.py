@@ -13,17 +13,9 @@ from collections.abc import Iterator
 from click.testing import CliRunner
 
 from loader.cli import cli
-from tests.support.transport_servers import (
-    SftpFaults,
-    asyncssh_sftp_server,
-    create_bucket,
-    fake_aws_environment,
-    make_ssh_key,
-    moto_s3_server,
-    s3_client,
-    s3_fault_proxy,
-    write_known_hosts,
-)
+from loopback.s3 import create_bucket, fake_aws_environment, moto_s3_server, s3_client
+from loopback.ssh import make_ssh_key, write_known_hosts
+from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server, s3_fault_proxy
 
 BUCKET = "ops-bucket"
 RUN_DATE = "2026-01-15"
@@ -62,8 +54,18 @@ def fault_rig(tmp_path, monkeypatch) -> Iterator[dict]:
         }
 
 
-def against_rig(rig, profiles_dir, command: str, *, date: str = RUN_DATE, json_output=True):
-    """`mips-loader <command>` on the rig's S3 bucket and SFTP server (the `dev` target)."""
+def against_rig(
+    rig,
+    profiles_dir,
+    command: str,
+    *,
+    date: str = RUN_DATE,
+    json_output=True,
+    s3_url: str = f"s3://{BUCKET}/healthmonix",
+    sftp_url: str | None = None,
+):
+    """`mips-loader <command>` on the rig's S3 bucket and SFTP server (the `dev` target), or
+    on the stores the URLs name."""
     return CliRunner().invoke(
         cli,
         [
@@ -71,9 +73,9 @@ def against_rig(rig, profiles_dir, command: str, *, date: str = RUN_DATE, json_o
             "--date",
             date,
             "--s3-url",
-            f"s3://{BUCKET}/healthmonix",
+            s3_url,
             "--sftp-url",
-            rig["sftp_url"],
+            sftp_url or rig["sftp_url"],
             *(["--json"] if json_output else []),
             "--profiles-dir",
             str(profiles_dir),

@@ -1,33 +1,114 @@
-"""The hand-made model tables of conftest's `models` fixture: their schema, and build-log rows."""
+"""The hand-made model tables of conftest's `models` fixture: their schema, their deliveries
+(built by the real `mips_deliveries` model), and build-log rows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from psycopg import sql
+
+from loader.environment.source_schema import create_source_schema
+from loader.environment.warehouse import ProjectOptions
+from tests.support.model_scenarios import Scenario, copy_project, edit_seed
+
 HANDMADE_SCHEMA = "export_t"
 
+# The settings and registrations the hand-made deliveries come from. 2022/CA: a closed year
+# with a fixed snapshot date, S3 only; 2023/CA: SFTP, a file name with the run date; 2025/TX:
+# SFTP, a file name without it (mips_program_years as shipped says which year does what).
+DELIVERY_SETTINGS = [
+    ("healthmonix_2022_states", "CA", "list"),
+    ("healthmonix_2022_integration_enabled", "false", "boolean"),
+    ("healthmonix_2022_strictly_contained", "true", "boolean"),
+    ("healthmonix_2023_states", "CA", "list"),
+    ("healthmonix_2023_integration_enabled", "true", "boolean"),
+    ("healthmonix_2023_strictly_contained", "false", "boolean"),
+    ("healthmonix_2025_states", "TX", "list"),
+    ("healthmonix_2025_integration_enabled", "true", "boolean"),
+    ("healthmonix_2025_strictly_contained", "false", "boolean"),
+]
+DELIVERY_STATES = [(1, "California", "CA"), (2, "Texas", "TX")]
+REGISTRATIONS = [
+    {"performance_year": "2023", "state_code": "CA", "registration_id": "17625",
+     "integration_key": "egAuLG7aVx"},
+    {"performance_year": "2025", "state_code": "TX", "registration_id": "21742",
+     "integration_key": "MlUGF8grFd"},
+]  # fmt: skip
+# The schemas the real model is built from and into, once per test session.
+DELIVERIES_SOURCE_SCHEMA = "handmade_app"
+DELIVERIES_MODEL_SCHEMA = "handmade_deliveries"
 
-def complete_deliveries(db, schema: str, *, time_zone: str = "America/Los_Angeles") -> None:
-    """Adds the naming columns the real model derives for every row, as mips_deliveries.sql
-    does (manifest beside the data file, run log by year and state, the spec's prefix)."""
-    db.execute(
-        f"""
-        alter table {schema}.mips_deliveries
-            add column manifest_key_template text, add column snapshot_prefix text,
-            add column run_log_key_template text, add column run_log_prefix text,
-            add column s3_default_prefix text, add column run_time_zone text
-        """
+
+def build_model_deliveries(db, profiles_dir: Path, work_dir: Path) -> str:
+    """`dbt build -s +mips_deliveries` of a copy of the project (its registrations seed the
+    two above) over DELIVERY_SETTINGS; returns the schema holding the model's rows. Every name
+    a hand-made delivery carries is then the model's: a change to the model reaches the
+    loader's tests."""
+    create_source_schema(db, DELIVERIES_SOURCE_SCHEMA, DELIVERIES_SOURCE_SCHEMA, drop_existing=True)
+    with db.cursor() as cursor:
+        cursor.executemany(
+            sql.SQL("insert into {}.states values (%s, %s, %s)").format(
+                sql.Identifier(DELIVERIES_SOURCE_SCHEMA)
+            ),
+            DELIVERY_STATES,
+        )
+        cursor.executemany(
+            sql.SQL("insert into {}.settings values (%s, %s, %s, %s)").format(
+                sql.Identifier(DELIVERIES_SOURCE_SCHEMA)
+            ),
+            [(n, *setting) for n, setting in enumerate(DELIVERY_SETTINGS, start=1)],
+        )
+    project = ProjectOptions(copy_project(work_dir / "project"), profiles_dir, "dev")
+
+    def registrations(rows: list[dict]) -> list[dict]:
+        blank = dict.fromkeys(rows[0], "")
+        return [
+            {**blank, **row, "is_sample": "false", "provenance": "tests"} for row in REGISTRATIONS
+        ]
+
+    edit_seed(project, "mips_registrations", registrations)
+    scenario = Scenario(
+        app_schema=DELIVERIES_SOURCE_SCHEMA,
+        forms_schema=DELIVERIES_SOURCE_SCHEMA,
+        models_schema=DELIVERIES_MODEL_SCHEMA,
     )
+    outcome = scenario.run(
+        project,
+        "build",
+        "--select", "+mips_deliveries",
+        "--exclude-resource-type", "test", "--exclude-resource-type", "unit_test",
+        "--target-path", str(work_dir / "target"),
+    )  # fmt: skip
+    assert outcome.success, (outcome.error, outcome.failures)
+    return DELIVERIES_MODEL_SCHEMA
+
+
+def copy_model_deliveries(
+    db,
+    model_schema: str,
+    schema: str,
+    *,
+    slices: list[tuple[int, str]] | None = None,
+    export_relation: str,
+    file_header: str,
+    invocation_id: str = "handmade-invocation",
+) -> None:
+    """`{schema}.mips_deliveries`: the model's rows (of `slices`, default all) with every name
+    as the model gives it; only what points at the hand-made export table is set here (its
+    relation and header) and the build that made it."""
+    target = sql.Identifier(schema, "mips_deliveries")
+    source = sql.Identifier(model_schema, "mips_deliveries")
+    where = sql.SQL("")
+    if slices is not None:
+        where = sql.SQL(" where (performance_year, state_code) in ({})").format(
+            sql.SQL(", ").join(sql.SQL("({}, {})").format(*map(sql.Literal, s)) for s in slices)
+        )
+    db.execute(sql.SQL("create table {} as select * from {}{}").format(target, source, where))
     db.execute(
-        f"""
-        update {schema}.mips_deliveries set
-            manifest_key_template = replace(s3_key_template, '/data.csv', '/manifest.json'),
-            snapshot_prefix = performance_year || '/' || state_code || '/',
-            run_log_key_template = 'run-log/' || performance_year || '/' || state_code
-                || '/{{run_date}}T{{run_time}}-{{run_id}}.json',
-            run_log_prefix = 'run-log/' || performance_year || '/' || state_code || '/',
-            s3_default_prefix = 'business-operations/healthmonix',
-            run_time_zone = %s
-        """,
-        (time_zone,),
+        sql.SQL(
+            "update {} set export_relation = %s, file_header = %s, dbt_invocation_id = %s"
+        ).format(target),
+        (export_relation, file_header, invocation_id),
     )
 
 

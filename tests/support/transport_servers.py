@@ -1,35 +1,27 @@
-"""Throwaway S3 and SFTP servers on 127.0.0.1 for tests, with ways to make them misbehave.
+"""S3 and SFTP servers on 127.0.0.1 that the tests make misbehave, built on `loopback`'s (moto,
+sshd, keys; shared with the benchmark).
 
 Plain context managers, no pytest: fixtures in test modules wrap them.
 
-- `moto_s3_server()` yields the endpoint URL of an in-process moto server; `create_bucket`
-  makes a bucket there; `fake_aws_environment` is what to set (with monkeypatch) so boto3's
-  default credential chain finds fake credentials and nothing from the real machine.
-- `s3_fault_proxy(endpoint)` yields a `FaultInjectingProxy` in front of it that can answer
-  chosen requests with an S3 error or corrupt their body on the way.
+- `queue_athena_results` and `RecordingAthena`: what moto's Athena "returns", and which queries
+  it was asked.
+- `s3_fault_proxy(endpoint)` yields a `FaultInjectingProxy` in front of moto that can answer
+  chosen requests with an S3 error, corrupt their body on the way, or go away.
 - `asyncssh_sftp_server(root, ...)` runs an asyncssh SFTP server chrooted to `root`, with
   `SftpFaults` to drop the connection mid-write, deny writes, refuse posix-rename, answer a
   write with an error, acknowledge a write without storing it, corrupt stored bytes, slow
   every write down, or understate a file's size once; `SftpFaults` also records what the
   server saw: every read (offset against the file's size), the order of opens, closes and
   removes, and how each connection ended.
-- `openssh_sftp_server(root)` runs the system's sshd (internal-sftp); raises SshdUnavailable
-  when it cannot.
-- `make_ssh_key` and `write_known_hosts` prepare keys and known_hosts files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import os
-import socket
-import subprocess
-import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,99 +31,9 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import asyncssh
-import boto3
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    BestAvailableEncryption,
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
-from moto.server import ThreadedMotoServer
 
-LOCALHOST = "127.0.0.1"
-SSHD = Path("/usr/sbin/sshd")
-
-# --- keys and known_hosts ---------------------------------------------------------------------
-
-
-class SshKey(NamedTuple):
-    private_path: Path
-    public_key: str  # "ssh-ed25519 AAAA..."
-
-
-def make_ssh_key(path: Path, *, passphrase: str | None = None) -> SshKey:
-    """A new ed25519 key in OpenSSH format at `path` (mode 0600), public half at `path`.pub."""
-    key = Ed25519PrivateKey.generate()
-    encryption = BestAvailableEncryption(passphrase.encode()) if passphrase else NoEncryption()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, encryption))
-    path.chmod(0o600)
-    public_key = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
-    path.with_name(path.name + ".pub").write_text(public_key + "\n")
-    return SshKey(path, public_key)
-
-
-def write_known_hosts(path: Path, host: str, port: int, public_key: str) -> Path:
-    """A known_hosts file holding one `[host]:port keytype base64` line."""
-    key_type, key_base64 = public_key.split()[:2]
-    path.write_text(f"[{host}]:{port} {key_type} {key_base64}\n")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return probe.getsockname()[1]
-
-
-# --- S3 -----------------------------------------------------------------------------------------
-
-FAKE_AWS_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-# Unset so a developer's real profile or session can never be picked up by a test.
-AWS_VARIABLES_TO_CLEAR = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-
-
-def fake_aws_environment(endpoint_url: str, config_dir: Path) -> dict[str, str]:
-    """Variables that point boto3's default chain and MIPS_S3_ENDPOINT_URL at a test server."""
-    return {
-        **FAKE_AWS_CREDENTIALS,
-        "AWS_CONFIG_FILE": str(config_dir / "aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(config_dir / "aws-credentials"),
-        "MIPS_S3_ENDPOINT_URL": endpoint_url,
-    }
-
-
-@contextmanager
-def moto_s3_server() -> Iterator[str]:
-    """An in-process moto server; yields its endpoint URL."""
-    server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # moto keeps its state per process, not per server: start every server empty.
-    moto_api(endpoint, "/moto-api/reset")
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-
-
-def moto_api(endpoint: str, path: str, payload: dict | None = None) -> None:
-    """POST to moto's own control API (reset, canned Athena results, state transitions)."""
-    request = urllib.request.Request(  # noqa: S310 - our own loopback server
-        endpoint + path,
-        data=json.dumps(payload or {}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        response.read()
+from loopback.s3 import moto_api
+from loopback.ssh import LOCALHOST
 
 
 def queue_athena_results(endpoint: str, *results: tuple[list[str], list[list[str | None]]]):
@@ -167,22 +69,6 @@ class RecordingAthena:
 
     def __getattr__(self, name):
         return getattr(self._client, name)
-
-
-def s3_client(endpoint_url: str):
-    """A client with explicit fake credentials, independent of the environment."""
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint_url,
-        aws_access_key_id=FAKE_AWS_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_AWS_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=FAKE_AWS_CREDENTIALS["AWS_DEFAULT_REGION"],
-    )
-
-
-def create_bucket(endpoint_url: str, bucket: str) -> str:
-    s3_client(endpoint_url).create_bucket(Bucket=bucket)
-    return bucket
 
 
 @dataclass
@@ -521,103 +407,3 @@ def asyncssh_sftp_server(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
-
-
-# --- SFTP with OpenSSH --------------------------------------------------------------------------
-
-
-class SshdUnavailable(RuntimeError):
-    """The system sshd cannot be used here; the message says why."""
-
-
-class OpenSshServer(NamedTuple):
-    host: str
-    port: int
-    host_public_key: str
-    user: str
-    client_key_path: Path
-    log_path: Path  # sshd's log (LogLevel INFO), while the server runs
-
-
-SSHD_CONFIG = """\
-ListenAddress {host}
-Port {port}
-HostKey {host_key}
-PidFile {pid_file}
-AuthorizedKeysFile {authorized_keys}
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-UseDNS no
-Subsystem sftp internal-sftp
-"""
-
-
-@contextmanager
-def openssh_sftp_server(root: Path) -> Iterator[OpenSshServer]:
-    """The system sshd on a free port with its own host key; log in as root with the yielded key.
-
-    Files land under `root` (an absolute path on this machine; there is no chroot).
-    """
-    if not SSHD.exists():
-        raise SshdUnavailable(f"{SSHD} is not installed (apt-get install openssh-server)")
-    if os.geteuid() != 0:
-        raise SshdUnavailable("sshd needs to run as root to log users in")
-    root.mkdir(parents=True, exist_ok=True)
-    # sshd refuses to start without its privilege-separation directory.
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mips-sshd-") as workdir:
-        work = Path(workdir)
-        host_key = make_ssh_key(work / "ssh_host_ed25519_key")
-        client_key = make_ssh_key(work / "client_key")
-        authorized_keys = work / "authorized_keys"
-        authorized_keys.write_text(client_key.public_key + "\n")
-        port = free_port()
-        config = work / "sshd_config"
-        config.write_text(
-            SSHD_CONFIG.format(
-                host=LOCALHOST,
-                port=port,
-                host_key=host_key.private_path,
-                pid_file=work / "sshd.pid",
-                authorized_keys=authorized_keys,
-            )
-        )
-        log_path = work / "sshd.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [str(SSHD), "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Its own session: a signal sshd sends to its process group never reaches pytest.
-                start_new_session=True,
-            )
-        try:
-            _wait_for_listener(port, process, log_path)
-            yield OpenSshServer(
-                LOCALHOST, port, host_key.public_key, "root", client_key.private_path, log_path
-            )
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-
-def _wait_for_listener(port: int, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"sshd exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            with socket.create_connection((LOCALHOST, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"sshd did not listen on port {port}:\n{log_path.read_text()}")

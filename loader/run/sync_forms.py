@@ -24,6 +24,7 @@ from loader.engines.athena_client import (
 )
 from loader.engines.athena_csv import AthenaCsvReencoder
 from loader.environment.source_schema import FORMS_TABLE, read_sql, split_marked, split_statements
+from loader.environment.warehouse import warehouse_error
 from loader.errors import TerminalError
 
 FORMS_COLUMNS = (
@@ -44,7 +45,8 @@ _STAGING = "patient_forms_mips_sync"
 
 class FormsSyncError(TerminalError):
     """The sync failed (transient Athena failures were already retried); PostgreSQL's forms
-    table is as it was before. One line, safe to log."""
+    table is as it was before. One line, safe to log; of the kind of what failed (an Athena
+    configuration error stays one: exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,8 @@ def sync_forms(
             exists = _table_exists(cursor, forms_schema)
             watermark_before = _watermark(cursor, forms_schema) if exists else None
     except PostgresError as exc:
-        raise FormsSyncError(f"sync-forms: cannot read {table}: {_pg_reason(exc)}") from exc
+        error = FormsSyncError(f"sync-forms: cannot read {table}: {_pg_reason(exc)}")
+        raise error.keeping_kind_of(warehouse_error(exc)) from exc
 
     since = watermark_before - overlap if watermark_before is not None else None
     reencoder = AthenaCsvReencoder(FORMS_COLUMNS)
@@ -185,17 +188,20 @@ def sync_forms(
     try:
         rows_written, watermark_after = athena.fetch(forms_query(source_relation, since), load)
     except AthenaQueryError as exc:
-        if not loaded or exc.query_execution_id:
-            raise FormsSyncError(f"sync-forms: {exc}; {table} unchanged") from exc
-        raise FormsSyncError(
-            f"sync-forms: Athena query {loaded[0].query_execution_id}: {exc}; {table} unchanged"
-        ) from exc
+        query = (
+            ""
+            if not loaded or exc.query_execution_id
+            else f"Athena query {loaded[0].query_execution_id}: "
+        )
+        error = FormsSyncError(f"sync-forms: {query}{exc}; {table} unchanged")
+        raise error.keeping_kind_of(exc) from exc
     except PostgresError as exc:
         query_id = loaded[0].query_execution_id if loaded else "?"
-        raise FormsSyncError(
+        error = FormsSyncError(
             f"sync-forms: loading the result of Athena query {query_id} "
             f"failed: {_pg_reason(exc)}; {table} unchanged"
-        ) from exc
+        )
+        raise error.keeping_kind_of(warehouse_error(exc)) from exc
     return SyncReport(
         rows_read=reencoder.rows,
         rows_written=rows_written,
