@@ -17,11 +17,11 @@ import jsonschema
 import psycopg
 import pytest
 
-from loader.environment.sync_forms import FORMS_COLUMNS
 from loader.review.diff import DiffRequest, compare_builds
 from loader.review.diff_report import render
 from loader.review.revisions import Revision
 from loader.run.report import COMMAND_FIELDS, ENVELOPE_FIELDS, diff_json, json_schema
+from loader.run.sync_forms import FORMS_COLUMNS
 from tests.support.athena_moto import CREDENTIALS, REGION, RESULTS_BUCKET
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
 from tests.support.handmade import record_build
@@ -156,13 +156,14 @@ def test_sync_forms(athena, db, profiles_dir):
     assert ok["ok"] is True and ok["rows_written"] == 1
 
     failed(invoke(profiles_dir, *sync, "--athena-target", "dev"), "sync-forms", 2, "usage")
-    # the results bucket is gone: Athena's answer cannot be read
+    # the results bucket is gone: Athena's answer cannot be read (a missing bucket is a
+    # configuration error, exit 2, in every command: docs/loader.md)
     bucket = boto3.resource("s3", endpoint_url=athena, **CREDENTIALS).Bucket(RESULTS_BUCKET)
     bucket.objects.all().delete()
     bucket.delete()
     broken = invoke(profiles_dir, *sync)
-    assert broken.exit_code == 1, broken.stdout
-    assert valid(broken, "sync-forms")["error"]["message"]
+    assert broken.exit_code == 2, broken.stdout
+    assert valid(broken, "sync-forms")["error"]["kind"] == "configuration"
     db.execute("drop schema if exists envelope_forms cascade")
 
 
