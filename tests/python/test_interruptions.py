@@ -64,7 +64,9 @@ def postgres_target_env(cluster, tmp_path: Path) -> dict[str, str]:
     return target_env(cluster, SCHEMA, TMPDIR=str(scratch))
 
 
-def loader_process(profiles_dir, stores, env, *extra) -> subprocess.Popen:
+def loader_process(profiles_dir, stores, env, *extra, target="postgres") -> subprocess.Popen:
+    """`mips-loader export` as its own process. On `dev` it joins the session's embedded
+    cluster (MIPS_HOME) as a guest, as a command beside `make dev` does."""
     s3, sftp = stores
     return subprocess.Popen(
         [
@@ -79,7 +81,7 @@ def loader_process(profiles_dir, stores, env, *extra) -> subprocess.Popen:
             "--sftp-url",
             sftp.as_uri(),
             "--target",
-            "postgres",
+            target,
             "--profiles-dir",
             str(profiles_dir),
             *extra,
@@ -100,13 +102,22 @@ def run_log(s3: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((s3 / "run-log").rglob("*.json"))]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("signum", "target"),
+    [
+        (signal.SIGTERM, "postgres"),
+        (signal.SIGHUP, "postgres"),
+        (signal.SIGINT, "postgres"),
+        (signal.SIGTERM, "dev"),
+        (signal.SIGHUP, "dev"),
+    ],
+)
 def test_a_signal_mid_slice_cleans_up_records_and_reports(
-    models, cluster, profiles_dir, stores, tmp_path, signum
+    models, cluster, profiles_dir, stores, tmp_path, signum, target
 ):
     slow_2023(models)
     env = postgres_target_env(cluster, tmp_path)
-    process = loader_process(profiles_dir, stores, env, "--json", "--jobs", "1")
+    process = loader_process(profiles_dir, stores, env, "--json", "--jobs", "1", target=target)
     wait_for_sleeping_loader(models, process)
     assert len(work_dirs(env)) == 1, "the slice is being written to the private work dir"
     process.send_signal(signum)
@@ -324,3 +335,23 @@ def test_sigterm_mid_sftp_upload_leaves_no_part_file(rig, cluster, profiles_dir,
     assert report["interrupted"] is True
     assert [p.name for p in rig["uploads"].iterdir() if ".part" in p.name] == []
     assert work_dirs(env) == []
+
+
+def test_the_embedded_clusters_owner_hears_a_signal_like_every_command(tmp_path):
+    """The process that starts the embedded cluster (a command on `dev`) handles SIGTERM with
+    the one handler (loader/signals.py): it sets INTERRUPTED, which the run asks when psycopg
+    turns the KeyboardInterrupt into an error of its own."""
+    from loader import signals
+    from loader.environment.cluster import running_cluster
+    from loader.errors import INTERRUPTED
+
+    INTERRUPTED.clear()
+    previous = signals.install(())  # nothing installed: the cluster's own handlers decide
+    try:
+        with pytest.raises(KeyboardInterrupt), running_cluster(tmp_path / "pgdata", throwaway=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises at once
+        assert INTERRUPTED.is_set()
+    finally:
+        signals.restore(previous)
+        INTERRUPTED.clear()
