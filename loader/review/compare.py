@@ -1,11 +1,12 @@
 """The comparison of two builds, in SQL: the rows never leave the warehouse.
 
 A row of the export is keyed by (year, state, visit, measure kind). The export has no kind
-column: every visit has exactly three rows, function, pain and length of stay, in that file
-order (SPEC §5, `int_visit_measures_unioned.measure_order`), so the kind is the row's rank
-within its visit by `file_row_number`. Row numbers themselves are not the key: one visit more
-renumbers every row after it, which would make the whole file look "changed". A visit
-without exactly three rows on either side makes the key ambiguous and stops the diff.
+column (every column it has is written to the file but the slice's), so the kind comes from
+the model that states it, each side's own `int_visit_measures_unioned` (`measure_kind`, and
+`measure_order` for the order kinds are reported in), joined on the row's place in its file.
+Row numbers themselves are not the key: one visit more renumbers every row after it, which
+would make the whole file look "changed". An export row that model does not place (a side
+whose export and measure rows disagree) stops the diff.
 
 The rows that differ are gathered once into a temporary table (key, outcome, the changed
 columns' names, both treatment codes and body parts, both row numbers); the counts per slice,
@@ -33,8 +34,8 @@ VISIT_COLUMN = "visit_id"
 CODE_COLUMN = "treatment"
 # The body part decides the measure group, hence the codes (seed mips_body_part_groups).
 BODY_PART_COLUMN = "body_part"
-MEASURE_KINDS = {1: "function", 2: "pain", 3: "length_of_stay"}
-ROWS_PER_VISIT = len(MEASURE_KINDS)
+# The model stating each export row's measure kind and its order (dbt builds it on both sides).
+MEASURES_MODEL = "int_visit_measures_unioned"
 OUTCOMES = ("only_in_base", "only_in_head", "changed")
 PAIRS_TABLE = "mips_diff_rows"
 
@@ -144,7 +145,8 @@ def compare_rows(
     conn.execute(
         sql.SQL(
             "create temporary table {} (group_number int, performance_year int, state_code text,"
-            " measure_order bigint, outcome text, changed_columns text[], base_code text,"
+            " measure_order bigint, measure_kind text, outcome text, changed_columns text[],"
+            " base_code text,"
             " head_code text, base_body_part text, head_body_part text, base_row bigint,"
             " head_row bigint) on commit preserve rows"
         ).format(sql.Identifier(PAIRS_TABLE))
@@ -216,48 +218,56 @@ def _in_slices(slices: list[SlicePair], alias: str = "") -> sql.Composable:
     )
 
 
+def _measures(relation: str) -> sql.Identifier:
+    """The side's measures model: beside its export, in the schema dbt built both into."""
+    return sql.Identifier(*relation_parts(relation)[:-1], MEASURES_MODEL)
+
+
 def _check_key(conn, relation: str, slices: list[SlicePair], side: str) -> None:
+    """Every export row has its measure kind, stated by the side's measures model."""
     query = sql.SQL(
-        "select performance_year, state_code, count(*) from ("
-        " select performance_year, state_code, {visit} from {relation} where {selected}"
-        " group by 1, 2, 3 having count(*) <> {per_visit} or {visit} is null"
-        ") as ambiguous group by 1, 2 order by 1, 2 limit 1"
+        "select e.performance_year, e.state_code, count(*) from {relation} as e"
+        " left join {measures} as m on m.performance_year = e.performance_year"
+        " and m.state_code = e.state_code and m.file_row_number = e.file_row_number"
+        " where {selected} and (m.measure_kind is null or e.{visit} is null)"
+        " group by 1, 2 order by 1, 2 limit 1"
     ).format(
         visit=sql.Identifier(VISIT_COLUMN),
         relation=_identifier(relation),
-        selected=_in_slices(slices),
-        per_visit=sql.Literal(ROWS_PER_VISIT),
+        measures=_measures(relation),
+        selected=_in_slices(slices, "e"),
     )
     found = conn.execute(query).fetchone()
     if found:
-        year, state, visits = found
+        year, state, rows = found
         raise DiffError(
-            f"{side} export {year}/{state}: {visits} visit(s) without exactly {ROWS_PER_VISIT} "
-            "rows (function, pain, length of stay), so rows cannot be keyed by (visit, measure "
-            "kind)"
+            f"{side} export {year}/{state}: {rows} row(s) without a visit or a measure kind in "
+            f"{MEASURES_MODEL}, so rows cannot be keyed by (visit, measure kind)"
         )
 
 
 def _side_rows(relation: str | None, columns: list[str], slices: list[SlicePair]):
-    """A side's rows of the slices with their measure order, every file column as text; no
-    rows for a missing side."""
+    """A side's rows of the slices with their measure kind and its order, every file column as
+    text; no rows for a missing side."""
     if relation is None:
         nulls = [sql.SQL("null::int as performance_year, null::text as state_code")]
         nulls.append(sql.SQL("null::bigint as file_row_number, null::bigint as measure_order"))
+        nulls.append(sql.SQL("null::text as measure_kind"))
         nulls += [sql.SQL("null::text as {}").format(sql.Identifier(c)) for c in columns]
         return sql.SQL("select {} where false").format(sql.SQL(", ").join(nulls))
     return sql.SQL(
-        "select performance_year, state_code, file_row_number, {columns},"
-        " row_number() over (partition by performance_year, state_code, {visit}"
-        " order by file_row_number) as measure_order"
-        " from {relation} where {selected}"
+        "select e.performance_year, e.state_code, e.file_row_number, {columns},"
+        " m.measure_order, m.measure_kind"
+        " from {relation} as e join {measures} as m on m.performance_year = e.performance_year"
+        " and m.state_code = e.state_code and m.file_row_number = e.file_row_number"
+        " where {selected}"
     ).format(
         columns=sql.SQL(", ").join(
-            sql.SQL("{0}::text as {0}").format(sql.Identifier(c)) for c in columns
+            sql.SQL("e.{0}::text as {0}").format(sql.Identifier(c)) for c in columns
         ),
-        visit=sql.Identifier(VISIT_COLUMN),
         relation=_identifier(relation),
-        selected=_in_slices(slices),
+        measures=_measures(relation),
+        selected=_in_slices(slices, "e"),
     )
 
 
@@ -272,13 +282,14 @@ def _collect_differences(conn, number, base, head, columns, slices) -> None:
     query = sql.SQL(
         "insert into {pairs} select {number}, coalesce(b.performance_year, h.performance_year),"
         " coalesce(b.state_code, h.state_code), coalesce(b.measure_order, h.measure_order),"
+        " coalesce(b.measure_kind, h.measure_kind),"
         " case when h.performance_year is null then 'only_in_base'"
         "  when b.performance_year is null then 'only_in_head' else 'changed' end,"
         " changed_columns, {base_code}, {head_code}, {base_body_part}, {head_body_part},"
         " b.file_row_number, h.file_row_number"
         " from ({base}) as b full join ({head}) as h"
         " on b.performance_year = h.performance_year and b.state_code = h.state_code"
-        " and b.{visit} = h.{visit} and b.measure_order = h.measure_order"
+        " and b.{visit} = h.{visit} and b.measure_kind = h.measure_kind"
         " cross join lateral (select array_remove(array[{changed}], null) as changed_columns)"
         " as difference"
         " where h.performance_year is null or b.performance_year is null"
@@ -351,11 +362,11 @@ def _transitions(conn, body_part_groups) -> list[CodeTransition]:
     many of them each delivery (state) has."""
     base_groups, head_groups = body_part_groups
     query = sql.SQL(
-        "select performance_year, measure_order, base_code, head_code, base_group, head_group,"
-        " state_code, count(*)"
+        "select performance_year, measure_order, measure_kind, base_code, head_code, base_group,"
+        " head_group, state_code, count(*)"
         " from (select *, {base_group} as base_group, {head_group} as head_group from {pairs} as p"
         "  where outcome = 'changed' and base_code is distinct from head_code) as moved"
-        " group by 1, 2, 3, 4, 5, 6, 7 order by 1, 2, 3, 4, 5, 6, 7"
+        " group by 1, 2, 3, 4, 5, 6, 7, 8 order by 1, 2, 3, 4, 5, 6, 7, 8"
     ).format(
         base_group=_group_of(base_groups, "base_body_part"),
         head_group=_group_of(head_groups, "head_body_part"),
@@ -364,21 +375,20 @@ def _transitions(conn, body_part_groups) -> list[CodeTransition]:
     per_state: dict[tuple, list[DeliveryRows]] = defaultdict(list)
     for *key, state, rows in conn.execute(query).fetchall():
         per_state[tuple(key)].append(DeliveryRows(state, rows))
-    transitions = [
+    # by year and kind (in the model's order), the most rows first
+    ordered = sorted(
+        per_state.items(),
+        key=lambda item: (item[0][0], item[0][1], -sum(d.rows for d in item[1]),
+                          item[0][3] or "", item[0][4] or "", item[0][5] or "", item[0][6] or ""),
+    )  # fmt: skip
+    return [
         CodeTransition(
-            year, MEASURE_KINDS[order], base_code, head_code, sum(d.rows for d in deliveries),
+            year, kind, base_code, head_code, sum(d.rows for d in deliveries),
             base_group, head_group, tuple(deliveries),
         )
-        for (year, order, base_code, head_code, base_group, head_group), deliveries
-        in per_state.items()
+        for (year, _order, kind, base_code, head_code, base_group, head_group), deliveries
+        in ordered
     ]  # fmt: skip
-    # as before: by year and kind, the most rows first
-    order = {kind: number for number, kind in MEASURE_KINDS.items()}
-    return sorted(
-        transitions,
-        key=lambda t: (t.performance_year, order[t.measure_kind], -t.rows, t.base_code or "",
-                       t.head_code or "", t.measure_group),
-    )  # fmt: skip
 
 
 def compare_columns(conn, pairs: list[SlicePair]) -> list[ColumnChange]:
@@ -435,7 +445,7 @@ def _examples(conn, number, base, head, columns, limit: int) -> list[ExampleRow]
     base_join, base_values = _side_values(base, columns, "b", "base_row")
     head_join, head_values = _side_values(head, columns, "h", "head_row")
     query = sql.SQL(
-        "select p.performance_year, p.state_code, p.outcome, p.measure_order,"
+        "select p.performance_year, p.state_code, p.outcome, p.measure_kind,"
         " p.changed_columns, p.base_row is not null, p.head_row is not null,"
         " {base_values}, {head_values}"
         " from (select *, row_number() over (partition by performance_year, state_code"
@@ -457,14 +467,14 @@ def _examples(conn, number, base, head, columns, limit: int) -> list[ExampleRow]
     width = len(columns)
     examples = []
     for row in conn.execute(query).fetchall():
-        year, state, outcome, order, changed, has_base, has_head = row[:7]
+        year, state, outcome, kind, changed, has_base, has_head = row[:7]
         values = row[7:]
         examples.append(
             ExampleRow(
                 performance_year=year,
                 state_code=state,
                 outcome=outcome,
-                measure_kind=MEASURE_KINDS[order],
+                measure_kind=kind,
                 changed_columns=tuple(changed or ()),
                 columns=tuple(columns),
                 base=tuple(values[:width]) if has_base else None,

@@ -215,6 +215,17 @@ def side_marts(db, schema: str, tx_score: str) -> None:
         """,
         (tx_score,),
     )
+    # the measure kind of every export row, as dbt's int_visit_measures_unioned states it
+    db.execute(
+        f"""
+        create table {schema}.int_visit_measures_unioned as
+        select e.performance_year, e.state_code, e.file_row_number,
+            (e.file_row_number - 1) % 3 + 1 as measure_order,
+            (array['function', 'pain', 'length_of_stay'])[(e.file_row_number - 1) % 3 + 1]
+                as measure_kind
+        from {schema}.mips_export_v1 as e
+        """
+    )
 
 
 def test_an_unknown_command(profiles_dir):
