@@ -72,11 +72,11 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     out = tmp_path / "docs" / "benchmarks.md"
     out.parent.mkdir()
     out.write_text(
-        f"# Benchmarks\n\nHand-written.\n\n{report.START}\nold\n{report.END}\n\nAfter.\n"
+        f"# Benchmarks\n\nHand-written.\n\n{report.START}\nSTALE-RESULTS\n{report.END}\n\nAfter.\n"
     )
     report.write(out, report.store(result, out), plot=False)
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nHand-written.\n")
     assert text.endswith(f"{report.END}\n\nAfter.\n")
-    assert "old" not in text and "| 0.05 | yes | yes | yes |" in text
+    assert "STALE-RESULTS" not in text and "| 0.05 | yes | yes | yes |" in text
     assert "## Levers, one at a time" in text and "### Break-even Athena latency" in text
