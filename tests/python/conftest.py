@@ -20,6 +20,7 @@ from loader.environment.cluster import running_cluster
 from loader.environment.dbt_invocation import DbtOutcome
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
+from loader.retry import RetryPolicy
 from loopback.s3 import moto_s3_server
 from tests.support.athena_duckdb import AthenaCompilation, compile_for_athena
 from tests.support.fault_rig import fault_rig
@@ -249,6 +250,15 @@ def rig(tmp_path, monkeypatch, models):
     """The hand-made models exported to S3 behind a fault proxy and a faulty SFTP server."""
     with fault_rig(tmp_path, monkeypatch) as wired:
         yield wired
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The loader's retry policy with its waits cut to a hundredth: as many attempts against
+    the same real servers, without seconds of back-off between them (the waits themselves are
+    test_destinations')."""
+    delay = RetryPolicy.delay
+    monkeypatch.setattr(RetryPolicy, "delay", lambda policy, attempt: delay(policy, attempt) / 100)
 
 
 @pytest.fixture
