@@ -14,6 +14,7 @@ import pytest
 
 from loader.environment.dbt_invocation import run_dbt
 from loader.environment.synthetic import generate
+from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS
 
 APP_SCHEMA = "app_rowcheck"
 TARGET_SCHEMA = "analytics_rowcheck"
@@ -86,7 +87,7 @@ def broken_build(source, project_options):
                 f"update {APP_SCHEMA}.{table} set {column} = %s where id = %s", (bad, row_id)
             )
             rows[index] = row_id
-        outcome = run_dbt(project_options, ["build", *VARS], quiet=True)
+        outcome = run_dbt(project_options, [*BUILD_WITHOUT_UNIT_TESTS, *VARS], quiet=True)
     finally:
         for table, column, original, row_id in originals:
             source.execute(
