@@ -9,7 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from loopback.ssh import LOCALHOST
 
@@ -32,10 +38,27 @@ def fake_aws_environment(endpoint_url: str, config_dir: Path) -> dict[str, str]:
     }
 
 
+# How often a serving loop looks whether it was told to stop: the servers' own default (half a
+# second) is what every start and stop of a server would otherwise cost the tests.
+POLL_INTERVAL = 0.02
+
+
+class _MotoServer(ThreadedMotoServer):
+    """moto's threaded server, its loop polling for shutdown every POLL_INTERVAL."""
+
+    def _server_entry(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever(poll_interval=POLL_INTERVAL)
+
+
 @contextmanager
 def moto_s3_server() -> Iterator[str]:
     """An in-process moto server; yields its endpoint URL."""
-    server = ThreadedMotoServer(ip_address=LOCALHOST, port=0, verbose=False)
+    server = _MotoServer(ip_address=LOCALHOST, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

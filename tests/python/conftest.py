@@ -2,6 +2,9 @@
 
 Every session gets its own MIPS_HOME (cluster data dir) and its own dbt target/log paths, so
 test runs never touch `.mips/` or `target/` of the checkout and can run beside each other.
+Under pytest-xdist (`make test`: two workers) each worker is such a session: its own cluster,
+socket dir, dbt paths and temporary directories. Tests that share an expensive fixture
+form one work unit (below), which runs on one worker: the fixture is built once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from loader.environment.cluster import running_cluster
 from loader.environment.dbt_invocation import DbtOutcome
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
+from loader.retry import RetryPolicy
 from loopback.s3 import moto_s3_server
 from tests.support.athena_duckdb import AthenaCompilation, compile_for_athena
 from tests.support.fault_rig import fault_rig
@@ -28,14 +32,95 @@ from tests.support.handmade import (
 )
 from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
 
+# The modules whose tests share an expensive fixture, by xdist work unit: a unit runs on one
+# worker, so the fixture is built once. The production build and the Athena compilation
+# (session fixtures) are read by four modules, which share one unit; a module's own fixtures
+# (its scenario, its build, its git repository; some tests rely on an earlier test of their
+# module) make the module one unit. Every other test is a unit of its own, for whichever
+# worker is free.
+SHARED_BUILDS = frozenset({"production_build", "athena_compilation"})
+SHARED_BUILDS_UNIT = "production-build"
+SHARED_BUILD_MODULES = frozenset(
+    {"test_athena_duckdb", "test_athena_lint", "test_athena_publication", "test_dbt_build"}
+)
+WHOLE_MODULES = frozenset(
+    {
+        "test_build_log",
+        "test_configuration_errors",
+        "test_dev_server",
+        "test_diff",
+        "test_end_to_end",
+        "test_expected_years",
+        "test_model_docs",
+        "test_publication",
+        "test_row_checks",
+        "test_sftp_integrity",
+        "test_synthetic",
+    }
+)
+# Module fixtures cheap enough to start again on each worker (a moto server).
+CHEAP_MODULE_FIXTURES = frozenset({"moto_endpoint"})
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test (its id: `tests/python/test_x.py::test_y[param]`)."""
+    module = nodeid.split("::", 1)[0]
+    name = Path(module).stem
+    if name in SHARED_BUILD_MODULES:
+        return SHARED_BUILDS_UNIT
+    return module if name in WHOLE_MODULES else nodeid
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduling over `work_unit` (its `loadgroup` cannot be used: it renames
+    test ids in a way pytest 9.2 ignores). The largest units go first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnits(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    """Refuses a test that uses the shared builds or another module-scoped fixture outside
+    the work unit that builds it once (the lists above)."""
+    wrong = []
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        unit = work_unit(item.nodeid)
+        if set(info.names_closure) & SHARED_BUILDS:
+            if unit != SHARED_BUILDS_UNIT:
+                wrong.append(f"{item.nodeid}: uses {sorted(SHARED_BUILDS)}, not in their unit")
+        elif unit == item.nodeid and any(
+            definition.scope == "module" and name not in CHEAP_MODULE_FIXTURES
+            for name, definitions in info.name2fixturedefs.items()
+            for definition in definitions
+        ):
+            wrong.append(f"{item.nodeid}: uses a module-scoped fixture, its module is no unit")
+    if wrong:
+        raise pytest.UsageError("\n".join(["tests/python/conftest.py, work units:", *wrong]))
+
 
 @pytest.fixture(scope="session")
 def mips_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("mips-home")
-    previous = {k: os.environ.get(k) for k in ("MIPS_HOME", "DBT_TARGET_PATH", "DBT_LOG_PATH")}
-    os.environ["MIPS_HOME"] = str(home)
-    os.environ["DBT_TARGET_PATH"] = str(home / "dbt-target")
-    os.environ["DBT_LOG_PATH"] = str(home / "dbt-logs")
+    environment = {
+        "MIPS_HOME": home,
+        "DBT_TARGET_PATH": home / "dbt-target",
+        "DBT_LOG_PATH": home / "dbt-logs",
+        # records S3 would not take wait here, not in the user's journal another worker reads
+        "MIPS_JOURNAL_DIR": home / "journal",
+    }
+    # dbt's file log at info: every node's line and every error, not each statement and event
+    # at debug, which no test reads and which costs dbt a tenth of its time (a developer's
+    # own DBT_LOG_LEVEL_FILE wins; `diff` sets debug for its sides itself)
+    environment["DBT_LOG_LEVEL_FILE"] = os.environ.get("DBT_LOG_LEVEL_FILE") or "info"
+    previous = {k: os.environ.get(k) for k in environment}
+    os.environ.update({k: str(v) for k, v in environment.items()})
     yield home
     for key, value in previous.items():
         if value is None:
@@ -169,6 +254,15 @@ def rig(tmp_path, monkeypatch, models):
     """The hand-made models exported to S3 behind a fault proxy and a faulty SFTP server."""
     with fault_rig(tmp_path, monkeypatch) as wired:
         yield wired
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The loader's retry policy with its waits cut to a hundredth: as many attempts against
+    the same real servers, without seconds of back-off between them (the waits themselves are
+    test_destinations')."""
+    delay = RetryPolicy.delay
+    monkeypatch.setattr(RetryPolicy, "delay", lambda policy, attempt: delay(policy, attempt) / 100)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from loader.environment.dbt_invocation import run_dbt
 from loader.environment.synthetic import generate
+from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS
 
 APP_SCHEMA = "app_buildlog"
 TARGET_SCHEMA = "analytics_buildlog"
@@ -57,7 +58,7 @@ def published_by(conn) -> list[tuple]:
 
 
 def test_invocations_are_recorded_with_what_they_did(target, project_options):
-    good = run_dbt(project_options, ["build", *VARS], quiet=True)
+    good = run_dbt(project_options, [*BUILD_WITHOUT_UNIT_TESTS, *VARS], quiet=True)
     assert good.success, good.error
     assert logged(target, good.invocation_id) == (
         "build", "", True, True, True, MARTS, 0, 0, 0, [], True,
@@ -106,7 +107,7 @@ def test_a_failed_build_is_recorded_with_its_failed_nodes_and_publishes_nothing(
     key = "healthmonix_2025_integration_enabled"
     target.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))
     try:
-        failed = run_dbt(project_options, ["build", *VARS], quiet=True)
+        failed = run_dbt(project_options, [*BUILD_WITHOUT_UNIT_TESTS, *VARS], quiet=True)
     finally:
         target.execute(f"update {APP_SCHEMA}.settings set value = 'true' where key = %s", (key,))
     assert not failed.success

@@ -3,6 +3,11 @@
 Settings errors are made in the scenario's `settings` table; seed errors in a copy of the
 project (the checkout's seeds are never touched). Each build must fail, say what is wrong, and
 leave the marts unbuilt, so a loader run afterwards finds nothing new to deliver.
+
+Each test builds what decides that (`CHECK`): the configuration check, everything it reads,
+and everything after it (the marts it guards), with their data tests as the daily build runs
+them; not the models of visits and forms, which the check does not read, nor the unit tests
+(they do not read the settings; test_dbt_build runs them).
 """
 
 from __future__ import annotations
@@ -14,6 +19,12 @@ from loader.environment.synthetic import generate
 from tests.support.model_scenarios import Scenario, edit_seed, fetch_all
 
 SCENARIO = Scenario(app_schema="config_app", forms_schema="config_app", models_schema="config")
+# `dbt build` of the configuration check (int_configuration_errors), its parents and its
+# children: mips_deliveries, whose every parent is among them, is built unless the check fails.
+CHECK = (
+    "build", "--select", "+int_configuration_errors+",
+    "--exclude-resource-type", "unit_test",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +85,13 @@ def assert_build_fails_naming(outcome, db, *expected: str) -> None:
 )
 def test_malformed_boolean_names_the_key(settings, db, project_options, key, value):
     settings(key, value)
-    outcome = SCENARIO.run(project_options, "build")
+    outcome = SCENARIO.run(project_options, *CHECK)
     assert_build_fails_naming(outcome, db, f"setting {key}: '{value}' is not a boolean")
 
 
 def test_unknown_state_code_names_the_key(settings, db, project_options):
     settings("healthmonix_2025_states", "AZ, CA,zz")
-    outcome = SCENARIO.run(project_options, "build")
+    outcome = SCENARIO.run(project_options, *CHECK)
     assert_build_fails_naming(
         outcome, db, "setting healthmonix_2025_states: 'ZZ' is not a postal_abbreviation"
     )
@@ -89,7 +100,7 @@ def test_unknown_state_code_names_the_key(settings, db, project_options):
 def test_enabled_state_without_registration_names_year_and_state(settings, db, project_options):
     # Nevada exists in the states table; the shipped registrations know nothing of it.
     settings("healthmonix_2025_states", "AZ,CA,FL,IL,TX,WA,GA,NY,CO,NV")
-    outcome = SCENARIO.run(project_options, "build")
+    outcome = SCENARIO.run(project_options, *CHECK)
     assert_build_fails_naming(
         outcome, db, "performance year 2025, state NV: SFTP integration is enabled"
     )
@@ -97,7 +108,7 @@ def test_enabled_state_without_registration_names_year_and_state(settings, db, p
 
 def test_year_declared_not_reported_but_with_states_names_both_keys(settings, db, project_options):
     settings("healthmonix_2025_reported", "false")
-    outcome = SCENARIO.run(project_options, "build")
+    outcome = SCENARIO.run(project_options, *CHECK)
     assert_build_fails_naming(
         outcome,
         db,
@@ -114,7 +125,7 @@ def test_malformed_registration_names_year_and_state(settings, db, project_copy)
         return rows
 
     edit_seed(project_copy, "mips_registrations", break_key)
-    outcome = SCENARIO.run(project_copy, "build")
+    outcome = SCENARIO.run(project_copy, *CHECK)
     assert_build_fails_naming(
         outcome,
         db,
@@ -129,7 +140,7 @@ def test_configured_year_without_measure_codes_names_the_key(settings, db, proje
 
     edit_seed(project_copy, "mips_program_years", add_2026)
     settings("healthmonix_2026_states", "CA")
-    outcome = SCENARIO.run(project_copy, "build")
+    outcome = SCENARIO.run(project_copy, *CHECK)
     assert_build_fails_naming(
         outcome,
         db,

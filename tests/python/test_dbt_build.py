@@ -16,7 +16,12 @@ import pytest
 
 from loader.clock import SYNTHETIC_TIME_ZONE, today_in
 from loader.environment.synthetic import generate
-from tests.support.model_scenarios import PRODUCTION, Scenario, fetch_all
+from tests.support.model_scenarios import (
+    BUILD_WITHOUT_UNIT_TESTS,
+    PRODUCTION,
+    Scenario,
+    fetch_all,
+)
 
 ALPHA = Scenario(app_schema="alpha_app", forms_schema="alpha_app", models_schema="alpha")
 FRESH = Scenario(app_schema="fresh_app", forms_schema="fresh_app", models_schema="fresh")
@@ -170,7 +175,7 @@ def test_alpha_environment_without_settings_delivers_nothing(db, project_options
         forms_schema=ALPHA.forms_schema,
         settings="none",
     )
-    outcome = ALPHA.run(project_options, "build")
+    outcome = ALPHA.run(project_options, *BUILD_WITHOUT_UNIT_TESTS)
     assert outcome.success, (outcome.error, outcome.failures)
     deliveries = fetch_all(db, f"select count(*) from {ALPHA.models_schema}.mips_deliveries")
     export_rows = fetch_all(db, f"select count(*) from {ALPHA.models_schema}.mips_export_v1")

@@ -14,6 +14,9 @@ import pytest
 from loopback.ssh import free_port, make_ssh_key
 from tests.support.fault_rig import BUCKET, SFTP_NAMES, against_rig, export
 
+# The retries are real (each attempt reaches the misbehaving server); their waits are short.
+pytestmark = pytest.mark.usefixtures("quick_retries")
+
 
 def s3_keys(rig) -> list[str]:
     listing = rig["s3"].list_objects_v2(Bucket=BUCKET, Prefix="healthmonix/")

@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from loader.cli import cli
 from tests.support.fault_rig import BUCKET, RUN_DATE, SFTP_NAMES, export
 from tests.support.handmade import HANDMADE_SCHEMA
+
+# The retries are real (each attempt reaches the unreachable server); their waits are short.
+pytestmark = pytest.mark.usefixtures("quick_retries")
 
 TX_KEY = f"healthmonix/2025/TX/{RUN_DATE}/data.csv"
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import asyncssh
 
-from loopback.s3 import moto_api
+from loopback.s3 import POLL_INTERVAL, moto_api
 from loopback.ssh import LOCALHOST
 
 
@@ -199,7 +199,9 @@ def s3_fault_proxy(upstream_url: str) -> Iterator[FaultInjectingProxy]:
     proxy = FaultInjectingProxy(upstream_url, f"http://{LOCALHOST}:{server.server_address[1]}")
     proxy._server = server
     handler.proxy = proxy
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, daemon=True
+    )
     thread.start()
     try:
         yield proxy
