@@ -14,8 +14,10 @@
     and added to the intermediate relation before the materialisation swaps it in. A row that
     breaks a constraint fails the `alter table`, the model's transaction rolls back, and nothing
     is swapped (or published). A constraint that only makes sense in a column definition (a
-    `custom` column constraint, a `not_null` with an expression), a temporary relation, or
-    var `mips_contract_tables_by_ctas: false` takes dbt-postgres' own path unchanged.
+    `custom` column constraint, a `not_null` with an expression), a column of a length-limited
+    character or bit type (an explicit cast truncates where the insert's assignment fails), a
+    temporary relation, or var `mips_contract_tables_by_ctas: false` takes dbt-postgres' own
+    path unchanged.
     Athena has its own materialisation and never reaches this macro.
 -#}
 {% macro postgres__create_table_as(temporary, relation, sql) -%}
@@ -52,13 +54,20 @@
 
 
 {#-
-    The contract's constraints as `alter table` sub-commands, or none when one of them cannot be
-    added after the fact. Column constraints become the table constraints they are equivalent
+    The contract's constraints as `alter table` sub-commands, or none when the table cannot be
+    built this way with the same result: a constraint that cannot be added after the fact, or a
+    length-limited character or bit column (`varchar(10)`: `cast` would cut a longer value that
+    the insert refuses). Column constraints become the table constraints they are equivalent
     to (`unique` on c → `unique (c)`); the adapter renders them as it renders the model's own.
 -#}
 {% macro contract_constraints_as_alterations() -%}
     {%- set alterations = [] -%}
+    {#- with a length, or character/char/bit alone, which means a length of 1 -#}
+    {%- set limited_length = '^\\s*((character|char|bpchar|varchar|bit|varbit)\\b[^(]*\\(|(character|char|bit)\\s*$)' -%}
     {%- for column in model['columns'].values() -%}
+        {%- if modules.re.match(limited_length, column['data_type'] | lower) -%}
+            {{ return(none) }}
+        {%- endif -%}
         {%- set column_name = adapter.quote(column['name']) if column.get('quote') else column['name'] -%}
         {%- for constraint in column.get('constraints', []) -%}
             {%- if constraint['type'] == 'not_null' and not constraint.get('expression') -%}
