@@ -251,6 +251,8 @@ DBT_LEVERS = {
     "with_unit_and_weekly_tests": ("build",),
     "intermediates_logged": (*DAILY_BUILD, "--vars", "{mips_unlogged_intermediates: false}"),
     "no_partial_parse": (*DAILY_BUILD, "--no-partial-parse"),
+    "contract_tables_by_insert": (*DAILY_BUILD, "--vars", "{mips_contract_tables_by_ctas: false}"),
+    "server_work_mem": (*DAILY_BUILD, "--vars", "{mips_work_mem: null}"),
 }
 # The loader's unloads ahead: the production shape with other --jobs values (default 2).
 LOADER_JOBS_LEVERS = ("1", "3")

@@ -12,5 +12,8 @@
 {%- endmacro %}
 
 {% macro postgres__analyze_table(relation) -%}
-    analyze {{ relation }}
+    {#- a view in a folder of tables has no statistics of its own -#}
+    {%- if config.get('materialized') != 'view' -%}
+        analyze {{ relation }}
+    {%- endif -%}
 {%- endmacro %}

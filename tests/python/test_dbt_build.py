@@ -263,7 +263,7 @@ def test_intermediate_tables_skip_the_wal_and_the_marts_do_not(production_build,
     intermediate = [t for t in persistence if t.startswith(f"{built}.int_")]
     assert {
         f"{built}.{table}"
-        for table in ("int_visits_dated", "int_visit_forms_selected", "int_injuries_extended")
+        for table in ("int_visits_dated", "int_visit_forms_selected", "int_care_plans_eligible")
     } <= set(intermediate)
     for table in intermediate:
         assert persistence[table] == "u", table
