@@ -254,13 +254,7 @@ DBT_LEVERS = {
 }
 # The loader's unloads ahead: the production shape with other --jobs values (default 2).
 LOADER_JOBS_LEVERS = ("1", "3")
-# The loader's S3 and SFTP legs one after the other instead of at once (docs/loader.md).
-LOADER_ENV_LEVERS = {"serial_legs": {"MIPS_EXPORT_SERIAL_LEGS": "1"}}
-ALL_LEVERS = (
-    *DBT_LEVERS,
-    *(f"jobs_{jobs}" for jobs in LOADER_JOBS_LEVERS),
-    *LOADER_ENV_LEVERS,
-)
+ALL_LEVERS = (*DBT_LEVERS, *(f"jobs_{jobs}" for jobs in LOADER_JOBS_LEVERS))
 # dbt's nodes whose time the unlogged lever changes.
 INTERMEDIATE_TABLES = (
     "int_visits_dated",
@@ -619,15 +613,6 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
         )
         levers[f"loader_jobs_{jobs}"] = {k: v for k, v in result.items() if k != "deliveries"}
         say(f"run {index + 1}: lever loader --jobs {jobs} {result['seconds']:.1f} s")
-        transports.clear()
-    for name, variables in LOADER_ENV_LEVERS.items():
-        if name not in options.levers:
-            continue
-        result = run_loader(
-            config, {**env, **variables}, transports, logs, f"run{index}-lever-{name}"
-        )
-        levers[f"loader_{name}"] = {k: v for k, v in result.items() if k != "deliveries"}
-        say(f"run {index + 1}: lever loader {name} {result['seconds']:.1f} s")
         transports.clear()
     return levers
 

@@ -276,8 +276,8 @@ def _levers(ordered: list[dict]) -> list[str]:
         "",
         "| scale | daily build | + unit and weekly tests | intermediates logged "
         "(their nodes: unlogged → logged) | no partial parse | export --jobs 2 | --jobs 1 "
-        "| --jobs 3 | S3, then SFTP |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| --jobs 3 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in measured:
         m, lev = r["medians"], r["medians"]["levers"]
@@ -294,7 +294,7 @@ def _levers(ordered: list[dict]) -> list[str]:
             f"| {r['scale']:g} | {_s(m['dbt_build_seconds'])} "
             f"| {sec('dbt_with_unit_and_weekly_tests')} | {logged} "
             f"| {sec('dbt_no_partial_parse')} | {_s(loader.get('seconds'))} "
-            f"| {sec('loader_jobs_1')} | {sec('loader_jobs_3')} | {sec('loader_serial_legs')} |"
+            f"| {sec('loader_jobs_1')} | {sec('loader_jobs_3')} |"
         )
     return lines + [""]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import os
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -483,7 +482,6 @@ def export_command(
         max_shrink=Decimal(str(max_shrink)),
         max_build_age=max_build_age,
         jobs=jobs,
-        serial_legs=os.environ.get("MIPS_EXPORT_SERIAL_LEGS") == "1",
     )
 
     def export(warehouse):

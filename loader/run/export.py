@@ -70,9 +70,6 @@ class ExportRequest:
     max_build_age: dt.timedelta = DEFAULT_MAX_BUILD_AGE
     # Slices in flight: the one being uploaded and up to jobs - 1 unloaded ahead of it.
     jobs: int = DEFAULT_JOBS
-    # The SFTP leg after the S3 leg instead of beside it (MIPS_EXPORT_SERIAL_LEGS=1: for the
-    # benchmark, which measures that lever undone).
-    serial_legs: bool = False
 
 
 @dataclass
@@ -406,8 +403,7 @@ def _deliver(unload, delivery, request, record, recorder, sftp, step) -> Deliver
         step(STAGE_S3, record)
         gate = _SnapshotGate()
         leg = None
-        to_sftp = delivery.sftp_enabled and refusal is None and guard_error is None
-        if to_sftp and not request.serial_legs:
+        if delivery.sftp_enabled and refusal is None and guard_error is None:
             step(STAGE_SFTP, record, record.sftp_file_name)
             leg = sftp.start(unloaded, record.sftp_file_name, gate)
         try:
@@ -426,9 +422,6 @@ def _deliver(unload, delivery, request, record, recorder, sftp, step) -> Deliver
             raise
         gate.close(written=True)
         snapshot_written = True
-        if to_sftp and leg is None:  # serial legs
-            step(STAGE_SFTP, record, record.sftp_file_name)
-            leg = sftp.start(unloaded, record.sftp_file_name, gate)
         if guard_error is not None:
             raise guard_error
         if refusal is not None:
