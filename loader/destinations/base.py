@@ -84,22 +84,13 @@ class Destination(ABC):
 
     @abstractmethod
     def put_file(
-        self,
-        local_path: Path,
-        name: str,
-        *,
-        size: int,
-        sha256: str,
-        crc32: int | None = None,
-        before_rename: Callable[[], None] | None = None,
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
     ) -> StoredObject:
         """Upload a finished local file as `name`, atomically, and verify what was stored.
 
         `size` and `sha256` are what the stored bytes must be; `crc32`, when the caller took it
         in the same pass as the SHA-256, spares a backend that sends a CRC32 (S3) reading the
-        file once more. `before_rename`, if given, is called once the stored bytes are
-        verified and before they appear under `name` (S3, which has no rename: before the
-        upload); what it raises stops the upload, leaving nothing under any name."""
+        file once more."""
 
     @abstractmethod
     def put_bytes(self, name: str, data: bytes) -> StoredObject:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -104,14 +104,7 @@ class S3Destination(Destination):
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def put_file(
-        self,
-        local_path: Path,
-        name: str,
-        *,
-        size: int,
-        sha256: str,
-        crc32: int | None = None,
-        before_rename: Callable[[], None] | None = None,
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
     ) -> StoredObject:
         key = self._key(name)
         expected = Digest(size, sha256.lower())
@@ -121,8 +114,6 @@ class S3Destination(Destination):
         else:
             encoded_crc32 = _encode_crc32(crc32)
         extra_args = self._upload_args(expected, encoded_crc32)
-        if before_rename is not None:
-            before_rename()  # a PUT makes the object appear: nothing to rename afterwards
 
         def upload_once() -> StoredObject:
             with self._mapped_errors(name):

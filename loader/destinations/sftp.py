@@ -51,7 +51,6 @@ import posixpath
 import socket
 import stat as stat_mode
 import struct
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -103,7 +102,6 @@ from loader.destinations.base import (
 from loader.destinations.settings import TransportSettings
 from loader.destinations.temporary_names import is_stale_temporary, temporary_name
 from loader.destinations.urls import redact_url, refuse_credentials_in_url
-from loader.errors import INTERRUPTED
 
 DEFAULT_PORT = 22
 # Bytes per SFTP read or write request (servers may refuse more) and requests kept in flight.
@@ -177,19 +175,10 @@ class SFTPDestination(Destination):
         return f"sftp://{self.username}@{host}:{self.port}{self.directory}"
 
     def put_file(
-        self,
-        local_path: Path,
-        name: str,
-        *,
-        size: int,
-        sha256: str,
-        crc32: int | None = None,
-        before_rename: Callable[[], None] | None = None,
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
     ) -> StoredObject:
         expected = Digest(size, sha256.lower())
-        return self._upload(
-            name, expected, lambda: open(local_path, "rb"), local_path, before_rename
-        )
+        return self._upload(name, expected, lambda: open(local_path, "rb"), local_path)
 
     def put_bytes(self, name: str, data: bytes) -> StoredObject:
         expected = Digest.of_bytes(data)
@@ -264,7 +253,6 @@ class SFTPDestination(Destination):
         expected: Digest,
         open_source: Callable[[], BinaryIO],
         source_label: Path,
-        before_rename: Callable[[], None] | None = None,
     ) -> StoredObject:
         remote = self._remote_path(name)
         mode = self.settings.file_mode
@@ -297,8 +285,6 @@ class SFTPDestination(Destination):
                             cause = f"the server refused the write at offset {refused[0]}: "
                             cause += _describe(refused[1])
                         raise VerificationMismatch(expected=expected, stored=stored, cause=cause)
-                    if before_rename is not None:
-                        before_rename()
                     self._rename_into_place(sftp, temporary, remote)
                 except BaseException:
                     self._discard(temporary)
@@ -703,7 +689,6 @@ class _SFTPClient(paramiko.SFTPClient):
         offset = 0
         try:
             while True:
-                _stop_if_interrupted()
                 chunk = read_chunk(size)
                 if not chunk:
                     break
@@ -808,7 +793,6 @@ class _SFTPClient(paramiko.SFTPClient):
             limit = self._size_of(handle)
             size = 0 if limit is None else self._read_ahead(handle, limit, digest)
             while True:
-                _stop_if_interrupted()
                 if limit is not None and size >= limit:
                     now = self._size_of(handle)
                     if now is not None and now <= size:
@@ -844,7 +828,6 @@ class _SFTPClient(paramiko.SFTPClient):
         next_offset = size = 0
         read_size = self._read_size()
         while size < limit:
-            _stop_if_interrupted()
             while len(requested) < MAX_IN_FLIGHT and next_offset < limit:
                 length = min(read_size, limit - next_offset)
                 number = self._async_request(replies, CMD_READ, handle, int64(next_offset), length)
@@ -916,14 +899,6 @@ class _Replies:
         if kind == CMD_STATUS:
             self._client._convert_status(msg)  # raises EOFError at the end, IOError otherwise
         raise SFTPError(f"unexpected SFTP reply type {kind} to a read")
-
-
-def _stop_if_interrupted() -> None:
-    """A signal reaches only the main thread; an upload on another (the export's SFTP leg,
-    loader.run.export) asks the flag the handler sets, once per request, and unwinds the same
-    way: handle closed, `.part` removed."""
-    if INTERRUPTED.is_set() and threading.current_thread() is not threading.main_thread():
-        raise KeyboardInterrupt("interrupted")
 
 
 def _describe(error: Exception) -> str:

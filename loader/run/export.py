@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -211,8 +209,6 @@ def _export(read, warehouse, request: ExportRequest, progress) -> ExportReport:
             report.journal_replayed = recorder.replay()
         work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
         ahead = stack.enter_context(UnloadsAhead(read, deliveries, work_dir, request.jobs))
-        # The SFTP leg of a delivery runs here while the run's thread puts it in S3.
-        beside = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mips-sftp"))
         for index, delivery in enumerate(deliveries):
 
             def step(stage: str, record=None, detail: str = "", i=index, d=delivery) -> None:
@@ -224,13 +220,7 @@ def _export(read, warehouse, request: ExportRequest, progress) -> ExportReport:
             failure = None
             try:
                 failure = _deliver(
-                    lambda i=index: ahead.take(i),
-                    delivery,
-                    request,
-                    record,
-                    recorder,
-                    _SftpLeg(sftp, beside),
-                    step,
+                    lambda i=index: ahead.take(i), delivery, request, record, recorder, sftp, step
                 )
                 interrupted = INTERRUPTED.is_set()
             except KeyboardInterrupt:
@@ -379,12 +369,7 @@ def _new_record(delivery: Delivery, report: ExportReport, status: str) -> Delive
 
 def _deliver(unload, delivery, request, record, recorder, sftp, step) -> DeliveryError | None:
     """`unload()` gives the delivery's slice file (unloaded ahead, or now); `step(stage,
-    record, detail)` tells the progress display. Returns the delivery error, if any.
-
-    The two legs run at once: the SFTP upload (write, read back) on `sftp`'s thread while
-    this one puts the file in S3. The SFTP file is renamed into place only once the S3
-    snapshot is written and verified, so the outcomes and the record are those of S3 first,
-    then SFTP: when S3 fails, the `.part` file is removed and SFTP counts as not attempted."""
+    record, detail)` tells the progress display. Returns the delivery error, if any."""
     unloaded: UnloadedSlice | None = None
     snapshot_written = False
     failure: DeliveryError | None = None
@@ -394,41 +379,19 @@ def _deliver(unload, delivery, request, record, recorder, sftp, step) -> Deliver
         if request.dry_run:
             record.status = STATUS_DRY_RUN
             return None
-        refusal = guard_error = None
-        if delivery.sftp_enabled:
-            try:
-                refusal = _shrink_guard(delivery, request, unloaded, recorder)
-            except DeliveryError as exc:
-                guard_error = exc  # reported after the S3 leg, as when it ran after it
         step(STAGE_S3, record)
-        gate = _SnapshotGate()
-        leg = None
-        if delivery.sftp_enabled and refusal is None and guard_error is None:
-            step(STAGE_SFTP, record, record.sftp_file_name)
-            leg = sftp.start(unloaded, record.sftp_file_name, gate)
-        try:
-            retrying(
-                lambda: recorder.s3.put_file(
-                    unloaded.path,
-                    record.s3_key,
-                    size=unloaded.bytes,
-                    sha256=unloaded.sha256,
-                    crc32=unloaded.crc32,
-                )
+        retrying(
+            lambda: recorder.s3.put_file(
+                unloaded.path,
+                record.s3_key,
+                size=unloaded.bytes,
+                sha256=unloaded.sha256,
+                crc32=unloaded.crc32,
             )
-        except BaseException:
-            gate.close(written=False)
-            _settle(leg)
-            raise
-        gate.close(written=True)
+        )
         snapshot_written = True
-        if guard_error is not None:
-            raise guard_error
-        if refusal is not None:
-            record.sftp_outcome = SFTP_REFUSED_SHRINK
-            record.error = f"{delivery.label}: SFTP upload refused: {refusal}"
-        elif leg is not None:
-            failure = _sftp_outcome(leg, record)
+        if delivery.sftp_enabled:
+            failure = _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step)
         record.status = STATUS_FAILED if record.error else STATUS_OK
     except DeliveryError as exc:
         record.error, failure = str(exc), exc
@@ -444,94 +407,30 @@ def _deliver(unload, delivery, request, record, recorder, sftp, step) -> Deliver
     return recorder.record(delivery, record, with_manifest=snapshot_written) or failure
 
 
-def _shrink_guard(delivery, request, unloaded, recorder) -> str | None:
-    """Why the slice may not go to SFTP (the shrink guard), or None."""
+def _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step):
+    """Upload the same bytes to SFTP unless the shrink guard refuses; sets the record's error
+    and returns the delivery error, if any."""
     previous = last_sftp_delivery(recorder.s3, delivery, recorder.pending)
-    if previous is None or request.allow_shrink:
+    refusal = None
+    if previous is not None and not request.allow_shrink:
+        refusal = shrink_refusal(previous.rows, unloaded.rows, request.max_shrink)
+    if refusal:
+        record.sftp_outcome = SFTP_REFUSED_SHRINK
+        record.error = f"{delivery.label}: SFTP upload refused: {refusal}"
         return None
-    return shrink_refusal(previous.rows, unloaded.rows, request.max_shrink)
-
-
-def _sftp_outcome(leg: Future, record: DeliveryRecord) -> DeliveryError | None:
-    """The SFTP leg's outcome in the record (the leg finished, or this waits for it)."""
+    step(STAGE_SFTP, record, record.sftp_file_name)
     try:
-        leg.result()
+        retrying(
+            lambda: sftp.put_file(
+                unloaded.path, record.sftp_file_name, size=unloaded.bytes, sha256=unloaded.sha256
+            )
+        )
     except DeliveryError as exc:
         record.sftp_outcome = SFTP_FAILED
         record.error = str(exc)
         return exc
-    except BaseException:
-        _settle(leg)
-        raise
     record.sftp_outcome = SFTP_DELIVERED
     return None
-
-
-class _SnapshotNotWritten(Exception):  # noqa: N818 - a signal between the legs, not an error
-    """The S3 leg failed or was stopped: the SFTP upload is not renamed into place."""
-
-
-class _SnapshotGate:
-    """What the SFTP leg waits for before its rename: the S3 snapshot written, or not."""
-
-    def __init__(self) -> None:
-        self._closed = threading.Event()
-        self._written = False
-
-    def close(self, *, written: bool) -> None:
-        self._written = written
-        self._closed.set()
-
-    def wait(self) -> None:
-        while not self._closed.wait(0.05):
-            if INTERRUPTED.is_set():
-                raise KeyboardInterrupt("interrupted before the SFTP rename")
-        if not self._written:
-            raise _SnapshotNotWritten()
-
-
-class _SftpLeg:
-    """Starts a delivery's SFTP upload on a thread of its own (one at a time)."""
-
-    def __init__(self, sftp, pool: ThreadPoolExecutor):
-        self.sftp = sftp
-        self.pool = pool
-
-    def start(self, unloaded: UnloadedSlice, name: str, gate: _SnapshotGate) -> Future:
-        def upload() -> None:
-            retrying(
-                lambda: self.sftp.put_file(
-                    unloaded.path,
-                    name,
-                    size=unloaded.bytes,
-                    sha256=unloaded.sha256,
-                    before_rename=gate.wait,
-                ),
-                sleep=_sleep_unless_interrupted,
-            )
-
-        return self.pool.submit(upload)
-
-
-def _sleep_unless_interrupted(seconds: float) -> None:
-    """A retry's back-off on the SFTP leg's thread, which no signal reaches: cut short by one."""
-    if INTERRUPTED.wait(seconds):
-        raise KeyboardInterrupt("interrupted during a retry's back-off")
-
-
-def _settle(leg: Future | None) -> None:
-    """Wait for an SFTP leg to end (it stops at its next request after a signal, removing its
-    `.part` file), whatever its outcome: the delivery's own error or interruption goes on."""
-    if leg is None:
-        return
-    while True:
-        try:
-            leg.exception()
-            return
-        except KeyboardInterrupt:
-            continue  # another signal: the leg is stopping already
-        except BaseException:  # noqa: BLE001 - cancelled: nothing ran
-            return
 
 
 def plan_export(warehouse, request: ExportRequest) -> ExportReport:
