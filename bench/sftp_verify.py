@@ -26,7 +26,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 from loader.destinations import TransportSettings, open_destination  # noqa: E402
-from loader.destinations.sftp import REQUEST_SIZE  # noqa: E402
 from loopback.ssh import openssh_sftp_server, write_known_hosts  # noqa: E402
 
 MiB = 1024 * 1024
@@ -89,11 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     target = write_target
                     with open(source, "rb") as handle:
                         timings["write"].append(
-                            timed(
-                                lambda h=handle: sftp.write_new_file(
-                                    write_target, 0o600, lambda: h.read(REQUEST_SIZE)
-                                )
-                            )
+                            timed(lambda h=handle: sftp.write_new_file(write_target, 0o600, h.read))
                         )
                     digest = None
 

@@ -65,12 +65,16 @@ from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
     CMD_DATA,
+    CMD_EXTENDED,
+    CMD_EXTENDED_REPLY,
     CMD_FSETSTAT,
     CMD_FSTAT,
     CMD_HANDLE,
+    CMD_INIT,
     CMD_OPEN,
     CMD_READ,
     CMD_STATUS,
+    CMD_VERSION,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
     SFTP_FLAG_EXCL,
@@ -103,6 +107,22 @@ DEFAULT_PORT = 22
 # Bytes per SFTP read or write request (servers may refuse more) and requests kept in flight.
 REQUEST_SIZE = 32 * 1024
 MAX_IN_FLIGHT = 64
+# Bytes per write request: a write, its header and the longest handle (256 bytes) fit in one
+# SSH packet of OpenSSH's 32 KiB channel packets (paramiko sends at most the server's maximum
+# packet size less 64 bytes per packet). A 32 KiB write went out as a full packet and a
+# ~90-byte one: twice the packets, each with its own encryption, MAC and locking in Python.
+WRITE_SIZE = REQUEST_SIZE - 512
+# Bytes per read request of the read-back when the server states its limits
+# (`limits@openssh.com`) and they allow it; a server that does not keeps REQUEST_SIZE, which
+# every server serves whole. Twice the bytes per reply: half the replies and packets to take
+# in, which is where the read-back spends its time.
+LARGE_READ_SIZE = 64 * 1024
+LIMITS_EXTENSION = "limits@openssh.com"
+# Largest SSH packet the server may send us on the SFTP channel (paramiko's default is
+# 32 KiB): room for a LARGE_READ_SIZE reply in one packet.
+SFTP_MAX_PACKET_SIZE = 2 * LARGE_READ_SIZE
+# Bytes of an SFTP data reply besides the data: length, type, id, the data's length.
+DATA_REPLY_OVERHEAD = 4 + 1 + 4 + 4
 # SSH channel window: room for the replies of every request in flight, and more.
 SFTP_WINDOW_SIZE = 16 * 1024 * 1024
 # Bytes of an SFTP write request besides its handle and data: length, type, id, the handle's
@@ -252,9 +272,7 @@ class SFTPDestination(Destination):
                 temporary = posixpath.join(self.directory, temporary_name(name))
                 try:
                     reader = HashingReader(source)
-                    refused = sftp.write_new_file(
-                        temporary, mode, lambda: reader.read(REQUEST_SIZE)
-                    )
+                    refused = sftp.write_new_file(temporary, mode, reader.read)
                     if refused is None:
                         self._check_source(source_label, name, expected, reader.digest())
                     elif isinstance(refused[1], OSError) and refused[1].errno in TERMINAL_ERRNOS:
@@ -395,7 +413,9 @@ class SFTPDestination(Destination):
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(self.settings.keepalive_interval)
-            sftp = _SFTPClient.from_transport(transport, window_size=SFTP_WINDOW_SIZE)
+            sftp = _SFTPClient.from_transport(
+                transport, window_size=SFTP_WINDOW_SIZE, max_packet_size=SFTP_MAX_PACKET_SIZE
+            )
             assert sftp is not None
             sftp.get_channel().settimeout(self.settings.io_timeout)
         except BaseException:
@@ -584,6 +604,9 @@ class _SFTPClient(paramiko.SFTPClient):
     # timeout, a dropped connection): the SFTP stream has lost its framing, so nothing more
     # may be sent on this session (the server would read it as the rest of the cut packet).
     stream_cut = False
+    # What the server announced at the handshake, and the read size chosen from it.
+    server_extensions: dict[str, bytes] = {}  # noqa: RUF012 - replaced per session
+    _read_request_size: int | None = None
 
     def _send_packet(self, t, packet):
         try:
@@ -652,19 +675,21 @@ class _SFTPClient(paramiko.SFTPClient):
             self.close_handle(handle)
 
     def write_new_file(
-        self, path: str, mode: int, read_chunk: Callable[[], bytes]
+        self, path: str, mode: int, read_chunk: Callable[[int], bytes]
     ) -> tuple[int, Exception] | None:
-        """Create `path` and write what `read_chunk` yields, pipelined, checking every reply.
+        """Create `path` and write what `read_chunk(size)` yields, pipelined, checking every
+        reply.
 
         Returns None when every write and the close succeeded, else (offset, error) of the
         first refused write; after a refusal nothing more is sent. Connection errors raise.
         """
         handle = self.create_exclusive(path, mode)
+        size = self._write_size(handle)
         replies = _Replies(self)
         offset = 0
         try:
             while True:
-                chunk = read_chunk()
+                chunk = read_chunk(size)
                 if not chunk:
                     break
                 # While the channel window has no room for this write, wait for a reply rather
@@ -695,6 +720,56 @@ class _SFTPClient(paramiko.SFTPClient):
                 return offset, error
         return replies.first_error
 
+    def _write_size(self, handle: bytes) -> int:
+        """WRITE_SIZE, or less when the server's packets are smaller than OpenSSH's, so that
+        each write goes out in one SSH packet."""
+        room = self.sock.out_max_packet_size - 64 - WRITE_PACKET_OVERHEAD - len(handle)
+        return max(min(WRITE_SIZE, room), 1024)
+
+    def _read_size(self) -> int:
+        """Bytes per read request: LARGE_READ_SIZE when the server says it serves reads that
+        large (OpenSSH's `limits@openssh.com`: its max-read-length, 0 for no limit), else
+        REQUEST_SIZE; no larger than one packet of ours holds. Asked once per session."""
+        if self._read_request_size is None:
+            size = REQUEST_SIZE
+            limit = self._server_read_limit()
+            if limit is not None and (limit == 0 or limit >= LARGE_READ_SIZE):
+                room = self.sock.in_max_packet_size - DATA_REPLY_OVERHEAD
+                size = max(min(LARGE_READ_SIZE, room), REQUEST_SIZE)
+            self._read_request_size = size
+        return self._read_request_size
+
+    def _server_read_limit(self) -> int | None:
+        """The server's max-read-length (`limits@openssh.com`), None when it states none."""
+        if LIMITS_EXTENSION not in self.server_extensions:
+            return None
+        try:
+            kind, msg = self._request(CMD_EXTENDED, LIMITS_EXTENSION)
+        except (OSError, SFTPError):  # refused or not understood after all: no stated limit
+            return None
+        if kind != CMD_EXTENDED_REPLY:
+            return None
+        msg.get_int64()  # max-packet-length
+        return msg.get_int64()  # max-read-length
+
+    def _send_version(self):
+        """paramiko's handshake, keeping the extensions the server announces (name: data)."""
+        hello = paramiko.Message()
+        hello.add_int(3)  # SFTP version 3, as paramiko asks
+        self._send_packet(CMD_INIT, hello)
+        kind, data = self._read_packet()
+        if kind != CMD_VERSION:
+            raise SFTPError("Incompatible sftp protocol")
+        announced = paramiko.Message(data)
+        version = announced.get_int()
+        extensions: dict[str, bytes] = {}
+        with suppress(Exception):  # a malformed list: the extensions read before it
+            while announced.get_remainder():
+                name = announced.get_text()
+                extensions[name] = announced.get_binary()
+        self.server_extensions = extensions
+        return version
+
     def digest_file(self, path: str) -> Digest:
         """Size and SHA-256 of a remote file, read with pipelined requests, never all at once.
 
@@ -723,7 +798,8 @@ class _SFTPClient(paramiko.SFTPClient):
                     if now is not None and now <= size:
                         break  # all of it: nothing asked past its end
                     limit = None  # it grew (or has no size now): read on to end-of-file
-                length = REQUEST_SIZE if limit is None else min(REQUEST_SIZE, limit - size)
+                read_size = self._read_size()
+                length = read_size if limit is None else min(read_size, limit - size)
                 try:
                     kind, msg = self._request(CMD_READ, handle, int64(size), length)
                 except EOFError:
@@ -750,9 +826,10 @@ class _SFTPClient(paramiko.SFTPClient):
         replies = _Replies(self, check_writes=False)
         requested: deque[tuple[int, int]] = deque()  # (request number, length), by offset
         next_offset = size = 0
+        read_size = self._read_size()
         while size < limit:
             while len(requested) < MAX_IN_FLIGHT and next_offset < limit:
-                length = min(REQUEST_SIZE, limit - next_offset)
+                length = min(read_size, limit - next_offset)
                 number = self._async_request(replies, CMD_READ, handle, int64(next_offset), length)
                 replies.expect(number, next_offset)
                 requested.append((number, length))

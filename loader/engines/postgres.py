@@ -17,6 +17,8 @@ rules COPY applies); PostgreSQL writes the records itself (`COPY ... TO STDOUT (
 comma, `\\n` line ends, quoting only where needed, NULL as an empty field. The model has
 already formatted every value as text, so nothing is formatted here. The bytes stream to a
 private temporary file while rows are counted and the SHA-256 computed; memory stays flat.
+COPY's data is taken from libpq directly (`_copy_blocks`), ~1 MiB at a time, not through
+psycopg's row-by-row iteration, whose per-row cost made the unload twice as slow as `psql`.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class CsvRowCounter:
         self._in_quotes = False
 
     def feed(self, chunk: bytes) -> None:
+        if not self._in_quotes and b'"' not in chunk:
+            # The common block (the export quotes almost nothing): no copy, one count.
+            self.newlines += chunk.count(b"\n")
+            return
         # Splitting on quotes alternates outside/inside segments; "" inside a field toggles twice.
         segments = chunk.split(b'"')
         for index, segment in enumerate(segments):
@@ -102,18 +108,50 @@ def slice_query(conn, relation: str, year: int, state: str):
     )
 
 
-def _blocks(chunks: Iterable[bytes], size: int = BLOCK_SIZE) -> Iterator[bytes]:
-    """COPY yields one row per chunk: hashing and writing ~1 MiB at a time costs far less."""
-    pending: list[bytes] = []
+def _copy_blocks(conn, size: int = BLOCK_SIZE) -> Iterator[bytes]:
+    """The data of the COPY TO STDOUT `conn` is in, ~`size` bytes at a time, read from libpq.
+
+    libpq hands COPY data over one row per call; psycopg's `Copy` iteration costs a generator
+    and a wait per row (7.6 million rows at scale 100: ~15 s of this process's time). Here the
+    rows come from `PQgetCopyData` in a tight loop that waits on the socket only when libpq
+    has nothing buffered (`poll` releases the GIL, and a signal interrupts it). The COPY's
+    final result is read here too; an error (a cancel request among them) raises psycopg's
+    exception of its kind. Whatever stops the loop otherwise (an interruption) leaves the COPY
+    to psycopg's `Copy.__exit__`, which cancels it and drains the connection, as before.
+    """
+    import select
+
+    from psycopg import errors, pq
+
+    pgconn = conn.pgconn
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN)
+    pending: list = []
     pending_size = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        pending_size += len(chunk)
-        if pending_size >= size:
-            yield b"".join(pending)
-            pending, pending_size = [], 0
+    while True:
+        nbytes, data = pgconn.get_copy_data(1)
+        if nbytes > 0:
+            pending.append(data)
+            pending_size += nbytes
+            if pending_size >= size:
+                yield b"".join(pending)
+                pending, pending_size = [], 0
+        elif nbytes == 0:  # nothing buffered: wait for the socket
+            poller.poll()
+            pgconn.consume_input()
+        else:
+            break
     if pending:
         yield b"".join(pending)
+    while pgconn.is_busy():
+        poller.poll()
+        pgconn.consume_input()
+    failure = None
+    while (result := pgconn.get_result()) is not None:
+        if result.status != pq.ExecStatus.COMMAND_OK and failure is None:
+            failure = errors.error_from_result(result, encoding=conn.info.encoding)
+    if failure is not None:
+        raise failure
 
 
 def unload_postgres_slice(
@@ -135,8 +173,8 @@ def unload_postgres_slice(
             counter.feed(block)
             yield block
 
-    with conn.cursor() as cursor, cursor.copy(query) as copy:
-        blocks = counted(_blocks(itertools.chain((encode_record(header),), copy)))
+    with conn.cursor() as cursor, cursor.copy(query):
+        blocks = counted(itertools.chain((encode_record(header),), _copy_blocks(conn)))
         spooled = spool(blocks, work_dir, year, state)
     # The header is one record; every record ends with a newline.
     return UnloadedSlice.of(spooled, rows=max(counter.newlines - 1, 0))

@@ -129,6 +129,25 @@ def test_s3_returning_500_then_succeeding(rig, profiles_dir):
     assert on_server(rig) == SFTP_NAMES
 
 
+def test_an_s3_snapshot_refused_leaves_nothing_at_the_registry(rig, profiles_dir):
+    """S3 refusing 2023/CA's file: its SFTP upload is not attempted (no file, no .part on the
+    server), the other deliveries go on."""
+    rig["proxy"].fail("PUT", status=403, code="AccessDenied", query_contains="/2023/CA/")
+    result, report = export(rig, profiles_dir)
+    assert result.exit_code == 1, result.output
+    by_year = {d["performance_year"]: d for d in report["deliveries"]}
+    assert {year: d["status"] for year, d in by_year.items()} == {
+        2022: "ok",
+        2023: "failed",
+        2025: "ok",
+    }
+    assert by_year[2023]["sftp_outcome"] == "not attempted"
+    assert "AccessDenied" in by_year[2023]["error"]
+    assert on_server(rig) == [SFTP_NAMES[1]]
+    assert [p for p in rig["faults"].opened_for_write if SFTP_NAMES[0] in p] == []
+    assert len(data_keys(rig)) == 2
+
+
 def test_s3_lost_after_an_sftp_upload_keeps_the_record_and_stops_the_run(
     rig, profiles_dir, monkeypatch, tmp_path
 ):

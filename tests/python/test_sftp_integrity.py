@@ -34,6 +34,7 @@ from loader.destinations import (
     open_destination,
     retrying,
 )
+from loader.destinations.sftp import LARGE_READ_SIZE, MAX_IN_FLIGHT, REQUEST_SIZE, WRITE_SIZE
 from loader.destinations.temporary_names import STALE_PART_AGE_SECONDS, host_tag, temporary_name
 from loopback.ssh import (
     SshdUnavailable,
@@ -47,10 +48,11 @@ from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server
 MiB = 1024 * 1024
 NAME = "Quality_21742_MlUGF8grFd.csv"
 REPO = Path(__file__).resolve().parents[2]
-# Past the first two 32 KiB writes and well inside the file; fewer than 100 writes in all, so
-# paramiko's putfo never reads a write reply before close (and drops the error replies).
+# Past the first two writes (WRITE_SIZE each) and well inside the file; fewer than 100 writes
+# in all, so paramiko's putfo never reads a write reply before close (and drops the error
+# replies).
 SIZE = MiB + 123
-FAULT_OFFSET = 65536
+FAULT_OFFSET = 2 * WRITE_SIZE
 
 
 def files_under(root: Path) -> list[str]:
@@ -222,9 +224,9 @@ def test_a_bad_write_that_persists_fails_naming_the_file_and_both_hashes(server,
     stored_sha256 = message.split("stored ")[1].split("sha256 ")[1][:64]
     assert len(stored_sha256) == 64 and stored_sha256 != source.digest.sha256
     if kind == "swallowed":
-        # The lost 32 KiB write left a hole of NUL bytes: the right size, the wrong bytes.
+        # The lost write left a hole of NUL bytes: the right size, the wrong bytes.
         hole = bytearray(source.data)
-        hole[FAULT_OFFSET : FAULT_OFFSET + 32768] = bytes(32768)
+        hole[FAULT_OFFSET : FAULT_OFFSET + WRITE_SIZE] = bytes(WRITE_SIZE)
         assert f"stored {Digest.of_bytes(bytes(hole))}" in message
     elif kind == "corrupted":
         flipped = bytearray(source.data)
@@ -511,7 +513,7 @@ def test_sftp_preflight_server_down_is_transient_and_unreachable(server):
 # --- task 6: a polite guest on the registry's server ---------------------------------------------
 
 KiB = 1024
-READ_SIZE = 32 * KiB  # the client's read request size
+READ_SIZE = LARGE_READ_SIZE  # the client's read request size (asyncssh states its limits)
 
 
 def eventually(condition, timeout: float = 10.0) -> None:
@@ -523,8 +525,8 @@ def eventually(condition, timeout: float = 10.0) -> None:
 
 @pytest.mark.parametrize(
     "size",
-    [48 * KiB, 0, 3 * READ_SIZE, 2 * MiB + 5],
-    ids=["48KiB", "empty", "3x32KiB", "65-requests"],
+    [48 * KiB, 0, 3 * READ_SIZE, MAX_IN_FLIGHT * READ_SIZE + 5],
+    ids=["48KiB", "empty", "3-requests", "65-requests"],
 )
 def test_read_back_never_reads_at_or_past_the_end_of_the_file(server, tmp_path, size):
     """ProFTPD logs "requested read offset ... greater than size" for each read past the end;
@@ -542,6 +544,23 @@ def test_read_back_never_reads_at_or_past_the_end_of_the_file(server, tmp_path, 
         # Every byte asked for once, in order, no request reaching beyond the end.
         assert [read.offset for read in reads] == list(range(0, size, READ_SIZE))
         assert sum(read.length for read in reads) == size
+
+
+def test_a_server_that_states_no_read_limit_is_read_in_32_KiB_requests(server, tmp_path):
+    """Only a server that says it serves larger reads (limits@openssh.com) is asked for them:
+    another might serve less, and a short read ends the pipelined read-ahead."""
+    source = source_file(tmp_path, 100 * KiB)
+    with server.open() as destination:
+        put(destination, source)
+        client = destination._connection()
+        assert client._read_size() == LARGE_READ_SIZE  # asyncssh states its limits
+        client.server_extensions, client._read_request_size = {}, None
+        server.faults.reads.clear()
+
+        assert destination.read_digest(NAME) == source.digest
+
+    reads = [read.offset for read in server.faults.reads if read.path == NAME]
+    assert reads == list(range(0, 100 * KiB, REQUEST_SIZE))
 
 
 def test_a_file_longer_than_its_first_stat_said_is_read_to_its_end(server, tmp_path):
