@@ -595,8 +595,8 @@ def test_an_added_export_column_is_reported_first(clean_repo, profiles_dir):
     edit_text(repo / EXPORT_LAYOUTS, "'Instrument', 'Score',", "'Instrument', 'Score', 'Clinic',")
     edit_text(
         repo / EXPORT_MODEL,
-        "as score,\n",
-        "as score,\n        cast(null as {{ dbt.type_string() }}) as clinic,\n",
+        "as score\n",
+        "as score,\n        cast(null as {{ dbt.type_string() }}) as clinic\n",
     )
     edit_text(
         repo / EXPORT_CONTRACT,
