@@ -40,16 +40,3 @@
 {% macro athena__order_rows_for_layout(columns) -%}
     {#- partitions already separate the slices; a global sort would only cost time -#}
 {%- endmacro %}
-
-{#-
-    file_order_keys(): the keys that put the export's rows in file order, slice columns first.
-    int_visit_measures_unioned numbers each slice's visits by the middle three (its window) and a
-    visit's three rows by measure_order, so ordering by these keys is ordering by
-    file_row_number; it returns its rows in this order and mips_export orders by the same keys,
-    which lets PostgreSQL keep the window's sort instead of sorting the export's wide rows again
-    (docs/models.md, "File order without a second sort"; test_dbt_build checks the plan).
--#}
-{% macro file_order_keys() -%}
-    {%- set slice = ['performance_year', 'state_code'] -%}
-    {{ return(slice + ['care_plan_id', 'visit_date', 'visit_id', 'measure_order']) }}
-{%- endmacro %}

@@ -136,7 +136,3 @@ visit_measures as (
 )
 
 select * from visit_measures
--- in file order: the window above already sorted the visits by these keys, so on PostgreSQL this
--- costs a sort of each visit's three rows only, and mips_export, ordered by the same keys, needs
--- no second sort of its wide rows (docs/models.md, "File order without a second sort")
-{{ order_rows_for_layout(file_order_keys()) }}

@@ -3,13 +3,6 @@
 {%- for column in export_file_columns(1) -%}
     {%- do file_columns.append(export_column_name(column)) -%}
 {%- endfor -%}
-{#- file order: the slice columns, then the keys that number a slice's rows (file_order_keys) -#}
-{%- set row_keys = [] -%}
-{%- set file_order = file_order_keys()[:2] -%}
-{%- for key in file_order_keys()[2:] -%}
-    {%- do row_keys.append(key ~ ' as file_order_' ~ key) -%}
-    {%- do file_order.append('file_order_' ~ key) -%}
-{%- endfor %}
 
 -- a broken configuration must stop this model from being rebuilt, though it reads nothing of it
 -- depends_on: {{ ref('int_configuration_errors') }}
@@ -57,10 +50,7 @@ export_rows as (
         upper(visit_type) as visit_type,
         cast(measure_code as {{ dbt.type_string() }}) as treatment,
         cast(instrument as {{ dbt.type_string() }}) as instrument,
-        {{ format_decimal_plain('score', 28, 6) }} as score,
-
-        -- the keys int_visit_measures_unioned numbers the rows by (not in the file)
-        {{ row_keys | join(',\n        ') }}
+        {{ format_decimal_plain('score', 28, 6) }} as score
 
     from visit_measures
 
@@ -69,6 +59,4 @@ export_rows as (
 select
     {{ select_columns_for_layout(slice_columns + file_columns) }}
 from export_rows
--- file order (the order of file_row_number), by the keys that number the rows: the rows come in
--- this order from int_visit_measures_unioned, so PostgreSQL does not sort them again
-{{ order_rows_for_layout(file_order) }}
+{{ order_rows_for_layout(slice_columns) }}

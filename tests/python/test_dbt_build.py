@@ -247,35 +247,6 @@ def test_the_export_constraints_refuse_what_its_skipped_tests_would_find(
     assert refusal in str(err.value)
 
 
-def test_the_export_keeps_the_windows_order_instead_of_sorting_its_rows_again(production_build, db):
-    """int_visit_measures_unioned returns its rows in file order (its window's sort, then each
-    visit's three rows) and mips_export orders by the same keys (macro file_order_keys): the
-    export's statement sorts nothing above the window, and its rows are stored in file order."""
-    assert production_build.success
-    compiled = (
-        Path(os.environ["DBT_TARGET_PATH"])
-        / "compiled/healthmonix_mips/models/marts/mips_export_v1.sql"
-    )
-    plan = db.execute("explain (format json) " + compiled.read_text()).fetchone()[0][0]["Plan"]
-    sorts = []
-
-    def walk(node):
-        if node["Node Type"] == "WindowAgg":
-            return  # the one sort of the visits is below it
-        if node["Node Type"] == "Sort":
-            sorts.append(node["Sort Key"])
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan)
-    assert sorts == [], "the export's rows are sorted a second time"
-    published = f"{PRODUCTION.models_schema}_published.mips_export_v1"
-    stored = fetch_all(
-        db, f"select performance_year, state_code, file_row_number from {published} order by ctid"
-    )
-    assert stored == sorted(stored)
-
-
 def test_intermediate_tables_skip_the_wal_and_the_marts_do_not(production_build, db):
     """Unlogged: emptied by a crash, not replicated; only what the next build recreates anyway."""
     assert production_build.success
