@@ -209,32 +209,43 @@ def _export(read, warehouse, request: ExportRequest, progress) -> ExportReport:
             report.journal_replayed = recorder.replay()
         work_dir = None if request.dry_run else Path(stack.enter_context(private_work_dir()))
         ahead = stack.enter_context(UnloadsAhead(read, deliveries, work_dir, request.jobs))
-        for index, delivery in enumerate(deliveries):
-
-            def step(stage: str, record=None, detail: str = "", i=index, d=delivery) -> None:
-                rows, size = (record.rows, record.bytes) if record is not None else (None, None)
-                progress(Step(d.label, stage, i, len(deliveries), rows, size, detail))
-
-            step(STAGE_UNLOAD)
-            record = _new_record(delivery, report, STATUS_FAILED)
-            failure = None
-            try:
-                failure = _deliver(
-                    lambda i=index: ahead.take(i), delivery, request, record, recorder, sftp, step
-                )
-                interrupted = INTERRUPTED.is_set()
-            except KeyboardInterrupt:
-                interrupted = True
-            if interrupted:
-                _interrupted(report, delivery, record, recorder)
-                report.not_attempted = len(deliveries) - index - 1
-                break
-            report.results.append(record)
-            step(STAGE_DONE, record, record.status)
-            if isinstance(failure, UnreachableError):
-                _stop(report, deliveries[index + 1 :], failure)
-                break
+        try:
+            _deliver_each(deliveries, ahead, request, report, recorder, sftp, progress)
+        except KeyboardInterrupt:
+            # the signal landed between two deliveries (none under way): the run stops there
+            report.interrupted = True
+            report.not_attempted = len(deliveries) - len(report.results)
     return report
+
+
+def _deliver_each(deliveries, ahead, request, report, recorder, sftp, progress) -> None:
+    """One delivery after another, each recorded in `report`; a signal during one records it
+    as interrupted and stops the run."""
+    for index, delivery in enumerate(deliveries):
+
+        def step(stage: str, record=None, detail: str = "", i=index, d=delivery) -> None:
+            rows, size = (record.rows, record.bytes) if record is not None else (None, None)
+            progress(Step(d.label, stage, i, len(deliveries), rows, size, detail))
+
+        step(STAGE_UNLOAD)
+        record = _new_record(delivery, report, STATUS_FAILED)
+        failure = None
+        try:
+            failure = _deliver(
+                lambda i=index: ahead.take(i), delivery, request, record, recorder, sftp, step
+            )
+            interrupted = INTERRUPTED.is_set()
+        except KeyboardInterrupt:
+            interrupted = True
+        if interrupted:
+            _interrupted(report, delivery, record, recorder)
+            report.not_attempted = len(deliveries) - index - 1
+            break
+        report.results.append(record)
+        step(STAGE_DONE, record, record.status)
+        if isinstance(failure, UnreachableError):
+            _stop(report, deliveries[index + 1 :], failure)
+            break
 
 
 def _stop(report: ExportReport, rest: list[Delivery], cause: UnreachableError) -> None:

@@ -193,7 +193,7 @@ def test_a_signal_stops_the_slices_unloaded_ahead(models, cluster, profiles_dir,
     assert process.returncode == 1, stderr
     assert "Traceback" not in stderr
     report = json.loads(stdout)
-    assert report["interrupted"] is True
+    assert report.get("interrupted") is True, (stdout, stderr)
     statuses = {d["performance_year"]: d["status"] for d in report["deliveries"]}
     assert statuses in ({2022: "interrupted"}, {2022: "ok", 2023: "interrupted"})
     assert report["not_attempted"] == 3 - len(statuses)
@@ -355,3 +355,37 @@ def test_the_embedded_clusters_owner_hears_a_signal_like_every_command(tmp_path)
     finally:
         signals.restore(previous)
         INTERRUPTED.clear()
+
+
+def test_a_signal_between_two_deliveries_ends_in_the_runs_own_report(models, profiles_dir, stores):
+    """A signal that lands between two deliveries (the first done, the next not yet begun)
+    still ends the run as interrupted, in its own report: the first ok, the rest not attempted.
+    The real SIGTERM is sent when the run starts its second delivery's record (a profile hook
+    only says when; nothing of the loader is replaced)."""
+    import loader.run.export as export_module
+
+    started = []
+
+    def send_at_second_record(frame, event, arg):
+        if event == "call" and frame.f_code is export_module._new_record.__code__:
+            started.append(frame)
+            if len(started) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    s3, sftp = stores
+    sys.setprofile(send_at_second_record)
+    try:
+        result = CliRunner().invoke(
+            cli,
+            ["export", "--json", "--jobs", "1", "--date", RUN_DATE, "--s3-url", s3.as_uri(),
+             "--sftp-url", sftp.as_uri(), "--profiles-dir", str(profiles_dir), "--target", "dev"],
+        )  # fmt: skip
+    finally:
+        sys.setprofile(None)
+    assert len(started) == 2
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report.get("interrupted") is True, result.stdout
+    assert [d["status"] for d in report["deliveries"]] == ["ok"]
+    assert report["not_attempted"] == 2 and report["selected"] == 3
+    assert {(r["performance_year"], r["status"]) for r in run_log(s3)} == {(2022, "ok")}
