@@ -1,0 +1,97 @@
+"""Contract-enforced tables on PostgreSQL are built by `create table as`, then the contract's
+constraints are added (macros/contract_tables_by_ctas.sql): a probe project with only that
+macro and one contracted model, built on the embedded PostgreSQL.
+
+What must hold whichever way dbt builds the table: the declared constraints exist on it, a row
+that breaks one fails the model, and the table built before is left as it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import psycopg
+import pytest
+
+from loader.environment.dbt_invocation import run_dbt
+from loader.environment.warehouse import ProjectOptions
+from tests.support.model_scenarios import PROJECT_DIR
+
+SCHEMA = "contract_probe"
+MODEL = """
+select * from (values {{ var('rows') }}) as probe (k, v)
+"""
+CONTRACT = """
+models:
+  - name: probe
+    config:
+      materialized: table
+      contract:
+        enforced: true
+    columns:
+      - name: k
+        data_type: integer
+        constraints:
+          - type: not_null
+          - type: primary_key
+      - name: v
+        data_type: text
+        constraints:
+          - type: not_null
+"""
+
+
+@pytest.fixture
+def probe(tmp_path, profiles_dir, cluster, monkeypatch):
+    project = tmp_path / "probe"
+    (project / "models").mkdir(parents=True)
+    (project / "macros").mkdir()
+    (project / "dbt_project.yml").write_text(
+        "name: probe\nversion: '1.0'\nconfig-version: 2\nprofile: healthmonix_mips\n"
+    )
+    shutil.copy(PROJECT_DIR / "macros" / "contract_tables_by_ctas.sql", project / "macros")
+    (project / "models" / "probe.sql").write_text(MODEL)
+    (project / "models" / "probe.yml").write_text(CONTRACT)
+    monkeypatch.setenv("MIPS_DEV_SCHEMA", SCHEMA)
+    options = ProjectOptions(project_dir=project, profiles_dir=profiles_dir, target="dev")
+    with psycopg.connect(cluster.conninfo(), autocommit=True) as db:
+        db.execute(f"drop schema if exists {SCHEMA} cascade")
+
+        def build(rows: str):
+            args = ["build", "--vars", f'{{rows: "{rows}"}}', "--target-path"]
+            return run_dbt(options, [*args, str(tmp_path / "target")], quiet=True)
+
+        yield build, db, tmp_path / "target"
+
+
+def test_the_contract_table_is_built_by_ctas_with_its_constraints(probe):
+    build, db, target = probe
+    built = build("(1, 'a'), (2, 'b')")
+    assert built.success, built.error
+    statement = " ".join((target / "run" / "probe" / "models" / "probe.sql").read_text().split())
+    assert "table" in statement and " as ( select cast(k as integer) as k" in statement
+    assert "alter table" in statement and "add primary key (k)" in statement
+    kinds = db.execute(
+        "select contype from pg_constraint where conrelid = %s::regclass and contype <> 'n'",
+        (f"{SCHEMA}.probe",),
+    ).fetchall()
+    assert kinds == [("p",)]
+    not_null = db.execute(
+        "select attname from pg_attribute where attrelid = %s::regclass and attnum > 0 "
+        "and attnotnull order by attnum",
+        (f"{SCHEMA}.probe",),
+    ).fetchall()
+    assert not_null == [("k",), ("v",)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "refusal"),
+    [("(1, 'a'), (1, 'b')", "is duplicated"), ("(1, 'a'), (2, null)", "contains null values")],
+)
+def test_a_row_that_breaks_the_contract_fails_and_leaves_the_table_as_it_was(probe, rows, refusal):
+    build, db, _ = probe
+    assert build("(7, 'kept')").success
+    failed = build(rows)
+    assert not failed.success
+    assert any(refusal in f for f in failed.failures), failed.failures
+    assert db.execute(f"select k, v from {SCHEMA}.probe").fetchall() == [(7, "kept")]
