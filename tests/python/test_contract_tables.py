@@ -1,6 +1,7 @@
-"""Contract-enforced tables on PostgreSQL are built by `create table as`, then the contract's
-constraints are added (macros/contract_tables_by_ctas.sql): a probe project with only that
-macro and one contracted model, built on the embedded PostgreSQL.
+"""The build-speed macros of the big models, each on a probe project that holds only it and
+one model, built on the embedded PostgreSQL: contract-enforced tables built by `create table
+as` with the constraints added after (macros/contract_tables_by_ctas.sql), and their own sort
+memory (macros/cross_database/statement_work_mem.sql).
 
 What must hold whichever way dbt builds the table: the declared constraints exist on it, a row
 that breaks one fails the model, and the table built before is left as it was.
@@ -61,11 +62,11 @@ def probe(tmp_path, profiles_dir, cluster, monkeypatch):
             args = ["build", "--vars", f'{{rows: "{rows}"}}', "--target-path"]
             return run_dbt(options, [*args, str(tmp_path / "target")], quiet=True)
 
-        yield build, db, tmp_path / "target"
+        yield build, db, tmp_path / "target", options
 
 
 def test_the_contract_table_is_built_by_ctas_with_its_constraints(probe):
-    build, db, target = probe
+    build, db, target, _ = probe
     built = build("(1, 'a'), (2, 'b')")
     assert built.success, built.error
     statement = " ".join((target / "run" / "probe" / "models" / "probe.sql").read_text().split())
@@ -89,9 +90,29 @@ def test_the_contract_table_is_built_by_ctas_with_its_constraints(probe):
     [("(1, 'a'), (1, 'b')", "is duplicated"), ("(1, 'a'), (2, null)", "contains null values")],
 )
 def test_a_row_that_breaks_the_contract_fails_and_leaves_the_table_as_it_was(probe, rows, refusal):
-    build, db, _ = probe
+    build, db, _, _ = probe
     assert build("(7, 'kept')").success
     failed = build(rows)
     assert not failed.success
     assert any(refusal in f for f in failed.failures), failed.failures
     assert db.execute(f"select k, v from {SCHEMA}.probe").fetchall() == [(7, "kept")]
+
+
+@pytest.mark.parametrize(("work_mem", "seen"), [(None, "256MB"), ("64MB", "64MB"), ("null", "4MB")])
+def test_a_big_model_sorts_with_its_own_work_mem(probe, work_mem, seen):
+    """The pre-hook of the big models (macros/cross_database/statement_work_mem.sql) sets
+    var `mips_work_mem` (default 256MB; null: the server's own, 4MB here) for the model's
+    statement."""
+    _, db, target, options = probe
+    project = options.project_dir
+    shutil.copy(
+        PROJECT_DIR / "macros" / "cross_database" / "statement_work_mem.sql", project / "macros"
+    )
+    (project / "models" / "memory.sql").write_text(
+        "{{ config(materialized='table', pre_hook=\"{{ statement_work_mem() }}\") }}\n"
+        "select current_setting('work_mem') as work_mem\n"
+    )
+    chosen = [] if work_mem is None else ["--vars", f"{{mips_work_mem: {work_mem}}}"]
+    built = run_dbt(options, ["run", "-s", "memory", *chosen, "--target-path", str(target)])
+    assert built.success, built.error
+    assert db.execute(f"select work_mem from {SCHEMA}.memory").fetchall() == [(seen,)]
