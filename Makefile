@@ -35,11 +35,17 @@ dev-stop:
 test: setup
 	$(BIN)/pytest
 
+# dbt Labs' best-practice rules (dbt_project_evaluator) where the shared packages are, as in CI;
+# elsewhere README ("Set-up and targets") says how to run them.
+EVALUATOR := ../shared/tools/evaluate-dbt-project
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/sqlfluff lint models macros tests/dbt
 	$(BIN)/python scripts/athena_lint.py
+	@if [ -x $(EVALUATOR) ]; then echo $(EVALUATOR); $(EVALUATOR); \
+	else echo "lint: $(EVALUATOR) not found: dbt_project_evaluator not run (README)"; fi
 
 # Every scale of docs/benchmarks.md, each with its levers (make bench SCALES=10 for one).
 SCALES ?= 1 10 30 100
