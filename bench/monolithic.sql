@@ -1,7 +1,9 @@
 -- The export model's rows (mips_export_v1) as one statement, without dbt's layers: what the
 -- layering costs is dbt build's time minus this statement's. Same rules (SPEC §4-6), same
 -- columns (snake case; the file header comes from mips_deliveries) and formatting; the
--- measure map is inlined instead of read from a seed.
+-- measure map is inlined instead of read from a seed. The same SQL techniques as the model, so
+-- the difference is the layering only: dates as format_date_iso writes them (a cast under an
+-- ISO DateStyle), and no final `order by` (the rows leave the numbering window in file order).
 -- Placeholders: {app} and {forms} (source schemas), {target} (the table to create).
 create table {target} as
 with
@@ -147,7 +149,7 @@ select
     ev.tin as practice_tin,
     ev.npi as provider_npi,
     ev.patient_id::text as patient_id,
-    to_char(ev.date_of_birth, 'YYYY-MM-DD') as patient_date_of_birth,
+    case when (select current_setting('DateStyle') like 'ISO%') then ev.date_of_birth::text else to_char(ev.date_of_birth, 'YYYY-MM-DD') end as patient_date_of_birth,
     case lower(trim(ev.sex)) when 'female' then 'F' when 'male' then 'M' else 'U' end
         as patient_sex,
     case ev.payer_type
@@ -160,13 +162,13 @@ select
         when 'other' then 'Other'
     end as payer,
     ev.care_plan_id::text as episode_id,
-    to_char(ev.start_date, 'YYYY-MM-DD') as episode_start_date,
-    to_char(ev.end_date, 'YYYY-MM-DD') as episode_end_date,
+    case when (select current_setting('DateStyle') like 'ISO%') then ev.start_date::text else to_char(ev.start_date, 'YYYY-MM-DD') end as episode_start_date,
+    case when (select current_setting('DateStyle') like 'ISO%') then ev.end_date::text else to_char(ev.end_date, 'YYYY-MM-DD') end as episode_end_date,
     case when ev.surgical then 'Y' else 'N' end as surgical,
-    to_char(ev.onset_date, 'YYYY-MM-DD') as symptom_onset_date,
+    case when (select current_setting('DateStyle') like 'ISO%') then ev.onset_date::text else to_char(ev.onset_date, 'YYYY-MM-DD') end as symptom_onset_date,
     upper(ev.body_part_type) as body_part,
     ev.visit_id::text as visit_id,
-    to_char(ev.visit_date, 'YYYY-MM-DD') as date_of_service,
+    case when (select current_setting('DateStyle') like 'ISO%') then ev.visit_date::text else to_char(ev.visit_date, 'YYYY-MM-DD') end as date_of_service,
     upper(ev.visit_type) as visit_type,
     case kind.measure_order
         when 1 then ev.function_measure_code
@@ -186,4 +188,3 @@ select
     )::text as score
 from eligible_visits as ev
 cross join (values (1), (2), (3)) as kind (measure_order)
-order by 1, 2, 3

@@ -6,8 +6,8 @@
     the contract's order. Contracts match columns by name, so both satisfy the same contract.
     The defaults are plain SQL every engine runs (PostgreSQL uses them).
 
-    order_rows_for_layout(columns): PostgreSQL writes the rows in slice order, so the index
-    on the slice columns reads each slice from adjacent pages; Athena partitions instead.
+    No ordering macro: on PostgreSQL the export's rows already leave their window in file
+    order (mips_export_v1.sql says why no `order by`); Athena partitions by slice.
 -#}
 {% macro select_columns_for_layout(columns) -%}
     {{ return(adapter.dispatch('select_columns_for_layout', 'healthmonix_mips')(columns)) }}
@@ -27,16 +27,4 @@
         {%- do ordered.append(column) -%}
     {%- endfor -%}
     {{ ordered | join(',\n    ') }}
-{%- endmacro %}
-
-{% macro order_rows_for_layout(columns) -%}
-    {{ return(adapter.dispatch('order_rows_for_layout', 'healthmonix_mips')(columns)) }}
-{%- endmacro %}
-
-{% macro default__order_rows_for_layout(columns) -%}
-    order by {{ columns | join(', ') }}
-{%- endmacro %}
-
-{% macro athena__order_rows_for_layout(columns) -%}
-    {#- partitions already separate the slices; a global sort would only cost time -#}
 {%- endmacro %}

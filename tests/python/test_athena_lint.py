@@ -136,7 +136,6 @@ def test_linter_command_line_reports_findings(tmp_path):
 PORTABLE_DEFAULTS = {
     "analyze_table": "does nothing, right for an engine that plans without statistics",
     "select_columns_for_layout": "the column list in the contract's order",
-    "order_rows_for_layout": "order by the slice columns",
     "statement_work_mem": "does nothing: the engine's own memory settings",
 }
 

@@ -1,7 +1,8 @@
 """The build-speed macros of the big models, each on a probe project that holds only it and
 one model, built on the embedded PostgreSQL: contract-enforced tables built by `create table
-as` with the constraints added after (macros/contract_tables_by_ctas.sql), and their own sort
-memory (macros/cross_database/statement_work_mem.sql).
+as` with the constraints added after (macros/contract_tables_by_ctas.sql), their own sort
+memory (macros/cross_database/statement_work_mem.sql), and the export's cheap date format
+(macros/cross_database/format_date_iso.sql).
 
 What must hold whichever way dbt builds the table: the declared constraints exist on it, a row
 that breaks one fails the model, and the table built before is left as it was.
@@ -116,3 +117,27 @@ def test_a_big_model_sorts_with_its_own_work_mem(probe, work_mem, seen):
     built = run_dbt(options, ["run", "-s", "memory", *chosen, "--target-path", str(target)])
     assert built.success, built.error
     assert db.execute(f"select work_mem from {SCHEMA}.memory").fetchall() == [(seen,)]
+
+
+@pytest.mark.parametrize("date_style", ["ISO, MDY", "SQL, DMY", "German"])
+def test_a_date_is_written_yyyy_mm_dd_whatever_the_sessions_date_style(probe, date_style):
+    """format_date_iso casts a date to text under an ISO DateStyle (cheap) and uses to_char
+    under any other, where a plain cast would write the session's format."""
+    _, db, target, options = probe
+    project = options.project_dir
+    shutil.copy(
+        PROJECT_DIR / "macros" / "cross_database" / "format_date_iso.sql", project / "macros"
+    )
+    hook = f"set local datestyle = '{date_style}'"
+    (project / "models" / "dates.sql").write_text(
+        f"{{{{ config(materialized='table', pre_hook=\"{hook}\") }}}}\n"
+        "select\n"
+        "    {{ format_date_iso(\"date '2024-01-12'\") }} as formatted,\n"
+        "    {{ format_date_iso('cast(null as date)') }} as missing,\n"
+        "    cast(date '2024-01-12' as text) as plain_cast\n"
+    )
+    built = run_dbt(options, ["run", "-s", "dates", "--target-path", str(target)])
+    assert built.success, built.error
+    formatted, missing, plain_cast = db.execute(f"select * from {SCHEMA}.dates").fetchone()
+    assert (formatted, missing) == ("2024-01-12", None)
+    assert (plain_cast == "2024-01-12") == date_style.startswith("ISO")
