@@ -224,6 +224,8 @@ def _child_environment(cluster, home: Path, transports: Transports) -> dict[str,
             "DBT_TARGET_PATH": str(home / "dbt-target"),
             "DBT_LOG_PATH": str(home / "dbt-logs"),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            # run_results.json is read after each build (dbt's default; the test suite's is off)
+            "DBT_WRITE_JSON": "true",
             "PYTHONPATH": str(PROJECT_DIR),
         }
     )

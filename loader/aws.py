@@ -1,5 +1,5 @@
 """What an AWS failure means, decided once for every AWS client: the S3 store, the S3 run lock
-and Athena.
+and Athena; and the sessions those clients come from (`session`).
 
 `classify(exc)` gives the kind of a botocore failure: one of the error kinds of
 `loader.errors` (transient, unreachable, configuration, terminal), or an answer the caller
@@ -8,6 +8,9 @@ it never keeps a list of codes of its own.
 """
 
 from __future__ import annotations
+
+import functools
+from typing import Any
 
 from loader.errors import CONFIGURATION, TERMINAL, TRANSIENT, UNREACHABLE
 
@@ -147,3 +150,27 @@ def _classify_answer(code: str, status: int) -> str:
     if code in CONFIGURATION_CODES or status in (401, 403):
         return CONFIGURATION
     return TERMINAL
+
+
+@functools.cache
+def _shared_data_loader():
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
+def session(**options: Any):
+    """A boto3 session (`options`: boto3.Session's) whose service models come from one
+    loader per process. Each new botocore session otherwise parses the endpoint and S3 model
+    JSON again (≈ 15 ms of CPU a session; the test suite makes hundreds); the models are
+    read-only, credentials and configuration stay the session's own."""
+    import boto3
+    import botocore.session
+
+    loader = _shared_data_loader()
+    core = botocore.session.get_session()
+    core.register_component("data_loader", loader)
+    made = boto3.session.Session(botocore_session=core, **options)
+    # each boto3 session appends its own data directory to the loader's search path: once
+    loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+    return made

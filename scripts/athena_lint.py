@@ -400,6 +400,8 @@ def athena_dbt_args(project_dir: Path, profiles_dir: Path, target_dir: Path) -> 
         str(target_dir),
         "--log-path",
         str(target_dir / "logs"),
+        # manifest.json is read after (whatever DBT_WRITE_JSON says)
+        "--write-json",
     ]
 
 

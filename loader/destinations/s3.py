@@ -43,7 +43,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import boto3
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -84,7 +83,7 @@ class S3Destination(Destination):
         self.bucket = parts.netloc
         self.prefix = unquote(parts.path).strip("/")
         self.settings = settings
-        self._client = boto3.session.Session().client(
+        self._client = aws.session().client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,
             config=Config(

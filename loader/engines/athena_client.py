@@ -127,7 +127,6 @@ def split_s3_url(url: str) -> tuple[str, str]:
 def _boto3_clients(settings: Mapping[str, Any]):
     """Athena and S3 clients from the dbt-athena profile's own fields (credentials stay in
     the session). botocore makes one attempt per request: `loader.retry` is the budget."""
-    import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
@@ -139,7 +138,7 @@ def _boto3_clients(settings: Mapping[str, Any]):
             options[field] = settings[field]
     config = Config(retries={"mode": "standard", "total_max_attempts": 1})
     try:
-        session = boto3.Session(**options)
+        session = aws.session(**options)
         return session.client("athena", config=config), session.client("s3", config=config)
     except BotoCoreError as exc:  # no region, an unknown profile
         raise AthenaConfigurationError(

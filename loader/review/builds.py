@@ -83,6 +83,9 @@ def _side_args(side: Side, dbt_vars: dict) -> list[str]:
         "--log-path", str(side.work_dir / "logs"),
         # dbt's own lines would mix with the report on stdout; the log file keeps them
         "--log-level", "none", "--log-level-file", "debug",
+        # the sides' manifest.json (state:modified) and run_results.json are read here,
+        # whatever DBT_WRITE_JSON says
+        "--write-json",
     ]  # fmt: skip
 
 

@@ -101,3 +101,17 @@ def test_a_diff_that_cannot_start_exits_2_with_the_kind_of_its_cause(profiles_di
     assert (result.exit_code, document["exit_code"]) == (2, 2)
     assert document["error"]["kind"] == "configuration"
     assert "target 'nope' is not in profile" in document["error"]["message"]
+
+
+def test_dbt_behavior_flags_are_named_as_dbt_common_names_them():
+    """run_dbt names a behavior flag's declaring module from the frames' globals instead of
+    dbt-common's inspect.stack() (loader/environment/dbt_invocation.py): the same name."""
+    from dbt_common.behavior_flags import BehaviorFlagRendered
+
+    from loader.environment.dbt_invocation import _name_behavior_flags_cheaply
+
+    _name_behavior_flags_cheaply()
+    flag = {"name": "mips_probe_flag", "default": True, "description": "a probe"}
+    named = BehaviorFlagRendered(flag, {})._behavior_change_event.flag_source
+    dbt_commons_own = BehaviorFlagRendered._default_source.replaces()
+    assert named == dbt_commons_own == __name__

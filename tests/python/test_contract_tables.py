@@ -119,25 +119,31 @@ def test_a_big_model_sorts_with_its_own_work_mem(probe, work_mem, seen):
     assert db.execute(f"select work_mem from {SCHEMA}.memory").fetchall() == [(seen,)]
 
 
-@pytest.mark.parametrize("date_style", ["ISO, MDY", "SQL, DMY", "German"])
-def test_a_date_is_written_yyyy_mm_dd_whatever_the_sessions_date_style(probe, date_style):
+DATE_STYLES = {"iso": "ISO, MDY", "sql": "SQL, DMY", "german": "German"}
+
+
+def test_a_date_is_written_yyyy_mm_dd_whatever_the_sessions_date_style(probe):
     """format_date_iso casts a date to text under an ISO DateStyle (cheap) and uses to_char
-    under any other, where a plain cast would write the session's format."""
+    under any other, where a plain cast would write the session's format. One model per
+    DateStyle, each setting it for its own statement."""
     _, db, target, options = probe
     project = options.project_dir
     shutil.copy(
         PROJECT_DIR / "macros" / "cross_database" / "format_date_iso.sql", project / "macros"
     )
-    hook = f"set local datestyle = '{date_style}'"
-    (project / "models" / "dates.sql").write_text(
-        f"{{{{ config(materialized='table', pre_hook=\"{hook}\") }}}}\n"
-        "select\n"
-        "    {{ format_date_iso(\"date '2024-01-12'\") }} as formatted,\n"
-        "    {{ format_date_iso('cast(null as date)') }} as missing,\n"
-        "    cast(date '2024-01-12' as text) as plain_cast\n"
-    )
-    built = run_dbt(options, ["run", "-s", "dates", "--target-path", str(target)])
+    for name, style in DATE_STYLES.items():
+        hook = f"set local datestyle = '{style}'"
+        (project / "models" / f"dates_{name}.sql").write_text(
+            f"{{{{ config(materialized='table', pre_hook=\"{hook}\") }}}}\n"
+            "select\n"
+            "    {{ format_date_iso(\"date '2024-01-12'\") }} as formatted,\n"
+            "    {{ format_date_iso('cast(null as date)') }} as missing,\n"
+            "    cast(date '2024-01-12' as text) as plain_cast\n"
+        )
+    built = run_dbt(options, ["run", "-s", "dates_*", "--target-path", str(target)])
     assert built.success, built.error
-    formatted, missing, plain_cast = db.execute(f"select * from {SCHEMA}.dates").fetchone()
-    assert (formatted, missing) == ("2024-01-12", None)
-    assert (plain_cast == "2024-01-12") == date_style.startswith("ISO")
+    for name, style in DATE_STYLES.items():
+        row = db.execute(f"select * from {SCHEMA}.dates_{name}").fetchone()
+        formatted, missing, plain_cast = row
+        assert (formatted, missing) == ("2024-01-12", None), style
+        assert (plain_cast == "2024-01-12") == style.startswith("ISO"), style

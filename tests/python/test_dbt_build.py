@@ -196,7 +196,7 @@ def source_freshness(db, project_options, *, days_ago: int) -> tuple[bool, dict[
     )
     results_file = Path(os.environ["DBT_TARGET_PATH"]) / "sources.json"
     results_file.unlink(missing_ok=True)
-    outcome = FRESH.run(project_options, "source", "freshness")
+    outcome = FRESH.run(project_options, "source", "freshness", "--write-json")
     results = json.loads(results_file.read_text())["results"]
     return outcome.success, {r["unique_id"].rsplit(".", 1)[-1]: r["status"] for r in results}
 

@@ -61,6 +61,7 @@ def manifest(tmp_path_factory) -> dict:
             str(scratch / "target"),
             "--log-path",
             str(scratch / "logs"),
+            "--write-json",
         ]
     )
     assert result.success, result.exception
