@@ -154,6 +154,7 @@ def _fail(message: str, code: int, kind: str, as_json: bool) -> int:
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "--version", package_name="healthmonix-mips", prog_name="mips-loader")
 def cli() -> None:
     """Deliver MIPS quality data to the Healthmonix registry.
 
@@ -292,13 +293,23 @@ def dev_serve_command(project_dir) -> None:
 
 
 @cli.command("generate")
-@project_options
 @click.option("--seed", default=42, show_default=True, help="Random seed: same seed, same data.")
 @click.option(
     "--scale", default=1.0, show_default=True, type=float, help="1 is about 10k care plans."
 )
-@click.option("--app-schema", default="app", show_default=True)
-@click.option("--forms-schema", default=None, help="Default: same as --app-schema.")
+@click.option(
+    "--app-schema",
+    default="app",
+    show_default=True,
+    help="The schema that receives the application's tables (dbt var app_schema); created "
+    "if missing.",
+)
+@click.option(
+    "--forms-schema",
+    default=None,
+    help="The schema that receives patient_forms_mips (dbt var forms_schema). Default: same "
+    "as --app-schema.",
+)
 @click.option(
     "--settings",
     type=click.Choice(["production", "none"]),
@@ -306,6 +317,7 @@ def dev_serve_command(project_dir) -> None:
     show_default=True,
     help="The healthmonix_* settings rows: as in production, or none (like alpha).",
 )
+@project_options
 def generate_command(
     project_dir, profiles_dir, target, seed, scale, app_schema, forms_schema, settings
 ):
@@ -633,7 +645,6 @@ def status_command(
 
 
 @cli.command("sync-forms")
-@project_options
 @click.option(
     "--athena-target",
     default="athena",
@@ -661,6 +672,7 @@ def status_command(
     help="Re-read forms completed this many days before the newest one already copied.",
 )
 @_json_option("report")
+@project_options
 def sync_forms_command(
     project_dir,
     profiles_dir,

@@ -62,8 +62,8 @@ def run_demo(
         # dbt's node lines go to its log only; errors still reach the terminal
         outcome = run_dbt(options, list(DAILY_BUILD), quiet=True)
         echo(f"    {outcome.summary()}  (every node: {dbt_log_file(project_dir)})")
-        for name in outcome.warned:
-            echo(f"    warning: {name}")
+        for line in outcome.warning_lines():
+            echo(f"    {line}")
         if not outcome.success:
             raise SystemExit(f"dbt build failed: {outcome.error or 'see the output above'}")
         echo("3/3 exporting every delivery")

@@ -71,8 +71,8 @@ def start(options: ProjectOptions, *, scale: float, seed: int, echo: Callable[[s
         # dbt's node lines go to its log only; errors still reach the terminal
         outcome = run_dbt(options, list(DAILY_BUILD), quiet=True)
         echo(f"    {outcome.summary()}  (every node: {dbt_log_file(options.project_dir)})")
-        for name in outcome.warned:
-            echo(f"    warning: {name}")
+        for line in outcome.warning_lines():
+            echo(f"    {line}")
         if not outcome.success:
             echo(f"    the build failed: {outcome.error or 'see the output above'}")
         schema = warehouse.schema

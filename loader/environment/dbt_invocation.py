@@ -28,6 +28,20 @@ class DbtOutcome:
     # Nodes by status ("success", "pass", "warn", "error", ...), and the warned nodes' names.
     statuses: tuple[tuple[str, int], ...] = ()
     warned: tuple[str, ...] = ()
+    # What each warned node means: (name, rows it found, its description in the project).
+    warnings: tuple[tuple[str, int | None, str], ...] = ()
+
+    def warning_lines(self) -> list[str]:
+        """One line per warned node: its name, the rows it found and what it means (the
+        description the project gives it), for a terminal."""
+        lines = []
+        for name, rows, description in self.warnings:
+            found = "" if rows is None else f" ({rows} row{'s' * (rows != 1)})"
+            meaning = " ".join(description.split())
+            if meaning.lower().startswith("warning: "):  # the line says so already
+                meaning = meaning[len("warning: ") :]
+            lines.append(f"warning: {name}{found}" + (f": {meaning}" if meaning else ""))
+        return lines
 
     def summary(self) -> str:
         """dbt's end-of-run counts as one line, as dbt prints them:
@@ -66,11 +80,16 @@ def run_dbt(options: ProjectOptions, args: list[str], *, quiet: bool = False) ->
     error = None if result.exception is None else str(result.exception)
     statuses: dict[str, int] = {}
     warned = []
+    warnings = []
     for node_result in getattr(result.result, "results", None) or ():
         status = str(getattr(node_result, "status", "")).lower()
         statuses[status] = statuses.get(status, 0) + 1
         if status == "warn":
-            warned.append(getattr(getattr(node_result, "node", None), "name", "?"))
+            node = getattr(node_result, "node", None)
+            name = getattr(node, "name", "?")
+            warned.append(name)
+            rows = getattr(node_result, "failures", None)
+            warnings.append((name, rows, getattr(node, "description", "") or ""))
     return DbtOutcome(
         success=bool(result.success),
         invocation_id=invocation_id,
@@ -78,6 +97,7 @@ def run_dbt(options: ProjectOptions, args: list[str], *, quiet: bool = False) ->
         failures=_failure_messages(result.result),
         statuses=tuple(sorted(statuses.items())),
         warned=tuple(warned),
+        warnings=tuple(warnings),
     )
 
 

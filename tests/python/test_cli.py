@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import click
 from click.testing import CliRunner
 
 from loader.cli import cli
@@ -84,6 +85,25 @@ def test_a_usage_error_is_one_line(tmp_path):
     document = json.loads(as_json.stdout)
     assert document["command"] == "plan" and document["error"]["kind"] == "usage"
     assert "--date" in document["error"]["message"]
+
+
+def test_version_is_the_packages():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"mips-loader, version {version('healthmonix-mips')}\n"
+
+
+def test_the_project_options_come_last_on_every_command():
+    """--project-dir, --profiles-dir and --target close every command's option list, as dbt's
+    users expect them in one place (only --help after them)."""
+    project = ["--project-dir", "--profiles-dir", "--target"]
+    for name, command in cli.commands.items():
+        options = [p.opts[0] for p in command.params if isinstance(p, click.Option)]
+        shared = [o for o in options if o in project]
+        if shared:
+            assert options[-len(shared) :] == shared, name
 
 
 def test_the_program_alone_shows_its_help():
