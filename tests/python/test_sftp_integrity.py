@@ -604,7 +604,13 @@ def test_openssh_session_ends_with_an_orderly_disconnect(openssh, tmp_path):
     def ended(log: str) -> list[str]:
         return [line for line in log.splitlines() if line.startswith("Disconnected from user")]
 
-    eventually(lambda: len(ended(openssh.log_path.read_text())) == 2)
+    # sshd's processes write these lines each on their own: wait for both kinds
+    eventually(
+        lambda: (
+            len(ended(openssh.log_path.read_text())) == 2
+            and openssh.log_path.read_text().count("Received disconnect from") >= 2
+        )
+    )
     log = openssh.log_path.read_text()
     assert log.count("Received disconnect from") == 2 and ":11: " in log
     assert "reset" not in log.lower()
