@@ -58,8 +58,8 @@ WHOLE_MODULES = frozenset(
         "test_synthetic",
     }
 )
-# Module fixtures cheap enough to start again on each worker (a moto server).
-CHEAP_MODULE_FIXTURES = frozenset({"moto_endpoint"})
+# Module fixtures cheap enough to start again on each worker (a moto server, a directory).
+CHEAP_MODULE_FIXTURES = frozenset({"moto_endpoint", "dbt_target_per_module"})
 
 
 def work_unit(nodeid: str) -> str:
@@ -131,6 +131,18 @@ def mips_home(tmp_path_factory) -> Path:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dbt_target_per_module(request, mips_home):
+    """Each module's dbt runs get a target/ of their own: dbt keeps its partial parse only while
+    the vars and the profile (the schema in MIPS_DEV_SCHEMA) stay the same, and modules build
+    their own scenarios, so modules sharing one worker's target/ would each parse the whole
+    project again (≈ 3 s a parse) whenever they take turns."""
+    previous = os.environ["DBT_TARGET_PATH"]
+    os.environ["DBT_TARGET_PATH"] = str(mips_home / "dbt-target" / request.module.__name__)
+    yield
+    os.environ["DBT_TARGET_PATH"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-from pathlib import Path
 
 import pytest
 
@@ -194,7 +192,7 @@ def source_freshness(db, project_options, *, days_ago: int) -> tuple[bool, dict[
         forms_schema=FRESH.forms_schema,
         as_of=today_in(SYNTHETIC_TIME_ZONE) - dt.timedelta(days=days_ago),
     )
-    results_file = Path(os.environ["DBT_TARGET_PATH"]) / "sources.json"
+    results_file = FRESH.target_path() / "sources.json"
     results_file.unlink(missing_ok=True)
     outcome = FRESH.run(project_options, "source", "freshness", "--write-json")
     results = json.loads(results_file.read_text())["results"]

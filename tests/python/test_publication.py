@@ -54,6 +54,17 @@ def scenario(cluster, project_options):
         yield conn
 
 
+@pytest.fixture(scope="module")
+def blocking_copy(tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of the project with the sleeping test, and its dbt work directory: the same for
+    both stop tests, so the second build reuses the first one's partial parse (dbt saves it
+    before it runs a node)."""
+    root = tmp_path_factory.mktemp("blocking")
+    copy = copy_project(root / "project")
+    (copy / "tests" / "dbt" / "zz_blocks_after_the_export.sql").write_text(BLOCKING_TEST)
+    return copy, root / "dbt"
+
+
 @pytest.fixture
 def models_schema(monkeypatch):
     """The loader's `dev` target reads the scenario's models."""
@@ -88,8 +99,11 @@ def log_events(db, invocation_id: str) -> list[str]:
     ]
 
 
-def dbt_build_process(cluster, profiles_dir, project_dir: Path, work_dir: Path):
-    """`dbt build --selector daily` of `project_dir` into the scenario, as its own process."""
+def dbt_build_process(
+    cluster, profiles_dir, project_dir: Path, work_dir: Path, target_path: Path | None = None
+):
+    """`dbt build --selector daily` of `project_dir` into the scenario, as its own process
+    (its target/ in `work_dir` unless given)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     log = (work_dir / "dbt-output.txt").open("w")
     return subprocess.Popen(
@@ -107,7 +121,7 @@ def dbt_build_process(cluster, profiles_dir, project_dir: Path, work_dir: Path):
             "--target",
             "dev",
             "--target-path",
-            str(work_dir / "target"),
+            str(target_path or work_dir / "target"),
             "--log-path",
             str(work_dir / "logs"),
         ],  # fmt: skip
@@ -180,15 +194,14 @@ def stores(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_build_stopped_before_the_export_is_tested_publishes_nothing(
-    scenario, cluster, profiles_dir, project_options, models_schema, tmp_path, signum
-):
+    scenario, cluster, profiles_dir, project_options, models_schema, blocking_copy, tmp_path,
+    signum,
+):  # fmt: skip
     db = scenario
     published_by = good_build(project_options)
     before = published_digest(db)
     with sources_changed(db):
-        copy = copy_project(tmp_path / "project")
-        (copy / "tests" / "dbt" / "zz_blocks_after_the_export.sql").write_text(BLOCKING_TEST)
-        build = dbt_build_process(cluster, profiles_dir, copy, tmp_path / "dbt")
+        build = dbt_build_process(cluster, profiles_dir, *blocking_copy)
         sleeper = wait_for(
             lambda: backend(db, "wait_event = 'PgSleep' and query like '%pg_sleep(600)%'"),
             "the export's tests",
@@ -293,7 +306,10 @@ def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build
             text=True,
         )  # fmt: skip
         wait_for(faults.writes_held.is_set, "the export's first SFTP upload", export)
-        build = dbt_build_process(cluster, profiles_dir, PROJECT_DIR, tmp_path / "dbt")
+        # the in-process builds' target/: its partial parse is of the same project and vars
+        build = dbt_build_process(
+            cluster, profiles_dir, PROJECT_DIR, tmp_path / "dbt", SCENARIO.target_path()
+        )
         # the build runs its models and tests, then its publication waits for the export
         # (pg_stat_activity keeps the statement's first 1 kB: the log table is named there)
         waiting = wait_for(

@@ -30,10 +30,20 @@ class Scenario:
     def dbt_vars(self) -> str:
         return json.dumps({"app_schema": self.app_schema, "forms_schema": self.forms_schema})
 
+    def target_path(self) -> Path:
+        """The scenario's own dbt target/ (under the test's): dbt keeps its partial parse only
+        for the same vars and profile, and each scenario has its vars and schema, so scenarios
+        that take turns would each parse the whole project again in a shared one."""
+        return Path(os.environ["DBT_TARGET_PATH"]) / f"scenario-{self.models_schema}"
+
     def run(self, options: ProjectOptions, *args: str) -> DbtOutcome:
         """`dbt <args> --vars ...` building into this scenario's schema."""
         with _environment(MIPS_DEV_SCHEMA=self.models_schema):
-            return run_dbt(options, [*args, "--vars", self.dbt_vars()], quiet=True)
+            return run_dbt(
+                options,
+                [*args, "--vars", self.dbt_vars(), "--target-path", str(self.target_path())],
+                quiet=True,
+            )
 
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
