@@ -13,6 +13,10 @@ def main() -> None:
     from loader import signals
 
     signals.install()
+    # before any thread: the export's buffers then never pile up in per-thread arenas
+    from loader import allocator
+
+    allocator.bound_footprint()
     try:
         from loader.cli import cli
     except KeyboardInterrupt:

@@ -30,7 +30,7 @@ import loader
 LOADER_DIR = Path(loader.__file__).parent
 SHARED = {
     "loader", "loader.errors", "loader.retry", "loader.names", "loader.clock", "loader.aws",
-    "loader.signals", "loader.processes",
+    "loader.signals", "loader.processes", "loader.allocator",
 }  # fmt: skip
 # What each package may import from the loader, besides itself and SHARED.
 ALLOWED = {
