@@ -147,3 +147,37 @@ def test_a_date_is_written_yyyy_mm_dd_whatever_the_sessions_date_style(probe):
         formatted, missing, plain_cast = row
         assert (formatted, missing) == ("2024-01-12", None), style
         assert (plain_cast == "2024-01-12") == style.startswith("ISO"), style
+
+
+UNIQUE_TESTS = CONTRACT.replace(
+    "          - type: primary_key\n",
+    "          - type: primary_key\n        data_tests:\n          - unique\n",
+).replace(
+    "      - name: v\n        data_type: text\n",
+    "      - name: v\n        data_type: text\n        data_tests:\n          - unique\n",
+)
+
+
+def test_unique_is_answered_by_a_unique_index_on_exactly_its_column(probe):
+    """macros/unique_by_index.sql: `k` is the primary key, so its `unique` test never reads the
+    table; `v` has no index of its own, so its test scans and finds the duplicate."""
+    build, db, target, options = probe
+    project = options.project_dir
+    shutil.copy(PROJECT_DIR / "macros" / "unique_by_index.sql", project / "macros")
+    (project / "models" / "probe.yml").write_text(UNIQUE_TESTS)
+    built = build("(1, 'a'), (2, 'a'), (3, 'b')")
+    assert not built.success and dict(built.statuses)["fail"] == 1, built.statuses
+
+    def compiled(test: str) -> str:
+        path = target / "compiled" / "probe" / "models" / "probe.yml" / f"{test}.sql"
+        return path.read_text()
+
+    def scan_of(test: str) -> str:
+        plan = db.execute(f"explain (analyze, costs off, timing off) {compiled(test)}")
+        [scan] = [row[0] for row in plan if "Seq Scan on probe" in row[0]]
+        return scan
+
+    assert db.execute(compiled("unique_probe_k")).fetchall() == []
+    assert db.execute(compiled("unique_probe_v")).fetchall() == [("a", 2)]
+    assert "never executed" in scan_of("unique_probe_k")
+    assert "never executed" not in scan_of("unique_probe_v")
