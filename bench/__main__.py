@@ -44,7 +44,7 @@ SMOKE_SCALE = 0.05
     "--levers",
     is_flag=True,
     help="Also time each lever undone on its own: unit tests, logged tables, no partial "
-    "parse, --jobs 1 and 3.",
+    "parse, --jobs 1 and 3, glibc's allocator as it is.",
 )
 @click.option(
     "--smoke",

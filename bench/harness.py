@@ -258,7 +258,9 @@ DBT_LEVERS = {
 }
 # The loader's unloads ahead: the production shape with other --jobs values (default 2).
 LOADER_JOBS_LEVERS = ("1", "3")
-ALL_LEVERS = (*DBT_LEVERS, *(f"jobs_{jobs}" for jobs in LOADER_JOBS_LEVERS))
+# The export with glibc's allocator as it is (loader/allocator.py bounds it by default).
+ALLOCATOR_LEVER = "allocator_default"
+ALL_LEVERS = (*DBT_LEVERS, *(f"jobs_{jobs}" for jobs in LOADER_JOBS_LEVERS), ALLOCATOR_LEVER)
 # dbt's nodes whose time the unlogged lever changes.
 INTERMEDIATE_TABLES = (
     "int_visits_dated",
@@ -617,6 +619,17 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
         )
         levers[f"loader_jobs_{jobs}"] = {k: v for k, v in result.items() if k != "deliveries"}
         say(f"run {index + 1}: lever loader --jobs {jobs} {result['seconds']:.1f} s")
+        transports.clear()
+    if ALLOCATOR_LEVER in options.levers:
+        result = run_loader(
+            config, {**env, "MIPS_ALLOCATOR_BOUND": "off"}, transports, logs,
+            f"run{index}-lever-{ALLOCATOR_LEVER}",
+        )  # fmt: skip
+        levers[f"loader_{ALLOCATOR_LEVER}"] = {k: v for k, v in result.items() if k != "deliveries"}
+        say(
+            f"run {index + 1}: lever loader, glibc's allocator as it is {result['seconds']:.1f} s,"
+            f" {result['max_rss_bytes'] / 2**20:.1f} MiB"
+        )
         transports.clear()
     return levers
 

@@ -8,25 +8,28 @@ space is kept rather than returned: the process's peak memory then grows with th
 file. A fixed threshold of 1 MiB keeps the big buffers on mmap (returned on free) and two
 arenas bound what the threads keep between them. docs/benchmarks.md measures it.
 
-Elsewhere (macOS, Windows, musl) nothing is changed.
+Elsewhere (macOS, Windows, musl) nothing is changed, nor with MIPS_ALLOCATOR_BOUND=off (glibc's
+own behaviour, and its MALLOC_* variables, for comparison: the benchmark's lever).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # mallopt(3) parameters (glibc's malloc.h)
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 1 << 20
+SWITCH = "MIPS_ALLOCATOR_BOUND"  # "off": leave glibc as it is
 ARENAS = 2
 
 
 def bound_footprint() -> bool:
     """Set the fixed mmap threshold and the arena bound; True when glibc took both."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get(SWITCH, "on") == "off":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -4,6 +4,7 @@ stays with the process); with the bound it maps it (given back on free)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -32,10 +33,10 @@ for line in open("/proc/self/maps"):
 """
 
 
-def where_a_big_buffer_lives(mode: str) -> str:
+def where_a_big_buffer_lives(mode: str, **env: str) -> str:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
-        cwd=PROJECT_DIR, capture_output=True, text=True, check=True,
+        cwd=PROJECT_DIR, capture_output=True, text=True, check=True, env={**os.environ, **env},
     )  # fmt: skip
     return done.stdout.strip()
 
@@ -50,3 +51,8 @@ def test_big_buffers_are_mapped_and_given_back_once_bound():
 def test_the_command_line_binds_it():
     """`mips-loader` (loader/__main__.py) binds it before it runs any command."""
     assert where_a_big_buffer_lives("mips-loader") == "mapped"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_it_can_be_switched_off():
+    assert where_a_big_buffer_lives("mips-loader", MIPS_ALLOCATOR_BOUND="off") == "heap"
