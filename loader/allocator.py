@@ -23,8 +23,8 @@ import sys
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 1 << 20
-SWITCH = "MIPS_ALLOCATOR_BOUND"  # "off": leave glibc as it is
 ARENAS = 2
+SWITCH = "MIPS_ALLOCATOR_BOUND"  # "off": leave glibc as it is
 
 
 def bound_footprint() -> bool:
@@ -33,13 +33,13 @@ def bound_footprint() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only (musl has no such symbol)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except OSError:
         return False
-    del gnu_get_libc_version
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(M_ARENA_MAX, ARENAS)
-    )
+    # glibc only: musl has mallopt as a stub, and no gnu_get_libc_version
+    if not (hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt")):
+        return False
+    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    libc.mallopt.restype = ctypes.c_int
+    threshold = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    arenas = libc.mallopt(M_ARENA_MAX, ARENAS)
+    return threshold == 1 and arenas == 1
