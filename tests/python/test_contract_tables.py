@@ -181,3 +181,20 @@ def test_unique_is_answered_by_a_unique_index_on_exactly_its_column(probe):
     assert db.execute(compiled("unique_probe_v")).fetchall() == [("a", 2)]
     assert "never executed" in scan_of("unique_probe_k")
     assert "never executed" not in scan_of("unique_probe_v")
+
+
+def test_a_unique_test_with_a_where_runs_dbts_own_query(probe):
+    """A `where` makes the tested relation a subquery, which has no index to ask: dbt's own
+    test runs (and still finds the duplicate among the rows it keeps)."""
+    build, db, target, options = probe
+    project = options.project_dir
+    shutil.copy(PROJECT_DIR / "macros" / "unique_by_index.sql", project / "macros")
+    (project / "models" / "probe.yml").write_text(
+        UNIQUE_TESTS.replace("          - unique\n", "          - unique:\n              "
+                             "config: {where: \"v <> 'b'\"}\n")
+    )  # fmt: skip
+    built = build("(1, 'a'), (2, 'a'), (3, 'b'), (4, 'b')")
+    assert not built.success and dict(built.statuses)["fail"] == 1, built.statuses
+    compiled = target / "compiled" / "probe" / "models" / "probe.yml"
+    assert "pg_index" not in (compiled / "unique_probe_k.sql").read_text()
+    assert db.execute((compiled / "unique_probe_v.sql").read_text()).fetchall() == [("a", 2)]
