@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import psycopg
@@ -71,6 +72,14 @@ def work_unit(nodeid: str) -> str:
     return module if name in WHOLE_MODULES else nodeid
 
 
+def pytest_configure(config):
+    """Ctrl-C reaches the commands the tests start, however pytest was started: a shell runs
+    a background job (`make test &`) with SIGINT ignored, which every child would inherit
+    (a caught signal is reset to its default at exec, an ignored one stays ignored)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_xdist_make_scheduler(config, log):
     """xdist's scope scheduling over `work_unit` (its `loadgroup` cannot be used: it renames
     test ids in a way pytest 9.2 ignores). The largest units go first."""
@@ -123,6 +132,8 @@ def mips_home(tmp_path_factory) -> Path:
     # ≈ 0.3-0.5 s of each of the suite's few hundred dbt commands); what reads them asks for
     # them (`--write-json`: diff's sides, the Athena compilation, freshness's sources.json)
     environment["DBT_WRITE_JSON"] = os.environ.get("DBT_WRITE_JSON") or "false"
+    # nor dbt's anonymous usage events (a uuid and an event per node; no network here anyway)
+    environment["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     previous = {k: os.environ.get(k) for k in environment}
     os.environ.update({k: str(v) for k, v in environment.items()})
     yield home
