@@ -84,13 +84,33 @@ class Destination(ABC):
 
     @abstractmethod
     def put_file(
-        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+        self,
+        local_path: Path,
+        name: str,
+        *,
+        size: int,
+        sha256: str,
+        crc32: int | None = None,
+        before_rename: Callable[[], object] | None = None,
     ) -> StoredObject:
         """Upload a finished local file as `name`, atomically, and verify what was stored.
 
         `size` and `sha256` are what the stored bytes must be; `crc32`, when the caller took it
         in the same pass as the SHA-256, spares a backend that sends a CRC32 (S3) reading the
-        file once more."""
+        file once more. `before_rename`, when given, is called once the bytes are stored and
+        verified under a temporary name, just before they take `name`; if it raises, nothing
+        is left under either name and its exception propagates. A store that writes in place
+        (S3: a PUT is atomic at the key) calls it before it writes."""
+
+    def start_put_file(
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+    ) -> StartedPut:
+        """`put_file`, begun now where the store can go on by itself (S3's transfer threads)
+        while the caller does something else; here, where it cannot, begun by the first
+        `result()`. Use as a context manager: leaving it unfinished cancels the upload."""
+        return StartedPut(
+            put=lambda: self.put_file(local_path, name, size=size, sha256=sha256, crc32=crc32)
+        )
 
     @abstractmethod
     def put_bytes(self, name: str, data: bytes) -> StoredObject:
@@ -147,6 +167,35 @@ class Destination(ABC):
                 f"expected {expected}",
                 name,
             )
+
+
+class StartedPut:
+    """A `put_file` under way (`Destination.start_put_file`). `result()` is the stored object
+    as `put_file` returns it, or its exception: the first call ends the upload that was
+    started (`finish`), a later one (a retry of a failed first) uploads again from the start
+    (`put`). Leaving the `with` block before a call finished cancels what is under way."""
+
+    def __init__(
+        self,
+        *,
+        put: Callable[[], StoredObject],
+        finish: Callable[[], StoredObject] | None = None,
+        cancel: Callable[[BaseException | None], None] = lambda error: None,
+    ):
+        self._put = put
+        self._finish = finish
+        self._cancel = cancel
+
+    def result(self) -> StoredObject:
+        finish, self._finish = self._finish, None
+        return finish() if finish is not None else self._put()
+
+    def __enter__(self) -> StartedPut:
+        return self
+
+    def __exit__(self, exc_type, error, traceback) -> None:
+        self._finish = None
+        self._cancel(error)
 
 
 @dataclass(frozen=True)

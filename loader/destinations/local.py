@@ -52,7 +52,14 @@ class LocalDestination(Destination):
         return f"file://{self.root}"
 
     def put_file(
-        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+        self,
+        local_path: Path,
+        name: str,
+        *,
+        size: int,
+        sha256: str,
+        crc32: int | None = None,
+        before_rename: Callable[[], object] | None = None,
     ) -> StoredObject:
         target = self._path(name)
         expected = Digest(size, sha256.lower())
@@ -68,7 +75,7 @@ class LocalDestination(Destination):
             self,
             name,
             self.settings.verify_attempts,
-            lambda: self._write_atomically(target, name, copy_from_source, expected),
+            lambda: self._write_atomically(target, name, copy_from_source, expected, before_rename),
         )
 
     def put_bytes(self, name: str, data: bytes) -> StoredObject:
@@ -153,7 +160,12 @@ class LocalDestination(Destination):
         return path
 
     def _write_atomically(
-        self, target: Path, name: str, write: Callable[[BinaryIO], object], expected: Digest
+        self,
+        target: Path,
+        name: str,
+        write: Callable[[BinaryIO], object],
+        expected: Digest,
+        before_rename: Callable[[], object] | None = None,
     ) -> StoredObject:
         mode = self.settings.file_mode
         try:
@@ -173,6 +185,8 @@ class LocalDestination(Destination):
             written = file_digest(Path(temporary))
             if written != expected:
                 raise VerificationMismatch(f"wrote {written}, expected {expected}")
+            if before_rename is not None:
+                before_rename()
             os.replace(temporary, target)
             _fsync_directory(target.parent)
         except OSError as error:

@@ -38,13 +38,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -56,6 +56,7 @@ from loader.destinations.base import (
     Destination,
     Digest,
     HashingReader,
+    StartedPut,
     StoredObject,
     TerminalDeliveryError,
     TransientDeliveryError,
@@ -103,8 +104,62 @@ class S3Destination(Destination):
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def put_file(
-        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+        self,
+        local_path: Path,
+        name: str,
+        *,
+        size: int,
+        sha256: str,
+        crc32: int | None = None,
+        before_rename: Callable[[], object] | None = None,
     ) -> StoredObject:
+        if before_rename is not None:
+            before_rename()  # a PUT is atomic at the key: nothing is renamed
+        key, expected, extra_args = self._prepare(local_path, name, size, sha256, crc32)
+        return upload_verified(
+            self,
+            name,
+            self.settings.verify_attempts,
+            lambda: self._upload_once(local_path, name, key, expected, extra_args),
+        )
+
+    def start_put_file(
+        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+    ) -> StartedPut:
+        """The upload handed to a transfer manager of its own: its threads send the file
+        while the caller goes on; the first `result()` waits for them, then verifies. A
+        failed first attempt goes on as `put_file` would (re-uploads, the caller's retries);
+        cancelling (leaving the `with` early, Ctrl-C) stops the transfer as boto3's
+        `upload_file` does on an interruption (a multipart upload is aborted)."""
+        key, expected, extra_args = self._prepare(local_path, name, size, sha256, crc32)
+        manager = create_transfer_manager(self._client, self._transfer_config)
+        with self._mapped_errors(name):
+            transfer = manager.upload(str(local_path), self.bucket, key, extra_args=extra_args)
+        waiting = [transfer]
+
+        def upload_once() -> StoredObject:
+            if not waiting:
+                return self._upload_once(local_path, name, key, expected, extra_args)
+            with self._mapped_errors(name):
+                _finish_transfer(manager, waiting.pop())
+                return self._verify(name, key, expected, extra_args["ChecksumCRC32"])
+
+        def cancel(error: BaseException | None) -> None:
+            if waiting:
+                waiting.clear()
+                _cancel_transfer(
+                    manager, error or _LeftUnfinished("the upload was left unfinished")
+                )
+
+        return StartedPut(
+            put=lambda: self.put_file(local_path, name, size=size, sha256=sha256, crc32=crc32),
+            finish=lambda: upload_verified(self, name, self.settings.verify_attempts, upload_once),
+            cancel=cancel,
+        )
+
+    def _prepare(
+        self, local_path: Path, name: str, size: int, sha256: str, crc32: int | None
+    ) -> tuple[str, Digest, dict]:
         key = self._key(name)
         expected = Digest(size, sha256.lower())
         if crc32 is None:
@@ -112,20 +167,20 @@ class S3Destination(Destination):
             self._check_source(local_path, name, expected, actual)
         else:
             encoded_crc32 = _encode_crc32(crc32)
-        extra_args = self._upload_args(expected, encoded_crc32)
+        return key, expected, self._upload_args(expected, encoded_crc32)
 
-        def upload_once() -> StoredObject:
-            with self._mapped_errors(name):
-                self._client.upload_file(
-                    str(local_path),
-                    self.bucket,
-                    key,
-                    ExtraArgs=extra_args,
-                    Config=self._transfer_config,
-                )
-                return self._verify(name, key, expected, encoded_crc32)
-
-        return upload_verified(self, name, self.settings.verify_attempts, upload_once)
+    def _upload_once(
+        self, local_path: Path, name: str, key: str, expected: Digest, extra_args: dict
+    ) -> StoredObject:
+        with self._mapped_errors(name):
+            self._client.upload_file(
+                str(local_path),
+                self.bucket,
+                key,
+                ExtraArgs=extra_args,
+                Config=self._transfer_config,
+            )
+            return self._verify(name, key, expected, extra_args["ChecksumCRC32"])
 
     def put_bytes(self, name: str, data: bytes) -> StoredObject:
         key = self._key(name)
@@ -305,6 +360,25 @@ _ERRORS: dict[str, type[DeliveryError]] = {
     UNREACHABLE: UnreachableError,
     CONFIGURATION: ConfigurationError,
 }
+
+
+class _LeftUnfinished(Exception):
+    """Why a started upload nobody waited for is cancelled."""
+
+
+def _finish_transfer(manager, transfer) -> None:
+    """Wait for a started upload; whatever stops the wait (its error, Ctrl-C) cancels the rest."""
+    try:
+        transfer.result()
+    except BaseException as error:
+        _cancel_transfer(manager, error)
+        raise
+    manager.shutdown()
+
+
+def _cancel_transfer(manager, error: BaseException) -> None:
+    # the transfer manager's own exit: cancel what is under way, abort a multipart upload
+    manager.__exit__(type(error), error, None)
 
 
 def _digest_and_crc32(path: Path) -> tuple[Digest, str]:

@@ -175,10 +175,19 @@ class SFTPDestination(Destination):
         return f"sftp://{self.username}@{host}:{self.port}{self.directory}"
 
     def put_file(
-        self, local_path: Path, name: str, *, size: int, sha256: str, crc32: int | None = None
+        self,
+        local_path: Path,
+        name: str,
+        *,
+        size: int,
+        sha256: str,
+        crc32: int | None = None,
+        before_rename: Callable[[], object] | None = None,
     ) -> StoredObject:
         expected = Digest(size, sha256.lower())
-        return self._upload(name, expected, lambda: open(local_path, "rb"), local_path)
+        return self._upload(
+            name, expected, lambda: open(local_path, "rb"), local_path, before_rename
+        )
 
     def put_bytes(self, name: str, data: bytes) -> StoredObject:
         expected = Digest.of_bytes(data)
@@ -253,6 +262,7 @@ class SFTPDestination(Destination):
         expected: Digest,
         open_source: Callable[[], BinaryIO],
         source_label: Path,
+        before_rename: Callable[[], object] | None = None,
     ) -> StoredObject:
         remote = self._remote_path(name)
         mode = self.settings.file_mode
@@ -285,6 +295,8 @@ class SFTPDestination(Destination):
                             cause = f"the server refused the write at offset {refused[0]}: "
                             cause += _describe(refused[1])
                         raise VerificationMismatch(expected=expected, stored=stored, cause=cause)
+                    if before_rename is not None:
+                        before_rename()
                     self._rename_into_place(sftp, temporary, remote)
                 except BaseException:
                     self._discard(temporary)

@@ -378,9 +378,44 @@ def _new_record(delivery: Delivery, report: ExportReport, status: str) -> Delive
     )
 
 
+class _SnapshotNotStored(Exception):
+    """The S3 leg failed while the SFTP leg waited for it (`_SnapshotLeg.stored`): the SFTP
+    upload is discarded and the delivery fails with S3's error, as if S3 had failed first. Not
+    a DeliveryError, so the SFTP leg's retries and error mapping let it through."""
+
+    def __init__(self, error: DeliveryError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _SnapshotLeg:
+    """The S3 upload of one slice, started before the SFTP leg and ended by the first of
+    them to need it: the SFTP file takes its final name only once the snapshot is stored and
+    verified (`before_rename`), so the registry never holds a file S3 does not."""
+
+    def __init__(self, started):
+        self._started = started
+        self._outcome: tuple[bool, object] | None = None
+
+    def stored(self) -> None:
+        """Wait for the snapshot (the S3 leg's retries included); raises _SnapshotNotStored."""
+        if self._outcome is None:
+            try:
+                self._outcome = (True, retrying(self._started.result))
+            except DeliveryError as error:
+                self._outcome = (False, error)
+        ok, error = self._outcome
+        if not ok:
+            raise _SnapshotNotStored(error)
+
+
 def _deliver(unload, delivery, request, record, recorder, sftp, step) -> DeliveryError | None:
     """`unload()` gives the delivery's slice file (unloaded ahead, or now); `step(stage,
-    record, detail)` tells the progress display. Returns the delivery error, if any."""
+    record, detail)` tells the progress display. Returns the delivery error, if any.
+
+    The S3 and SFTP legs of the slice overlap: S3's transfer threads send the file while this
+    thread uploads it to SFTP and reads it back; the SFTP file is renamed into place only
+    after the S3 snapshot is stored and verified (`_SnapshotLeg`)."""
     unloaded: UnloadedSlice | None = None
     snapshot_written = False
     failure: DeliveryError | None = None
@@ -391,19 +426,23 @@ def _deliver(unload, delivery, request, record, recorder, sftp, step) -> Deliver
             record.status = STATUS_DRY_RUN
             return None
         step(STAGE_S3, record)
-        retrying(
-            lambda: recorder.s3.put_file(
-                unloaded.path,
-                record.s3_key,
-                size=unloaded.bytes,
-                sha256=unloaded.sha256,
-                crc32=unloaded.crc32,
-            )
-        )
+        with recorder.s3.start_put_file(
+            unloaded.path,
+            record.s3_key,
+            size=unloaded.bytes,
+            sha256=unloaded.sha256,
+            crc32=unloaded.crc32,
+        ) as started:
+            snapshot = _SnapshotLeg(started)
+            if delivery.sftp_enabled:
+                failure = _upload_to_sftp(
+                    delivery, request, record, unloaded, recorder, sftp, step, snapshot
+                )
+            snapshot.stored()
         snapshot_written = True
-        if delivery.sftp_enabled:
-            failure = _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step)
         record.status = STATUS_FAILED if record.error else STATUS_OK
+    except _SnapshotNotStored as not_stored:
+        record.error, failure = str(not_stored.error), not_stored.error
     except DeliveryError as exc:
         record.error, failure = str(exc), exc
     except Exception as exc:  # noqa: BLE001 - one delivery's failure must not stop the others
@@ -418,14 +457,20 @@ def _deliver(unload, delivery, request, record, recorder, sftp, step) -> Deliver
     return recorder.record(delivery, record, with_manifest=snapshot_written) or failure
 
 
-def _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step):
+def _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step, snapshot):
     """Upload the same bytes to SFTP unless the shrink guard refuses; sets the record's error
-    and returns the delivery error, if any."""
-    previous = last_sftp_delivery(recorder.s3, delivery, recorder.pending)
+    and returns the delivery error, if any. Whatever ends it, the S3 leg has ended first
+    (`snapshot.stored()`), so its failure is the one reported, as when S3 went first."""
+    try:
+        previous = last_sftp_delivery(recorder.s3, delivery, recorder.pending)
+    except DeliveryError:
+        snapshot.stored()
+        raise
     refusal = None
     if previous is not None and not request.allow_shrink:
         refusal = shrink_refusal(previous.rows, unloaded.rows, request.max_shrink)
     if refusal:
+        snapshot.stored()
         record.sftp_outcome = SFTP_REFUSED_SHRINK
         record.error = f"{delivery.label}: SFTP upload refused: {refusal}"
         return None
@@ -433,10 +478,15 @@ def _upload_to_sftp(delivery, request, record, unloaded, recorder, sftp, step):
     try:
         retrying(
             lambda: sftp.put_file(
-                unloaded.path, record.sftp_file_name, size=unloaded.bytes, sha256=unloaded.sha256
+                unloaded.path,
+                record.sftp_file_name,
+                size=unloaded.bytes,
+                sha256=unloaded.sha256,
+                before_rename=snapshot.stored,
             )
         )
     except DeliveryError as exc:
+        snapshot.stored()
         record.sftp_outcome = SFTP_FAILED
         record.error = str(exc)
         return exc

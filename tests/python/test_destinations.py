@@ -176,6 +176,36 @@ def test_put_file_round_trip_is_byte_identical(destination, tmp_path):
     assert [entry.name for entry in destination.list()] == [S3_NAME]
 
 
+def test_a_started_put_ends_as_put_file_and_a_retry_uploads_again(destination, tmp_path):
+    """start_put_file (the export's S3 leg, begun before the SFTP one): the first result() is
+    the stored object, a second (a retry) stores the same bytes again."""
+    source = local_file(tmp_path, 300_000)
+    with destination.start_put_file(
+        source.path, S3_NAME, size=source.size, sha256=source.sha256
+    ) as started:
+        first = started.result()
+        second = started.result()
+    assert (first.name, first.size) == (second.name, second.size) == (S3_NAME, source.size)
+    assert destination.get_bytes(S3_NAME) == source.data
+    assert [entry.name for entry in destination.list()] == [S3_NAME]
+
+
+def test_what_before_rename_raises_leaves_nothing_under_either_name(destination, tmp_path):
+    source = local_file(tmp_path, 50_000)
+    calls = []
+
+    def refuse():
+        calls.append(destination.get_bytes(S3_NAME))
+        raise RuntimeError("the other leg failed")
+
+    with pytest.raises(RuntimeError, match="the other leg failed"):
+        destination.put_file(
+            source.path, S3_NAME, size=source.size, sha256=source.sha256, before_rename=refuse
+        )
+    assert calls == [None]
+    assert list(destination.list()) == []
+
+
 def test_flat_sftp_style_name(destination, tmp_path):
     source = local_file(tmp_path, 1000)
     put(destination, source, SFTP_NAME)

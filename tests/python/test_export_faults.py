@@ -130,8 +130,9 @@ def test_s3_returning_500_then_succeeding(rig, profiles_dir):
 
 
 def test_an_s3_snapshot_refused_leaves_nothing_at_the_registry(rig, profiles_dir):
-    """S3 refusing 2023/CA's file: its SFTP upload is not attempted (no file, no .part on the
-    server), the other deliveries go on."""
+    """S3 refusing 2023/CA's file: nothing reaches the registry for it (its SFTP leg, which
+    runs beside the S3 one, is withheld before the rename and its .part removed), the other
+    deliveries go on."""
     rig["proxy"].fail("PUT", status=403, code="AccessDenied", query_contains="/2023/CA/")
     result, report = export(rig, profiles_dir)
     assert result.exit_code == 1, result.output
@@ -144,8 +145,31 @@ def test_an_s3_snapshot_refused_leaves_nothing_at_the_registry(rig, profiles_dir
     assert by_year[2023]["sftp_outcome"] == "not attempted"
     assert "AccessDenied" in by_year[2023]["error"]
     assert on_server(rig) == [SFTP_NAMES[1]]
-    assert [p for p in rig["faults"].opened_for_write if SFTP_NAMES[0] in p] == []
+    # only ever written under a temporary name, and that is gone (on_server lists it too)
+    written = [p for p in rig["faults"].opened_for_write if SFTP_NAMES[0] in p]
+    assert all(".part" in p.rsplit("/", 1)[-1] for p in written), written
     assert len(data_keys(rig)) == 2
+
+
+def test_the_registrys_file_takes_its_name_only_once_the_s3_snapshot_is_stored(rig, profiles_dir):
+    """The S3 and SFTP legs of a slice overlap, the rename waits for S3: 2023/CA's S3 PUT is
+    slow and refused once (503, retried), so the SFTP leg has its bytes stored and read back
+    long before; when the file takes its final name the snapshot is already in S3."""
+    snapshot = "healthmonix/2023/CA/2026-01-15/data.csv"
+    rig["proxy"].delay("PUT", 1.0, query_contains=f"/{snapshot}")
+    rig["proxy"].fail("PUT", status=503, code="SlowDown", query_contains=f"/{snapshot}")
+    in_s3_at_rename = {}
+
+    def renamed(path: str) -> None:
+        if SFTP_NAMES[0] in path:
+            in_s3_at_rename[path] = snapshot in data_keys(rig)
+
+    rig["faults"].after_rename = renamed
+    result, report = export(rig, profiles_dir)
+    assert result.exit_code == 0, result.output
+    assert rig["proxy"].count("PUT", f"/{snapshot}") == 2
+    assert list(in_s3_at_rename.values()) == [True]
+    assert on_server(rig) == sorted(SFTP_NAMES)
 
 
 def test_s3_lost_after_an_sftp_upload_keeps_the_record_and_stops_the_run(

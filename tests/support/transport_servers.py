@@ -88,6 +88,7 @@ class FaultInjectingProxy:
         self.url = url
         self.requests: list[tuple[str, str]] = []
         self._faults: list[InjectedFault] = []
+        self._delays: list[tuple[str, str, float]] = []
         self._lock = threading.Lock()
         # set by go_away(): the endpoint is gone (open connections dropped, new ones refused)
         self.gone = threading.Event()
@@ -113,6 +114,15 @@ class FaultInjectingProxy:
         with self._lock:
             self._faults.append(InjectedFault(method, query_contains, times, None))
 
+    def delay(self, method: str, seconds: float, *, query_contains: str = "") -> None:
+        """Hold every matching request `seconds` before forwarding it (a slow store)."""
+        with self._lock:
+            self._delays.append((method, query_contains, seconds))
+
+    def delay_for(self, method: str, path: str) -> float:
+        with self._lock:
+            return sum(s for m, part, s in self._delays if m == method and part in path)
+
     def count(self, method: str, query_contains: str = "") -> int:
         return sum(1 for seen, path in self.requests if seen == method and query_contains in path)
 
@@ -137,6 +147,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         fault = self.proxy.take_fault(self.command, self.path)
+        time.sleep(self.proxy.delay_for(self.command, self.path))
         if fault is not None and fault.status is not None:
             self._send(fault.status, [("Content-Type", "application/xml")], _s3_error(fault.code))
             return
