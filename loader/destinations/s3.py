@@ -133,8 +133,12 @@ class S3Destination(Destination):
         `upload_file` does on an interruption (a multipart upload is aborted)."""
         key, expected, extra_args = self._prepare(local_path, name, size, sha256, crc32)
         manager = create_transfer_manager(self._client, self._transfer_config)
-        with self._mapped_errors(name):
-            transfer = manager.upload(str(local_path), self.bucket, key, extra_args=extra_args)
+        try:
+            with self._mapped_errors(name):
+                transfer = manager.upload(str(local_path), self.bucket, key, extra_args=extra_args)
+        except BaseException as error:
+            _cancel_transfer(manager, error)
+            raise
         waiting = [transfer]
 
         def upload_once() -> StoredObject:
