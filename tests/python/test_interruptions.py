@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from loader.cli import cli
-from tests.support.fault_rig import BUCKET
+from tests.support.fault_rig import BUCKET, SFTP_NAMES
 from tests.support.handmade import HANDMADE_MARTS, record_build
 from tests.support.handmade import HANDMADE_SCHEMA as SCHEMA
 from tests.support.model_scenarios import PROJECT_DIR
@@ -334,6 +334,44 @@ def test_sigterm_mid_sftp_upload_leaves_no_part_file(rig, cluster, profiles_dir,
     report = json.loads(stdout)
     assert report["interrupted"] is True
     assert [p.name for p in rig["uploads"].iterdir() if ".part" in p.name] == []
+    assert work_dirs(env) == []
+
+
+def test_sigterm_while_the_sftp_leg_waits_for_s3_leaves_nothing_at_the_registry(
+    rig, cluster, profiles_dir, tmp_path
+):
+    """The two legs of a slice overlap: 2023/CA's S3 PUT is slow, so its SFTP upload is
+    stored, read back and held before the rename when SIGTERM comes. The run ends as
+    interrupted, no file of 2023/CA is on the registry's server, under its name or a
+    temporary one."""
+    rig["proxy"].delay("PUT", 3.0, query_contains="/2023/CA/2026-01-15/data.csv")
+    env = postgres_target_env(cluster, tmp_path)
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "loader.cli", "export", "--date", RUN_DATE,
+            "--s3-url", f"s3://{BUCKET}/healthmonix", "--sftp-url", rig["sftp_url"], "--json",
+            "--target", "postgres", "--profiles-dir", str(profiles_dir),
+        ],  # fmt: skip
+        cwd=PROJECT_DIR, env={**env, **os.environ, "TMPDIR": env["TMPDIR"]},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (
+        rig["proxy"].count("PUT", "/2023/CA/2026-01-15/data.csv")
+        and [p for p in rig["uploads"].iterdir() if p.name.startswith(f".{SFTP_NAMES[0]}")]
+    ):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the two legs did not start"
+        time.sleep(0.05)
+    time.sleep(0.5)  # a small file: its SFTP leg is at the rename, waiting for S3
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    report = json.loads(stdout)
+    assert report["interrupted"] is True
+    ca = next(d for d in report["deliveries"] if d["performance_year"] == 2023)
+    assert ca["status"] == "interrupted"
+    assert [p.name for p in rig["uploads"].iterdir() if SFTP_NAMES[0] in p.name] == []
     assert work_dirs(env) == []
 
 
