@@ -310,11 +310,9 @@ def test_database_down_is_one_line(profiles_dir, stores, tmp_path, as_json, monk
         assert line.startswith("Error: ") and "127.0.0.1" in line
 
 
-def test_sigterm_mid_sftp_upload_leaves_no_part_file(rig, cluster, profiles_dir, tmp_path):  # noqa: F811
-    """A slow registry server: SIGTERM while the `.part` file grows on it."""
-    rig["faults"].write_delay = 0.5
-    env = postgres_target_env(cluster, tmp_path)
-    process = subprocess.Popen(
+def export_on_rig(rig, env: dict[str, str], profiles_dir: Path) -> subprocess.Popen:
+    """`export --json` of the hand-made models to the fault rig's S3 and SFTP, as a process."""
+    return subprocess.Popen(
         [
             sys.executable, "-m", "loader.cli", "export", "--date", RUN_DATE,
             "--s3-url", f"s3://{BUCKET}/healthmonix", "--sftp-url", rig["sftp_url"], "--json",
@@ -323,6 +321,13 @@ def test_sigterm_mid_sftp_upload_leaves_no_part_file(rig, cluster, profiles_dir,
         cwd=PROJECT_DIR, env={**env, **os.environ, "TMPDIR": env["TMPDIR"]},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def test_sigterm_mid_sftp_upload_leaves_no_part_file(rig, cluster, profiles_dir, tmp_path):  # noqa: F811
+    """A slow registry server: SIGTERM while the `.part` file grows on it."""
+    rig["faults"].write_delay = 0.5
+    env = postgres_target_env(cluster, tmp_path)
+    process = export_on_rig(rig, env, profiles_dir)
     deadline = time.monotonic() + 60
     while not [p for p in rig["uploads"].iterdir() if p.name.startswith(".Quality_")]:
         assert process.poll() is None, process.communicate()
@@ -346,15 +351,7 @@ def test_sigterm_while_the_sftp_leg_waits_for_s3_leaves_nothing_at_the_registry(
     temporary one."""
     rig["proxy"].delay("PUT", 3.0, query_contains="/2023/CA/2026-01-15/data.csv")
     env = postgres_target_env(cluster, tmp_path)
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "loader.cli", "export", "--date", RUN_DATE,
-            "--s3-url", f"s3://{BUCKET}/healthmonix", "--sftp-url", rig["sftp_url"], "--json",
-            "--target", "postgres", "--profiles-dir", str(profiles_dir),
-        ],  # fmt: skip
-        cwd=PROJECT_DIR, env={**env, **os.environ, "TMPDIR": env["TMPDIR"]},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = export_on_rig(rig, env, profiles_dir)
     deadline = time.monotonic() + 60
     while not (
         rig["proxy"].count("PUT", "/2023/CA/2026-01-15/data.csv")
