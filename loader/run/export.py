@@ -395,18 +395,19 @@ class _SnapshotLeg:
 
     def __init__(self, started):
         self._started = started
-        self._outcome: tuple[bool, object] | None = None
+        self._ended = False
+        self._error: DeliveryError | None = None
 
     def stored(self) -> None:
         """Wait for the snapshot (the S3 leg's retries included); raises _SnapshotNotStored."""
-        if self._outcome is None:
+        if not self._ended:
             try:
-                self._outcome = (True, retrying(self._started.result))
+                retrying(self._started.result)
             except DeliveryError as error:
-                self._outcome = (False, error)
-        ok, error = self._outcome
-        if not ok:
-            raise _SnapshotNotStored(error)
+                self._error = error
+            self._ended = True
+        if self._error is not None:
+            raise _SnapshotNotStored(self._error)
 
 
 def _deliver(unload, delivery, request, record, recorder, sftp, step) -> DeliveryError | None:

@@ -11,6 +11,7 @@ that breaks one fails the model, and the table built before is left as it was.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -158,13 +159,17 @@ UNIQUE_TESTS = CONTRACT.replace(
 )
 
 
+def with_unique_tests(project: Path, models_yml: str) -> None:
+    """The probe project with the checkout's `unique` macro and these tests on its model."""
+    shutil.copy(PROJECT_DIR / "macros" / "unique_by_index.sql", project / "macros")
+    (project / "models" / "probe.yml").write_text(models_yml)
+
+
 def test_unique_is_answered_by_a_unique_index_on_exactly_its_column(probe):
     """macros/unique_by_index.sql: `k` is the primary key, so its `unique` test never reads the
     table; `v` has no index of its own, so its test scans and finds the duplicate."""
     build, db, target, options = probe
-    project = options.project_dir
-    shutil.copy(PROJECT_DIR / "macros" / "unique_by_index.sql", project / "macros")
-    (project / "models" / "probe.yml").write_text(UNIQUE_TESTS)
+    with_unique_tests(options.project_dir, UNIQUE_TESTS)
     built = build("(1, 'a'), (2, 'a'), (3, 'b')")
     assert not built.success and dict(built.statuses)["fail"] == 1, built.statuses
 
@@ -187,11 +192,10 @@ def test_a_unique_test_with_a_where_runs_dbts_own_query(probe):
     """A `where` makes the tested relation a subquery, which has no index to ask: dbt's own
     test runs (and still finds the duplicate among the rows it keeps)."""
     build, db, target, options = probe
-    project = options.project_dir
-    shutil.copy(PROJECT_DIR / "macros" / "unique_by_index.sql", project / "macros")
-    (project / "models" / "probe.yml").write_text(
+    with_unique_tests(
+        options.project_dir,
         UNIQUE_TESTS.replace("          - unique\n", "          - unique:\n              "
-                             "config: {where: \"v <> 'b'\"}\n")
+                             "config: {where: \"v <> 'b'\"}\n"),
     )  # fmt: skip
     built = build("(1, 'a'), (2, 'a'), (3, 'b'), (4, 'b')")
     assert not built.success and dict(built.statuses)["fail"] == 1, built.statuses

@@ -598,6 +598,36 @@ def test_s3_corrupted_part_is_caught_and_uploaded_again(aws_environment, bucket,
     assert body.read() == source.data
 
 
+@pytest.mark.parametrize("how", ["left unfinished", "Ctrl-C"])
+def test_a_started_s3_upload_left_early_is_cancelled_and_stores_nothing(
+    aws_environment, bucket, tmp_path, how
+):
+    """start_put_file's transfer threads send a multipart upload (each part slowed down): a
+    `with` left before `result()`, quietly or by Ctrl-C, aborts it; no object appears."""
+    source = local_file(tmp_path, 11 * MiB)
+    with s3_fault_proxy(aws_environment) as proxy:
+        proxy.delay("PUT", 0.5, query_contains="partNumber=")
+        settings = multipart_settings(s3_endpoint_url=proxy.url)
+        with open_destination(f"s3://{bucket}/p", settings=settings) as destination:
+            try:
+                with destination.start_put_file(
+                    source.path, S3_NAME, size=source.size, sha256=source.sha256
+                ):
+                    deadline = time.monotonic() + 30
+                    while not proxy.count("PUT", "partNumber="):  # the parts are on their way
+                        assert time.monotonic() < deadline, "no part was sent"
+                        time.sleep(0.01)
+                    if how == "Ctrl-C":
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                pass
+            assert list(destination.list()) == []
+    assert proxy.count("DELETE", "uploadId=") == 1  # AbortMultipartUpload
+    assert proxy.count("POST", "uploadId=") == 0  # never completed
+    client = s3_client(aws_environment)
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def test_s3_object_that_never_verifies_is_terminal(aws_environment, bucket, tmp_path):
     source = local_file(tmp_path, 11 * MiB)
     with s3_fault_proxy(aws_environment) as proxy:
