@@ -135,6 +135,7 @@ def test_linter_command_line_reports_findings(tmp_path):
 # "no implementation" for that adapter, which is what we want (as does a default that raises).
 PORTABLE_DEFAULTS = {
     "analyze_table": "does nothing, right for an engine that plans without statistics",
+    "first_row_per": "row_number() = 1 over the key: standard SQL",
     "select_columns_for_layout": "the column list in the contract's order",
     "statement_work_mem": "does nothing: the engine's own memory settings",
 }

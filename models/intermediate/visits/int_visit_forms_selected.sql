@@ -8,35 +8,22 @@ patient_forms as (
 
 ),
 
-ranked_forms as (
-
-    select
-        appointment_id as visit_id,
-        patient_form_id,
-        instrument,
-        functional_score,
-        nprs_score,
-        completed_at,
-        row_number() over (
-            partition by appointment_id
-            order by completed_at desc nulls last, patient_form_id desc
-        ) as form_rank
-    from patient_forms
-
-),
-
+-- the latest form of the visit; on equal completed_at the highest id
 visit_forms_selected as (
 
-    select
-        visit_id,
-        patient_form_id,
-        instrument,
-        functional_score,
-        nprs_score,
-        completed_at
-    from ranked_forms
-    -- the latest form of the visit; on equal completed_at the highest id
-    where form_rank = 1
+    {{ first_row_per(
+        'patient_forms',
+        key='appointment_id',
+        order_by='completed_at desc nulls last, patient_form_id desc',
+        columns=[
+            'appointment_id as visit_id',
+            'patient_form_id',
+            'instrument',
+            'functional_score',
+            'nprs_score',
+            'completed_at',
+        ],
+    ) }}
 
 )
 
