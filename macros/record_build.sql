@@ -10,9 +10,11 @@
 
     Publication (write-audit-publish, macros/publish_marts.sql): the loader reads the marts of
     the *published* schema only. A `dbt build` whose every node succeeded (warnings allowed)
-    and that built every mart publishes them in its on-run-end, in the same transaction as its
-    `finished` row; anything else (a failure, an interruption, `dbt run`, a build of some of
-    the marts) leaves the published marts exactly as they were. The loader's gate
+    and that ran at least what the daily build runs (every mart, every model and seed, every
+    data test not tagged `weekly`: daily_nodes_left_out) publishes them in its on-run-end, in
+    the same transaction as its `finished` row; anything else (a failure, an interruption, `dbt
+    run`, a build of some of the marts, a build that left a daily test out) leaves the
+    published marts exactly as they were. The loader's gate
     (loader/run/build_gate.py, docs/operations.md) reads this log.
 
     touched_marts: the invocation selected a mart model, or a test or unit test of one.
@@ -71,7 +73,8 @@
     {%- for name in marts if name not in built -%}
         {%- do missing.append(name) -%}
     {%- endfor -%}
-    {%- set publish = success and invocation_args_dict.get('which') == 'build' and (missing | length) == 0 -%}
+    {%- set left_out = healthmonix_mips.daily_nodes_left_out(results) -%}
+    {%- set publish = success and invocation_args_dict.get('which') == 'build' and (missing | length) == 0 and (left_out | length) == 0 -%}
     {%- set row = healthmonix_mips.build_log_row('finished', (touched | length) > 0) -%}
     {%- do row.update({
         'completed_at': modules.datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M:%S.%f'),
@@ -88,6 +91,30 @@
     }) -%}
     {%- do adapter.dispatch('write_build_log', 'healthmonix_mips')(row, marts if publish else none) -%}
     {{ return('') }}
+{%- endmacro %}
+
+{#-
+    What the daily build runs (selectors.yml: every seed, every model that runs, every data test
+    not tagged `weekly`) and this invocation did not. A build publishes only when there is none:
+    a build of every mart that left a guard out (`--exclude-resource-type test`, `--exclude
+    some_test`) or rebuilt the marts over an intermediate it did not rebuild (`--exclude
+    int_visits_dated`) would publish what the daily build never tested.
+-#}
+{% macro daily_nodes_left_out(results) -%}
+    {%- set ran = {} -%}
+    {%- for result in results -%}
+        {%- do ran.update({result.node.unique_id: true}) -%}
+    {%- endfor -%}
+    {%- set left_out = [] -%}
+    {%- for node in graph.nodes.values() if node.unique_id not in ran -%}
+        {%- set runs = node.resource_type in ['seed', 'snapshot']
+            or (node.resource_type == 'model' and node.config.materialized != 'ephemeral')
+            or (node.resource_type == 'test' and 'weekly' not in node.tags) -%}
+        {%- if runs -%}
+            {%- do left_out.append(node.unique_id) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(left_out) }}
 {%- endmacro %}
 
 {#- The row both hooks start from; `finished` fills in the outcome. -#}

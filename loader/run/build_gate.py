@@ -10,8 +10,8 @@ changes nothing either). The newest of them must:
 
 - have finished (one that started and never finished was killed, or is still running),
 - have succeeded (no error, failure or skipped node),
-- have published the marts (a `dbt build` of every mart; `dbt run` or a build of some marts
-  publishes nothing),
+- have published the marts (a `dbt build` of at least what the daily build runs; `dbt run`,
+  a build of some marts or one that left a daily test out publishes nothing),
 - be the build the published deliveries rows carry (`mips_deliveries.dbt_invocation_id`), and
 - have finished no longer ago than `max_age`, measured against the clock (`--date` only names
   a backfill's snapshot; it never makes an old build fresh).
@@ -75,7 +75,9 @@ def gate_refusal(
         built = ", ".join(latest.marts_built) or "none"
         return (
             f"the latest build of the marts ({what}) published nothing: only a `dbt build` "
-            f"of every mart whose every node passes publishes them (it built: {built})"
+            "that runs at least what the daily build runs (every mart, model and seed, every "
+            f"data test not tagged weekly) and whose every node passes publishes them "
+            f"(it built: {built})"
         )
     if publication is None or publication.invocation_id != latest.invocation_id:
         return (

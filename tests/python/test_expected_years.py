@@ -48,11 +48,9 @@ CODES_2025 = {
     "KNEE": {"MSK05", "MSK10"},
     "KNEE_JOINT_REPLACEMENT": {"MSK05", "MSK10"},
 }
-# What the loader reads for status and plan; the export itself is not needed here.
-SELECTION = [
-    "--select", "+mips_expected_years", "+mips_deliveries",
-    "--resource-type", "model", "--resource-type", "seed",
-]  # fmt: skip
+# The daily build: status and plan read the published marts, and only a build that runs at
+# least the daily build's nodes (its data tests included) publishes them.
+SELECTION = ["--selector", "daily"]
 MISSING_2026 = (
     "setting healthmonix_2026_states; a mips_program_years row; "
     "measure codes in mips_measure_codes; registrations in mips_registrations"
