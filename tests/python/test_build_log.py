@@ -101,6 +101,17 @@ def test_invocations_are_recorded_with_what_they_did(target, project_options):
     assert logged(target, unguarded.invocation_id)[2:6] == (True, True, False, MARTS)
     assert published_by(target) == [(good.invocation_id,)]
 
+    # nor one that ran every daily test but left an upstream model out: its marts were built
+    # over the last build's int_visits_dated
+    stale = run_dbt(
+        project_options,
+        [*BUILD_WITHOUT_UNIT_TESTS, "--exclude", "int_visits_dated", *VARS],
+        quiet=True,
+    )
+    assert stale.success, stale.error
+    assert logged(target, stale.invocation_id)[2:6] == (True, True, False, MARTS)
+    assert published_by(target) == [(good.invocation_id,)]
+
 
 def test_selection_text_with_a_quote_is_stored_as_given(target, project_options):
     args = ["test", "-s", "stg_app__states", "--exclude", "tag:o'brien", *VARS]
