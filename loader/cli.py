@@ -743,6 +743,12 @@ def sync_forms_command(
     help="Schema the working tree is built into (default: <target schema>_diff_head).",
 )
 @click.option(
+    "--rebuild-base",
+    is_flag=True,
+    help="Build the base again even when the last diff built the same commit into the base "
+    "schema from the same source data (by default that build is reused).",
+)
+@click.option(
     "--vars",
     "dbt_vars",
     default=None,
@@ -762,6 +768,7 @@ def diff_command(
     show_rows,
     base_schema,
     head_schema,
+    rebuild_base,
     dbt_vars,
 ):
     """Show what the working tree's models change in the delivered files, against a base git
@@ -770,7 +777,8 @@ def diff_command(
     rows only in base, only in head, changed and unchanged (keyed by visit and measure kind),
     the measure-code transitions (measure group, the seed lines that changed, the SFTP files
     they change) and the changed columns. Both are built into their own schemas over the same
-    source data (on `dev`, the embedded cluster, with the demo's data when it has none); then
+    source data (on `dev`, the embedded cluster, with the demo's data when it has none; the
+    base schema an earlier diff built of the same commit from the same data is reused); then
     the working tree runs the data tests of what the change touches (dbt's state:modified+
     against the base's manifest) and the base the same tests; a test the working tree fails
     leads the report. See docs/reviewing-changes.md.
@@ -793,6 +801,7 @@ def diff_command(
         base_schema=base_schema,
         head_schema=head_schema,
         dbt_vars=_yaml_vars(dbt_vars),
+        rebuild_base=rebuild_base,
     )
     options = _options(project_dir, profiles_dir, target)
     try:

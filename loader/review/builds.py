@@ -93,9 +93,10 @@ def _log(side: Side) -> Path:
     return side.work_dir / "logs" / "dbt.log"
 
 
-def build_side(side: Side, schema_variable: str, dbt_vars: dict) -> None:
-    """Build the side into its schema (the profile reads it from `schema_variable`); a failed
-    build is one line naming the side and the first failing node's message."""
+def build_side(side: Side, schema_variable: str, dbt_vars: dict) -> str | None:
+    """Build the side into its schema (the profile reads it from `schema_variable`) and return
+    the build's dbt invocation id; a failed build is one line naming the side and the first
+    failing node's message."""
     args = ["build", *BUILD_SELECTION, *_side_args(side, dbt_vars)]
     with _environment(schema_variable, side.schema):
         outcome = run_dbt(side.options, args, quiet=True)
@@ -104,6 +105,7 @@ def build_side(side: Side, schema_variable: str, dbt_vars: dict) -> None:
         raise DiffError(
             f"{side.label} build failed: {' '.join(reason.split())} (log: {_log(side)})"
         )
+    return outcome.invocation_id
 
 
 def run_data_tests(side: Side, state: Path, schema_variable: str, dbt_vars: dict) -> SideTests:

@@ -33,6 +33,7 @@ from loader.environment.warehouse import (
 from loader.errors import MipsError
 from loader.marts.deliveries import Delivery, select_deliveries
 from loader.names import relation_parts
+from loader.review import base_reuse
 from loader.review.builds import DiffError, Side, build_side, rerun_data_tests, run_data_tests
 from loader.review.compare import (
     CodeTransition,
@@ -74,6 +75,8 @@ class DiffRequest:
     base_schema: str | None = None
     head_schema: str | None = None
     dbt_vars: dict = field(default_factory=dict)
+    # build the base even when an earlier diff built the same one (base_reuse.py)
+    rebuild_base: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class DiffResult:
     data_tests: DataTestReport | None = None
     # the export relations' columns added, removed or retyped
     column_changes: list[ColumnChange] = field(default_factory=list)
+    # the base schema was an earlier diff's build of the same commit and sources, not rebuilt
+    base_reused: bool = False
 
     @property
     def differs(self) -> bool:
@@ -173,9 +178,9 @@ def _run_diff(warehouse, options, request, progress) -> DiffResult:
                 target=options.target,
             )
             base = Side("base", f"base {revision.label}", base_options, base_schema, work / "base")
-            for side in (base, head):
-                progress(f"building {side.label} into schema {side.schema}")
-                build_side(side, variable, dbt_vars)
+            reused = _build_base(warehouse, base, revision, request, variable, dbt_vars, progress)
+            progress(f"building {head.label} into schema {head.schema}")
+            build_side(head, variable, dbt_vars)
             # the head's tests of what differs from the base's manifest, then the same on base
             progress(f"testing what the change touches on {head.label}")
             head_tests = run_data_tests(head, base.work_dir / "target", variable, dbt_vars)
@@ -187,7 +192,36 @@ def _run_diff(warehouse, options, request, progress) -> DiffResult:
                 conn, revision, head.label, base_schema, head_schema, request,
                 project_dir=options.project_dir,
             )  # fmt: skip
-        return dataclasses.replace(result, data_tests=pair_runs(head_tests, base_tests))
+        return dataclasses.replace(
+            result, data_tests=pair_runs(head_tests, base_tests), base_reused=reused
+        )
+
+
+def _build_base(warehouse, base: Side, revision, request, variable, dbt_vars, progress) -> bool:
+    """Build the base side, or reuse the schema an earlier diff built of the same commit from
+    the same source data (base_reuse.py): True when reused."""
+    base.work_dir.mkdir(parents=True, exist_ok=True)
+    with warehouse.connect(autocommit=True) as conn:
+        wanted = base_reuse.inputs(
+            conn,
+            commit=revision.commit,
+            target=warehouse.target_name,
+            schema=base.schema,
+            dbt_vars=dbt_vars,
+        )
+        if not request.rebuild_base and base_reuse.reusable(conn, base.work_dir, wanted):
+            progress(
+                f"reusing {base.label} in schema {base.schema}: built by an earlier diff of "
+                "the same commit from the same source data (--rebuild-base builds it again)"
+            )
+            return True
+    base_reuse.remove_stamp(base.work_dir)
+    progress(f"building {base.label} into schema {base.schema}")
+    invocation_id = build_side(base, variable, dbt_vars)
+    if invocation_id:
+        with warehouse.connect(autocommit=True) as conn:
+            base_reuse.write_stamp(base.work_dir, base_reuse.stamped(conn, wanted, invocation_id))
+    return False
 
 
 @contextlib.contextmanager

@@ -77,6 +77,15 @@ def run_date_line(result: DiffResult) -> str:
     )
 
 
+def base_reused_line(result: DiffResult) -> str:
+    if not result.base_reused:
+        return ""
+    return (
+        f"Base {result.base.label}: the schema an earlier diff built of this commit from the "
+        "same source data, reused (--rebuild-base builds it again)."
+    )
+
+
 def outcome_text(outcome: Outcome | None) -> str:
     if outcome is None:
         return "not run"
@@ -271,8 +280,9 @@ def markdown(result: DiffResult) -> str:
             lines.append("")
             lines += _markdown_table(TEST_HEADERS, _test_rows(result.data_tests.head_failures))
     lines += ["", f"**{verdict(result)}**", "", run_date_line(result)]
-    if line := tests_line(result):
-        lines.append(line)
+    for line in (tests_line(result), base_reused_line(result)):
+        if line:
+            lines.append(line)
     if result.column_changes:
         lines += ["", "### ⚠️ Export columns", ""]
         lines += [
@@ -323,8 +333,7 @@ def plain(result: DiffResult) -> str:
             lines.append(table(TEST_HEADERS, _test_rows(result.data_tests.head_failures)))
         lines.append("")
     lines += [verdict(result), run_date_line(result)]
-    if line := tests_line(result):
-        lines.append(line)
+    lines += [line for line in (tests_line(result), base_reused_line(result)) if line]
     if result.column_changes:
         lines += ["", "EXPORT COLUMNS (checked first)"]
         lines.append(table(EXPORT_COLUMN_HEADERS, _export_column_rows(result)))
@@ -367,7 +376,11 @@ def as_json(result: DiffResult) -> str:
         "differs": result.differs,
         "fails_tests": result.fails_tests,
         "summary": failing_tests_message(result) if result.fails_tests else verdict(result),
-        "base": {"ref": result.base.ref, "commit": result.base.commit},
+        "base": {
+            "ref": result.base.ref,
+            "commit": result.base.commit,
+            "reused": result.base_reused,
+        },
         "head": result.head_label,
         "run_date": result.run_date.isoformat() if result.run_date else None,
         "run_time_zone": result.run_time_zone,

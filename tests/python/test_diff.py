@@ -8,6 +8,7 @@ two schemas, so dbt's partial parsing of both sides is reused from one build to 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -24,12 +25,14 @@ from loader.cli import cli
 from loader.engines.postgres import read_deliveries
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
+from loader.review import base_reuse
 from loader.review.compare import RowComparison, SliceCounts
 from loader.review.data_tests import Outcome, SideTests, pair_runs
 from loader.review.diff import DiffRequest, DiffResult, compare_builds
 from loader.review.diff_report import render
 from loader.review.revisions import Revision
 from loader.review.seeds import BODY_PART_GROUPS, MEASURE_CODES, SeedFiles, explaining_lines
+from tests.support.handmade import record_build
 from tests.support.model_scenarios import PRODUCTION_AS_OF, PROJECT_DIR, edit_seed
 from tests.support.review import (
     edit_text,
@@ -43,6 +46,7 @@ SOURCE_SCHEMA = "diff_app"
 TARGET_SCHEMA = "diff"  # the sides: diff_diff_base and diff_diff_head
 BASE_SCHEMA, HEAD_SCHEMA = f"{TARGET_SCHEMA}_diff_base", f"{TARGET_SCHEMA}_diff_head"
 VARS = f"{{app_schema: {SOURCE_SCHEMA}}}"
+VARS_JSON = json.dumps({"app_schema": SOURCE_SCHEMA, "forms_schema": SOURCE_SCHEMA})
 WORKFLOW = PROJECT_DIR / "docs" / "ci" / "diff-on-pull-request.yml"
 # The export's patient-level columns: none of their values may be printed without --show-rows.
 PATIENT_COLUMNS = (
@@ -155,6 +159,86 @@ def test_no_change_exits_0_and_says_so(clean_repo, profiles_dir):
     assert base[:7] in result.stdout
 
 
+def test_the_base_is_reused_only_while_its_inputs_and_schema_are_those_it_was_built_of(
+    diff_environment, db, tmp_path
+):
+    """The reuse decision against a real build log: the stamp of the base schema's newest
+    build of the marts, made of the same inputs, whose tables are as it left them, is reused;
+    another commit, other vars, other source data or versions, a newer or failed build into
+    the schema, a changed table, or no stamp is not."""
+    schema = "reuse_base"
+    db.execute(f"drop schema if exists {schema} cascade")
+    db.execute(f"create schema {schema}")
+    wanted = base_reuse.inputs(
+        db, commit="a" * 40, target="dev", schema=schema, dbt_vars=json.loads(VARS_JSON)
+    )
+    assert wanted.sources and all(name.startswith(f"{SOURCE_SCHEMA}.") for name in wanted.sources)
+    assert base_reuse.reusable(db, tmp_path, wanted) is None  # no stamp
+    db.execute(f"create table {schema}.mips_export_v1 as select 1 as visit_id, 'MSK06' as code")
+    db.execute(f"create view {schema}.stg_app__states as select 1 as id")  # not compared
+    record_build(db, schema, invocation_id="base-build", marts_built="mips_export_v1")
+    base_reuse.write_stamp(tmp_path, base_reuse.stamped(db, wanted, "base-build"))
+    assert list(base_reuse.read_stamp(tmp_path).built) == [f"{schema}.mips_export_v1"]
+    assert base_reuse.reusable(db, tmp_path, wanted).invocation_id == "base-build"
+    # a passing `dbt test` of the base's marts since (the diff's own) changes nothing
+    record_build(db, schema, invocation_id="base-tests", command="test", age="1 minute")
+    assert base_reuse.reusable(db, tmp_path, wanted) is not None
+    for other in (
+        dataclasses.replace(wanted, commit="b" * 40),
+        dataclasses.replace(wanted, dbt_vars='{"app_schema": "other"}'),
+        dataclasses.replace(wanted, sources={**wanted.sources, f"{SOURCE_SCHEMA}.new": "x"}),
+        dataclasses.replace(wanted, versions={**wanted.versions, "dbt-core": "0.0.1"}),
+        dataclasses.replace(wanted, selection="build --select +mips_export"),
+    ):
+        assert base_reuse.reusable(db, tmp_path, other) is None, other
+    # another build of the marts into the schema since, or a failed one
+    record_build(db, schema, invocation_id="another-build", age="30 seconds")
+    assert base_reuse.reusable(db, tmp_path, wanted) is None
+    db.execute(f"delete from {schema}.mips_build_log where invocation_id = 'another-build'")
+    record_build(
+        db, schema, invocation_id="failed-tests", command="test", success=False, age="10 seconds"
+    )
+    assert base_reuse.reusable(db, tmp_path, wanted) is None
+    db.execute(f"delete from {schema}.mips_build_log where invocation_id = 'failed-tests'")
+    assert base_reuse.reusable(db, tmp_path, wanted) is not None
+    # a table the comparison reads changed since the build
+    db.execute(f"update {schema}.mips_export_v1 set code = 'MSK16'")
+    assert base_reuse.reusable(db, tmp_path, wanted) is None
+    db.execute(f"update {schema}.mips_export_v1 set code = 'MSK06'")
+    assert base_reuse.reusable(db, tmp_path, wanted) is not None
+    base_reuse.remove_stamp(tmp_path)
+    assert base_reuse.reusable(db, tmp_path, wanted) is None
+    db.execute(f"drop schema {schema} cascade")
+
+
+def test_the_source_fingerprint_sees_values_rows_and_types_not_order(db):
+    from loader.review.base_reuse import source_fingerprint
+
+    db.execute("drop schema if exists fingerprint_app cascade")
+    db.execute("create schema fingerprint_app")
+    db.execute(
+        "create table fingerprint_app.t as select * from (values (1, 'a'), (2, 'b')) as v(id, x)"
+    )
+    first = source_fingerprint(db, ["fingerprint_app"])
+    assert list(first) == ["fingerprint_app.t"]
+    db.execute("create table fingerprint_app.u as select * from fingerprint_app.t order by id desc")
+    db.execute("drop table fingerprint_app.t")
+    db.execute("alter table fingerprint_app.u rename to t")
+    assert source_fingerprint(db, ["fingerprint_app"]) == first  # same rows, another order
+    db.execute("update fingerprint_app.t set x = 'c' where id = 2")
+    changed = source_fingerprint(db, ["fingerprint_app"])
+    assert changed != first
+    db.execute("update fingerprint_app.t set x = 'b' where id = 2")
+    assert source_fingerprint(db, ["fingerprint_app"]) == first
+    db.execute("alter table fingerprint_app.t alter column id type bigint")
+    assert source_fingerprint(db, ["fingerprint_app"]) != first  # same text, another type
+    db.execute("alter table fingerprint_app.t alter column id type integer")
+    assert source_fingerprint(db, ["fingerprint_app"]) == first
+    db.execute("insert into fingerprint_app.t values (2, 'b')")  # a duplicate row counts
+    assert source_fingerprint(db, ["fingerprint_app"]) != first
+    db.execute("drop schema fingerprint_app cascade")
+
+
 @pytest.fixture(scope="module")
 def seed_change(repo, profiles_dir, cluster):
     """2025's neck pain code renumbered (MSK06 → MSK16): the command's JSON, then the same
@@ -164,7 +248,9 @@ def seed_change(repo, profiles_dir, cluster):
     renumber_pain_code(project, "2025", "neck", "MSK16")
     revision = Revision(ref="main", commit=base)
     try:
-        code, document = run_json(project, profiles_dir)
+        code, document = run_json(project, profiles_dir, "--rebuild-base")
+        # the same diff again: the base schema is reused, the head built again
+        again_code, again = run_json(project, profiles_dir)
         with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
             plain = compare_builds(
                 conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(),
@@ -193,6 +279,7 @@ def seed_change(repo, profiles_dir, cluster):
     return {
         "exit_code": code,
         "document": document,
+        "again": (again_code, again),
         "outputs": {f: render(plain, f) for f in ("markdown", "table", "json")},
         "shown": shown,
         "shown_outputs": {f: render(shown, f) for f in ("markdown", "table", "json")},
@@ -236,6 +323,21 @@ def test_a_renumbered_pain_code_changes_that_years_pain_rows_only(seed_change):
         f" (`seeds/mips_measure_codes.csv:17`), in {len(deliveries)} deliveries: {files}\n"
     ) in markdown + "\n"
     assert "Delivery names and flags" not in markdown and "Export columns" not in markdown
+
+
+def test_the_same_diff_again_reuses_the_base_and_says_so(seed_change):
+    code, again = seed_change["again"]
+    document = seed_change["document"]
+    assert document["base"]["reused"] is False  # --rebuild-base
+    assert code == seed_change["exit_code"] and again["base"]["reused"] is True
+    for key in ("slices", "code_transitions", "delivery_changes", "data_tests"):
+        assert again[key] == document[key], key
+    reused = dataclasses.replace(seed_change["shown"], base_reused=True)
+    for output_format in ("markdown", "table"):
+        assert "same source data, reused (--rebuild-base builds it again)." in render(
+            reused, output_format
+        )
+    assert "reused" not in seed_change["outputs"]["markdown"]
 
 
 def test_no_patient_value_is_printed_without_show_rows(seed_change):
