@@ -55,8 +55,18 @@ class BaseBuild:
         return asdict(self) | made_of == asdict(other) | made_of
 
 
-def inputs(conn, *, commit: str, target: str, schema: str, dbt_vars: dict) -> BaseBuild:
-    """What a base build of `commit` into `schema` would be made of now."""
+def inputs(conn, *, commit: str, target: str, schema: str, dbt_vars: dict) -> BaseBuild | None:
+    """What a base build of `commit` into `schema` would be made of now; None when the source
+    data cannot be read whole (a relation the user may not read, a view that fails): then
+    nothing can be proved, and the base is built."""
+    import psycopg
+
+    try:
+        sources = source_fingerprint(
+            conn, sorted({dbt_vars["app_schema"], dbt_vars["forms_schema"]})
+        )
+    except psycopg.Error:
+        return None
     return BaseBuild(
         commit=commit,
         target=target,
@@ -64,9 +74,7 @@ def inputs(conn, *, commit: str, target: str, schema: str, dbt_vars: dict) -> Ba
         selection=" ".join(BUILD_SELECTION),
         dbt_vars=json.dumps(dbt_vars, sort_keys=True, default=str),
         versions={name: _version(name) for name in _PACKAGES},
-        sources=source_fingerprint(
-            conn, sorted({dbt_vars["app_schema"], dbt_vars["forms_schema"]})
-        ),
+        sources=sources,
     )
 
 
@@ -128,11 +136,16 @@ def reusable(conn, work_dir: Path, wanted: BaseBuild) -> BaseBuild | None:
     return stamp if built_fingerprint(conn, stamp.schema) == stamp.built else None
 
 
-def stamped(conn, wanted: BaseBuild, invocation_id: str) -> BaseBuild:
-    """`wanted` as the build `invocation_id` made it: with what it left in its schema."""
-    return replace(
-        wanted, invocation_id=invocation_id, built=built_fingerprint(conn, wanted.schema)
-    )
+def stamped(conn, wanted: BaseBuild, invocation_id: str) -> BaseBuild | None:
+    """`wanted` as the build `invocation_id` made it: with what it left in its schema (None
+    when that cannot be read whole)."""
+    import psycopg
+
+    try:
+        built = built_fingerprint(conn, wanted.schema)
+    except psycopg.Error:
+        return None
+    return replace(wanted, invocation_id=invocation_id, built=built)
 
 
 def read_stamp(work_dir: Path) -> BaseBuild | None:

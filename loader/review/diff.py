@@ -209,7 +209,11 @@ def _build_base(warehouse, base: Side, revision, request, variable, dbt_vars, pr
             schema=base.schema,
             dbt_vars=dbt_vars,
         )
-        if not request.rebuild_base and base_reuse.reusable(conn, base.work_dir, wanted):
+        if (
+            wanted is not None
+            and not request.rebuild_base
+            and base_reuse.reusable(conn, base.work_dir, wanted)
+        ):
             progress(
                 f"reusing {base.label} in schema {base.schema}: built by an earlier diff of "
                 "the same commit from the same source data (--rebuild-base builds it again)"
@@ -218,9 +222,11 @@ def _build_base(warehouse, base: Side, revision, request, variable, dbt_vars, pr
     base_reuse.remove_stamp(base.work_dir)
     progress(f"building {base.label} into schema {base.schema}")
     invocation_id = build_side(base, variable, dbt_vars)
-    if invocation_id:
+    if wanted is not None and invocation_id:
         with warehouse.connect(autocommit=True) as conn:
-            base_reuse.write_stamp(base.work_dir, base_reuse.stamped(conn, wanted, invocation_id))
+            stamp = base_reuse.stamped(conn, wanted, invocation_id)
+        if stamp is not None:
+            base_reuse.write_stamp(base.work_dir, stamp)
     return False
 
 

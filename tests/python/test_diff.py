@@ -208,6 +208,14 @@ def test_the_base_is_reused_only_while_its_inputs_and_schema_are_those_it_was_bu
     assert base_reuse.reusable(db, tmp_path, wanted) is not None
     base_reuse.remove_stamp(tmp_path)
     assert base_reuse.reusable(db, tmp_path, wanted) is None
+    # a source relation that cannot be read whole proves nothing: no inputs, no reuse
+    broken = f"{SOURCE_SCHEMA}.zz_broken"
+    db.execute(f"create view {broken} as select 1 / (id - id) as x from {SOURCE_SCHEMA}.states")
+    try:
+        assert base_reuse.inputs(db, commit="a" * 40, target="dev", schema=schema,
+                                 dbt_vars=json.loads(VARS_JSON)) is None  # fmt: skip
+    finally:
+        db.execute(f"drop view {broken}")
     db.execute(f"drop schema {schema} cascade")
 
 
