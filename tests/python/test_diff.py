@@ -635,25 +635,6 @@ def test_a_test_only_the_base_fails_is_context_not_an_error():
     }
 
 
-def test_a_base_that_already_fails_a_test_is_context(clean_repo, profiles_dir):
-    """The base has the misspelt group, the working tree the fix: the base's failure is told,
-    and the diff is what the fix changes (exit 1), not an error."""
-    repo, _ = clean_repo
-    git(repo, "checkout", "--quiet", "-b", "broken")
-    edit_text(repo / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
-    git(repo, "commit", "--quiet", "--all", "--message", "2025 knees")
-    git(repo, "checkout", "--quiet", "main")
-    code, document = run_json(repo, profiles_dir, "--base", "broken")
-    assert code == 1 and document["exit_code"] == 1 and document["error"] is None, document
-    assert document["fails_tests"] is False
-    assert document["data_tests"]["failing"] == [
-        {"name": MEASURE_GROUP_TEST, "model": "mips_measure_codes", "column": "measure_group",
-         "head": {"status": "pass", "failing_rows": 0},
-         "base": {"status": "fail", "failing_rows": 1}},
-    ]  # fmt: skip
-    assert sum(s["only_in_head"] for s in document["slices"]) > 0
-
-
 EXPORT_MODEL = Path("models") / "marts" / "mips_export_v1.sql"
 EXPORT_CONTRACT = Path("models") / "marts" / "_mips__models.yml"
 EXPORT_LAYOUTS = Path("macros") / "export_file_columns.sql"
@@ -756,3 +737,23 @@ def test_the_seed_lines_behind_a_transition():
         f"{MEASURE_CODES}:2",
         f"{MEASURE_CODES}:2 (base)",
     )
+
+
+def test_a_base_that_already_fails_a_test_is_context(clean_repo, profiles_dir):
+    """The base has the misspelt group, the working tree the fix: the base's failure is told,
+    and the diff is what the fix changes (exit 1), not an error. (Last in the module: its base
+    is another commit, which the diffs after it would each have to build again.)"""
+    repo, _ = clean_repo
+    git(repo, "checkout", "--quiet", "-b", "broken")
+    edit_text(repo / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
+    git(repo, "commit", "--quiet", "--all", "--message", "2025 knees")
+    git(repo, "checkout", "--quiet", "main")
+    code, document = run_json(repo, profiles_dir, "--base", "broken")
+    assert code == 1 and document["exit_code"] == 1 and document["error"] is None, document
+    assert document["fails_tests"] is False
+    assert document["data_tests"]["failing"] == [
+        {"name": MEASURE_GROUP_TEST, "model": "mips_measure_codes", "column": "measure_group",
+         "head": {"status": "pass", "failing_rows": 0},
+         "base": {"status": "fail", "failing_rows": 1}},
+    ]  # fmt: skip
+    assert sum(s["only_in_head"] for s in document["slices"]) > 0
