@@ -5,7 +5,7 @@ After a base build succeeds, a stamp beside its dbt target (`built.json`) record
 into it: the commit, the target, the schema, the build's selection, the dbt vars, the
 versions of dbt, its adapter and the loader, the build's dbt invocation, a fingerprint of the
 source data (every table and view in the source schemas) and one of what the comparison reads
-in the base schema (its `mips_` tables: the marts and the seeds). A fingerprint is, per
+in the base schema (its `mips_` relations: the marts and the seeds). A fingerprint is, per
 relation, its columns and types, its row count and the sum of a hash of each row (order-free).
 The next diff reuses the base schema only when every input is the same again, the schema's
 build log still names that invocation as the newest that touched the marts (no other build
@@ -30,9 +30,9 @@ STAMP = "built.json"
 # The packages whose code shapes a build besides the project's own files.
 _PACKAGES = ("dbt-core", "dbt-postgres", "healthmonix-mips")
 # Every relation dbt can read as a source: tables (plain and partitioned), views, materialized
-# views, foreign tables; and the tables a build writes.
+# views, foreign tables; and what a build writes (a mart published elsewhere is a view).
 _SOURCE_KINDS = ("r", "p", "v", "m", "f")
-_TABLE_KINDS = ("r", "p")
+_BUILT_KINDS = ("r", "p", "v", "m")
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,10 @@ def source_fingerprint(conn, schemas: list[str]) -> dict[str, str]:
 
 
 def built_fingerprint(conn, schema: str) -> dict[str, str]:
-    """What the comparison reads of a built side: its `mips_` tables (the marts and the seeds;
-    not the build log, which every dbt command writes, nor the staging views)."""
-    tables = fingerprint(conn, [schema], _TABLE_KINDS, name_prefix="mips_")
+    """What the comparison reads of a built side: its `mips_` relations (the marts and the
+    seeds; not the build log, which every dbt command writes, nor the staging and intermediate
+    models)."""
+    tables = fingerprint(conn, [schema], _BUILT_KINDS, name_prefix="mips_")
     tables.pop(f"{schema}.{BUILD_LOG_MODEL}", None)
     return tables
 
