@@ -9,7 +9,7 @@ in the base schema (its `mips_` relations: the marts and the seeds). A fingerpri
 relation, its columns and types, its row count and the sum of a hash of each row (order-free).
 The next diff reuses the base schema only when every input is the same again, the schema's
 build log still names that invocation as the newest that touched the marts (no other build
-went into it since), and the tables are as the build left them. Anything else, or
+went into it since), and those relations are as the build left them. Anything else, or
 `--rebuild-base`, builds the base again; the stamp is removed before any base build, so a
 build that fails or is killed leaves none.
 """
