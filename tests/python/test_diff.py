@@ -3,7 +3,9 @@
 One git repository (a copy of the project, committed on `main`) and one source data set serve
 every test; each scenario edits the working tree, runs the command on the embedded cluster
 (both sides built for real) and puts the repository back. Every scenario builds into the same
-two schemas, so dbt's partial parsing of both sides is reused from one build to the next.
+two schemas, so dbt's partial parsing of both sides is reused from one build to the next, and
+so is the base build itself while its commit and the source data stay the same (the diff's own
+reuse, tested below); the test whose base is another commit runs last.
 """
 
 from __future__ import annotations
