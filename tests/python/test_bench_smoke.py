@@ -12,7 +12,6 @@ the whole project), so what it adds is checked with `dbt ls` instead.
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -23,7 +22,7 @@ from bench.harness import DBT_LEVERS, Options, run_benchmark
 from bench.worker_replica import pain_treatment
 from loader.environment.dbt_invocation import DAILY_BUILD
 from loader.environment.warehouse import ProjectOptions
-from tests.support.model_scenarios import PROJECT_DIR
+from tests.support.model_scenarios import PROJECT_DIR, listed_nodes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -89,29 +88,14 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     assert "## Levers, one at a time" in text and "### Break-even Athena latency" in text
 
 
-def listed(profiles_dir, *selection: str) -> list[str]:
-    """`dbt ls` of what `dbt build <selection>` would run: its nodes' unique ids."""
-    from dbt.cli.main import dbtRunner
-
-    options = ProjectOptions(project_dir=PROJECT_DIR, profiles_dir=profiles_dir, target="dev")
-    command = ["ls", *selection, "--output", "json", "--output-keys", "unique_id resource_type"]
-    result = dbtRunner().invoke(["--quiet", *command, *options.dbt_args()])
-    assert result.success, result.exception
-    built = {"model", "seed", "snapshot", "test", "unit_test"}
-    return [
-        node["unique_id"]
-        for node in map(json.loads, result.result)
-        if node["resource_type"] in built
-    ]
-
-
 def test_the_build_lever_puts_the_unit_and_weekly_tests_back(profiles_dir):
     """What the smoke run no longer builds: the lever's `dbt build` runs the daily build's
     nodes and at least 22 more, the unit tests and the weekly tests among them."""
     command, *selection = DBT_LEVERS["with_unit_and_weekly_tests"]
     assert command == DAILY_BUILD[0] == "build"
-    daily = set(listed(profiles_dir, *DAILY_BUILD[1:]))
-    lever = set(listed(profiles_dir, *selection))
+    options = ProjectOptions(project_dir=PROJECT_DIR, profiles_dir=profiles_dir, target="dev")
+    daily = set(listed_nodes(options, *DAILY_BUILD[1:]))
+    lever = set(listed_nodes(options, *selection))
     added = lever - daily
     assert daily < lever and len(added) >= 22
     assert any(node.startswith("unit_test.") for node in added)

@@ -8,9 +8,9 @@ import os
 import psycopg
 import pytest
 
-from loader.environment.dbt_invocation import run_dbt
+from loader.environment.dbt_invocation import DAILY_BUILD, run_dbt
 from loader.environment.synthetic import generate
-from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS
+from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS, listed_nodes
 
 APP_SCHEMA = "app_buildlog"
 TARGET_SCHEMA = "analytics_buildlog"
@@ -91,26 +91,34 @@ def test_invocations_are_recorded_with_what_they_did(target, project_options):
     assert published_by(target) == [(good.invocation_id,)]
 
     # nor does a `dbt build` of every mart that leaves the daily data tests out (one left out
-    # is the same rule: daily_nodes_left_out): what it would publish was never tested
-    unguarded = run_dbt(
-        project_options,
-        [*BUILD_WITHOUT_UNIT_TESTS, "--exclude-resource-type", "test", *VARS],
-        quiet=True,
-    )
-    assert unguarded.success, unguarded.error
-    assert logged(target, unguarded.invocation_id)[2:6] == (True, True, False, MARTS)
-    assert published_by(target) == [(good.invocation_id,)]
+    # is the same rule: daily_nodes_left_out), nor one that ran every daily test but left an
+    # upstream model out (its marts were built over the last build's int_visits_dated): what
+    # either would publish was never tested as the daily build tests it
+    for left_out in (["--exclude-resource-type", "test"], ["--exclude", "int_visits_dated"]):
+        partial = run_dbt(
+            project_options, [*BUILD_WITHOUT_UNIT_TESTS, *left_out, *VARS], quiet=True
+        )
+        assert partial.success, (left_out, partial.error)
+        assert logged(target, partial.invocation_id)[2:6] == (True, True, False, MARTS), left_out
+        assert published_by(target) == [(good.invocation_id,)], left_out
 
-    # nor one that ran every daily test but left an upstream model out: its marts were built
-    # over the last build's int_visits_dated
-    stale = run_dbt(
-        project_options,
-        [*BUILD_WITHOUT_UNIT_TESTS, "--exclude", "int_visits_dated", *VARS],
-        quiet=True,
-    )
-    assert stale.success, stale.error
-    assert logged(target, stale.invocation_id)[2:6] == (True, True, False, MARTS)
-    assert published_by(target) == [(good.invocation_id,)]
+
+def test_publication_asks_for_exactly_what_the_daily_selector_runs(target, project_options):
+    """daily_nodes_left_out (macros/record_build.sql) restates selectors.yml's `daily` in Jinja:
+    with nothing run, it names exactly the nodes `dbt build --selector daily` runs, so the
+    two cannot drift apart (a stricter rule would never publish, a looser one would publish
+    what the daily build tests less)."""
+    from dbt.cli.main import dbtRunner
+
+    daily = set(listed_nodes(project_options, *DAILY_BUILD[1:], *VARS))
+    inline = "{{ healthmonix_mips.daily_nodes_left_out([]) | join(' ') }}"
+    compiled = dbtRunner().invoke(
+        ["--quiet", "compile", "--no-populate-cache", "--inline", inline, *VARS,
+         *project_options.dbt_args()]
+    )  # fmt: skip
+    assert compiled.success, compiled.exception
+    required = set(compiled.result.results[0].node.compiled_code.split())
+    assert len(daily) > 100 and required == daily
 
 
 def test_selection_text_with_a_quote_is_stored_as_given(target, project_options):

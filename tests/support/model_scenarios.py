@@ -80,6 +80,21 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def listed_nodes(options: ProjectOptions, *selection: str) -> list[str]:
+    """`dbt ls` of what `dbt build <selection>` would run: its nodes' unique ids."""
+    from dbt.cli.main import dbtRunner
+
+    command = ["ls", *selection, "--output", "json", "--output-keys", "unique_id resource_type"]
+    result = dbtRunner().invoke(["--quiet", *command, *options.dbt_args()])
+    assert result.success, result.exception
+    built = {"model", "seed", "snapshot", "test", "unit_test"}
+    return [
+        node["unique_id"]
+        for node in map(json.loads, result.result)
+        if node["resource_type"] in built
+    ]
+
+
 def fetch_all(db, query: str, params: object = None) -> list[tuple]:
     return db.execute(query, params).fetchall()
 
