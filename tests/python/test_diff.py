@@ -48,7 +48,8 @@ SOURCE_SCHEMA = "diff_app"
 TARGET_SCHEMA = "diff"  # the sides: diff_diff_base and diff_diff_head
 BASE_SCHEMA, HEAD_SCHEMA = f"{TARGET_SCHEMA}_diff_base", f"{TARGET_SCHEMA}_diff_head"
 VARS = f"{{app_schema: {SOURCE_SCHEMA}}}"
-VARS_JSON = json.dumps({"app_schema": SOURCE_SCHEMA, "forms_schema": SOURCE_SCHEMA})
+# the vars both sides are built with (the diff spells the forms schema out)
+SIDE_VARS = {"app_schema": SOURCE_SCHEMA, "forms_schema": SOURCE_SCHEMA}
 WORKFLOW = PROJECT_DIR / "docs" / "ci" / "diff-on-pull-request.yml"
 # The export's patient-level columns: none of their values may be printed without --show-rows.
 PATIENT_COLUMNS = (
@@ -171,9 +172,7 @@ def test_the_base_is_reused_only_while_its_inputs_and_schema_are_those_it_was_bu
     schema = "reuse_base"
     db.execute(f"drop schema if exists {schema} cascade")
     db.execute(f"create schema {schema}")
-    wanted = base_reuse.inputs(
-        db, commit="a" * 40, target="dev", schema=schema, dbt_vars=json.loads(VARS_JSON)
-    )
+    wanted = base_reuse.inputs(db, commit="a" * 40, target="dev", schema=schema, dbt_vars=SIDE_VARS)
     assert wanted.sources and all(name.startswith(f"{SOURCE_SCHEMA}.") for name in wanted.sources)
     assert base_reuse.reusable(db, tmp_path, wanted) is None  # no stamp
     db.execute(f"create table {schema}.mips_export_v1 as select 1 as visit_id, 'MSK06' as code")
@@ -214,16 +213,17 @@ def test_the_base_is_reused_only_while_its_inputs_and_schema_are_those_it_was_bu
     broken = f"{SOURCE_SCHEMA}.zz_broken"
     db.execute(f"create view {broken} as select 1 / (id - id) as x from {SOURCE_SCHEMA}.states")
     try:
-        assert base_reuse.inputs(db, commit="a" * 40, target="dev", schema=schema,
-                                 dbt_vars=json.loads(VARS_JSON)) is None  # fmt: skip
+        unproved = base_reuse.inputs(
+            db, commit="a" * 40, target="dev", schema=schema, dbt_vars=SIDE_VARS
+        )
+        assert unproved is None
     finally:
         db.execute(f"drop view {broken}")
     db.execute(f"drop schema {schema} cascade")
 
 
 def test_the_source_fingerprint_sees_values_rows_and_types_not_order(db):
-    from loader.review.base_reuse import source_fingerprint
-
+    source_fingerprint = base_reuse.source_fingerprint
     db.execute("drop schema if exists fingerprint_app cascade")
     db.execute("create schema fingerprint_app")
     db.execute(
