@@ -66,8 +66,11 @@ eligible_visits as (
         visit_forms_selected.instrument,
         visit_forms_selected.functional_score,
         visit_forms_selected.nprs_score,
-        -- the visit's place in its (year, state) file; sorting visits, not 3x as many rows
-        row_number() over (
+        -- the visit's place in its (year, state) file; sorting visits, not 3x as many rows.
+        -- dense_rank, not row_number: the same while each visit comes once (the order is the
+        -- visit's own), but two rows of one visit (a join that fans out) share a number, so
+        -- their file rows collide in the export's primary key, which refuses the table
+        dense_rank() over (
             partition by care_plans_eligible.performance_year, care_plans_eligible.state_code
             order by
                 care_plans_eligible.care_plan_id,

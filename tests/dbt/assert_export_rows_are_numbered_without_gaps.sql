@@ -1,9 +1,11 @@
 {#-
     Each (year, state) file's rows are numbered 1..n with no gap, and every visit has exactly
     its three rows (function, pain, LOS) next to each other: the loader's ORDER BY
-    file_row_number is then exactly the SPEC §6 row order. The visit check is also the daily
-    guard against a fan-out in the visit joins: a doubled visit has six rows (the primary key
-    does not see it, each copy being numbered; docs/models.md, "The daily build").
+    file_row_number is then exactly the SPEC §6 row order. The visit check is also a guard
+    against a fan-out in the visit joins: a doubled visit has six rows. Daily on Athena; weekly
+    on PostgreSQL, where the export's primary key refuses the same while the table is built
+    (a doubled visit shares its dense_rank, so its row numbers collide; docs/models.md,
+    "The daily build").
 -#}
 
 with

@@ -150,3 +150,34 @@ def test_a_failed_build_is_recorded_with_its_failed_nodes_and_publishes_nothing(
     # the failed nodes only (skipped ones are counted): the configuration check
     assert nodes == ["model.healthmonix_mips.int_configuration_errors"]
     assert before and published_by(target) == before
+
+
+def test_a_visit_that_reaches_the_export_twice_is_refused_by_its_primary_key(
+    target, project_options
+):
+    """The daily fan-out guard of the visit joins on PostgreSQL (docs/models.md, "The daily
+    build"): two rows of one visit share their row numbers (`dense_rank`), so the export's
+    primary key refuses the table while it is built, before any test. The row-order test,
+    which sees the same, is weekly there. A form doubled in the intermediate table stands in
+    for a join that fans out."""
+    export = f"{TARGET_SCHEMA}.mips_export_v1"
+    forms = f"{TARGET_SCHEMA}.int_visit_forms_selected"
+    before = published_by(target)
+    rows_before = target.execute(f"select count(*) from {export}").fetchone()
+    (visit,) = target.execute(
+        f"select cast(visit_id as bigint) from {export} where instrument is not null limit 1"
+    ).fetchone()
+    target.execute(f"insert into {forms} select * from {forms} where visit_id = %s", (visit,))
+    try:
+        doubled = run_dbt(project_options, ["run", "-s", "mips_export_v1", *VARS], quiet=True)
+    finally:
+        target.execute(
+            f"delete from {forms} as later using {forms} as first "
+            "where later.visit_id = first.visit_id and later.ctid > first.ctid"
+        )
+    assert not doubled.success
+    (failure,) = doubled.failures
+    assert "Key (performance_year, state_code, file_row_number)=" in failure, failure
+    assert "is duplicated" in failure, failure
+    assert target.execute(f"select count(*) from {export}").fetchone() == rows_before
+    assert published_by(target) == before

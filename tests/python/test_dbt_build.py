@@ -245,6 +245,23 @@ def test_the_export_constraints_refuse_what_its_skipped_tests_would_find(
     assert refusal in str(err.value)
 
 
+def test_the_exports_guards_run_daily_on_athena(athena_compilation):
+    """On PostgreSQL the export's key and row-order tests are weekly and its not-null tests off:
+    the enforced primary key refuses what they would find, a visit numbered twice included
+    (models.md, "The daily build"). Athena enforces no constraint, so there every test of the
+    export is enabled and in the daily build."""
+    export = "model.healthmonix_mips.mips_export.v1"
+    tests = {
+        node["name"]: node["config"]
+        for node in athena_compilation.manifest["nodes"].values()
+        if node["resource_type"] == "test" and export in node["depends_on"]["nodes"]
+    }
+    assert "assert_export_rows_are_numbered_without_gaps" in tests
+    assert len(tests) >= 5, sorted(tests)
+    for name, config in tests.items():
+        assert config["enabled"] and "weekly" not in config["tags"], name
+
+
 def test_intermediate_tables_skip_the_wal_and_the_marts_do_not(production_build, db):
     """Unlogged: emptied by a crash, not replicated; only what the next build recreates anyway."""
     assert production_build.success
