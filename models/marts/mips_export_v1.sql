@@ -15,7 +15,9 @@ visit_measures as (
 
 ),
 
--- every field already as the CSV writes it (SPEC §6): the loader only quotes and joins
+-- every field already as the CSV writes it (SPEC §6): the loader only quotes and joins. The
+-- fields a visit's three rows share come formatted from int_visit_measures_unioned (once per
+-- visit); the three that differ by row are formatted here
 export_rows as (
 
     select
@@ -25,29 +27,21 @@ export_rows as (
         cast(file_row_number as {{ dbt.type_bigint() }}) as file_row_number,
 
         -- file columns, in file order
-        cast(tin as {{ dbt.type_string() }}) as practice_tin,
-        cast(npi as {{ dbt.type_string() }}) as provider_npi,
-        cast(patient_id as {{ dbt.type_string() }}) as patient_id,
-        {{ format_date_iso('date_of_birth') }} as patient_date_of_birth,
-        case sex when 'female' then 'F' when 'male' then 'M' else 'U' end as patient_sex,
-        case payer_type
-            when 'medicare' then 'Medicare'
-            when 'medicare_advantage' then 'Medicare Advantage'
-            when 'medicaid' then 'Medicaid'
-            when 'commercial' then 'Commercial'
-            when 'workers_comp' then 'Workers Comp'
-            when 'self_pay' then 'Self Pay'
-            when 'other' then 'Other'
-        end as payer,
-        cast(care_plan_id as {{ dbt.type_string() }}) as episode_id,
-        {{ format_date_iso('start_date') }} as episode_start_date,
-        {{ format_date_iso('end_date') }} as episode_end_date,
-        case when is_surgical then 'Y' else 'N' end as surgical,
-        {{ format_date_iso('onset_date') }} as symptom_onset_date,
-        upper(body_part_type) as body_part,
-        cast(visit_id as {{ dbt.type_string() }}) as visit_id,
-        {{ format_date_iso('visit_date') }} as date_of_service,
-        upper(visit_type) as visit_type,
+        file_practice_tin as practice_tin,
+        file_provider_npi as provider_npi,
+        file_patient_id as patient_id,
+        file_patient_date_of_birth as patient_date_of_birth,
+        file_patient_sex as patient_sex,
+        file_payer as payer,
+        file_episode_id as episode_id,
+        file_episode_start_date as episode_start_date,
+        file_episode_end_date as episode_end_date,
+        file_surgical as surgical,
+        file_symptom_onset_date as symptom_onset_date,
+        file_body_part as body_part,
+        file_visit_id as visit_id,
+        file_date_of_service as date_of_service,
+        file_visit_type as visit_type,
         cast(measure_code as {{ dbt.type_string() }}) as treatment,
         cast(instrument as {{ dbt.type_string() }}) as instrument,
         {{ format_decimal_plain('score', 28, 6) }} as score
