@@ -649,7 +649,7 @@ def test_a_removed_or_retyped_export_column_is_reported_first(clean_repo, profil
     to compare state across (a new version is the way): its tests could not run, exit 2."""
     repo, _ = clean_repo
     edit_text(repo / EXPORT_LAYOUTS, "'Payer', ", "'Payer Type', ")
-    edit_text(repo / EXPORT_MODEL, "end as payer,", "end as payer_type,")
+    edit_text(repo / EXPORT_MODEL, "file_payer as payer,", "file_payer as payer_type,")
     edit_text(
         repo / EXPORT_MODEL,
         "{{ format_decimal_plain('score', 28, 6) }} as score",
