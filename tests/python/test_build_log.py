@@ -170,6 +170,10 @@ def test_a_visit_that_reaches_the_export_twice_is_refused_by_its_primary_key(
     target.execute(f"insert into {forms} select * from {forms} where visit_id = %s", (visit,))
     try:
         doubled = run_dbt(project_options, ["run", "-s", "mips_export_v1", *VARS], quiet=True)
+        # where an operator looks next (docs/operations.md): the view's weekly key test
+        located = run_dbt(
+            project_options, ["test", "-s", "int_visit_measures_unioned", *VARS], quiet=True
+        )
     finally:
         target.execute(
             f"delete from {forms} as later using {forms} as first "
@@ -179,5 +183,8 @@ def test_a_visit_that_reaches_the_export_twice_is_refused_by_its_primary_key(
     (failure,) = doubled.failures
     assert "Key (performance_year, state_code, file_row_number)=" in failure, failure
     assert "is duplicated" in failure, failure
+    assert not located.success
+    # its key test (year, state, row number) finds the visit's three numbers twice
+    assert located.failures == ("Got 3 results, configured to fail if != 0",)
     assert target.execute(f"select count(*) from {export}").fetchone() == rows_before
     assert published_by(target) == before
