@@ -202,3 +202,80 @@ def test_a_unique_test_with_a_where_runs_dbts_own_query(probe):
     compiled = target / "compiled" / "probe" / "models" / "probe.yml"
     assert "pg_index" not in (compiled / "unique_probe_k.sql").read_text()
     assert db.execute((compiled / "unique_probe_v.sql").read_text()).fetchall() == [("a", 2)]
+
+
+# A source table whose columns carry the CHECK constraints an application may have: the
+# accepted-values test of each column, and what it must do (answered: the table is not read).
+CODED_SOURCE = """
+sources:
+  - name: probe
+    schema: contract_probe
+    tables:
+      - name: coded
+        columns:
+          - name: checked
+            data_tests: [{accepted_values: {arguments: {values: [x, y, z]}}}]
+          - name: quoted
+            data_tests: [{accepted_values: {arguments: {values: ["it's", x]}}}]
+          - name: wider
+            data_tests: [{accepted_values: {arguments: {values: [x, y]}}}]
+          - name: unchecked
+            data_tests: [{accepted_values: {arguments: {values: [x, y]}}}]
+          - name: not_valid
+            data_tests: [{accepted_values: {arguments: {values: [x, y]}}}]
+          - name: not_enforced
+            data_tests: [{accepted_values: {arguments: {values: [x, y]}}}]
+          - name: more
+            data_tests: [{accepted_values: {arguments: {values: [x, y]}}}]
+"""
+CODED_TABLE = f"""
+create table {SCHEMA}.coded (
+    checked text check (checked in ('x', 'y')),
+    quoted text check (quoted in ('it''s', 'x')),
+    wider text check (wider in ('x', 'w')),
+    unchecked text,
+    not_valid text,
+    not_enforced text check (not_enforced in ('x', 'y')) not enforced,
+    more text check (more in ('x', 'y') and length(more) = 1)
+)
+"""
+
+
+def test_accepted_values_is_answered_by_a_check_constraint_that_allows_no_other(probe):
+    """macros/accepted_values_by_check.sql: where a validated, enforced CHECK constraint lets
+    only accepted values in (`checked`, `quoted`), the test never reads the table. A value the
+    constraint allows but the test does not (`wider`), no constraint, a constraint added `not
+    valid` over rows already there or declared `not enforced`, or one with more conditions
+    (`more`): the rows are read, and a value outside the list fails the test."""
+    build, db, target, options = probe
+    shutil.copy(
+        PROJECT_DIR / "macros" / "accepted_values_by_check.sql", options.project_dir / "macros"
+    )
+    (options.project_dir / "models" / "coded.yml").write_text(CODED_SOURCE)
+    db.execute(f"create schema {SCHEMA}")
+    db.execute(CODED_TABLE)
+    db.execute(
+        f"insert into {SCHEMA}.coded values ('x', 'it''s', 'x', 'x', 'w', 'w', 'x'), "
+        "('y', 'x', 'w', 'w', 'x', 'x', 'y'), (null, null, null, null, null, null, null)"
+    )
+    db.execute(
+        f"alter table {SCHEMA}.coded add constraint coded_not_valid_check "
+        "check (not_valid in ('x', 'y')) not valid"
+    )
+    built = build("(1, 'a')")
+    assert not built.success and dict(built.statuses)["fail"] == 4, built.statuses
+
+    def outcome(column: str) -> tuple[list, bool]:
+        """The test's failing rows, and whether it read the table."""
+        [path] = (target / "compiled" / "probe" / "models" / "coded.yml").glob(
+            f"source_accepted_values_probe_coded_{column}__*.sql"
+        )
+        plan = db.execute(f"explain (analyze, costs off, timing off) {path.read_text()}")
+        [scan] = [row[0] for row in plan if "Seq Scan on coded" in row[0]]
+        return db.execute(path.read_text()).fetchall(), "never executed" not in scan
+
+    assert outcome("checked") == ([], False)
+    assert outcome("quoted") == ([], False)
+    for column in ("wider", "unchecked", "not_valid", "not_enforced"):
+        assert outcome(column) == ([("w", 1)], True), column
+    assert outcome("more") == ([], True)
