@@ -1,8 +1,9 @@
 """The build-speed macros of the big models, each on a probe project that holds only it and
 one model, built on the embedded PostgreSQL: contract-enforced tables built by `create table
 as` with the constraints added after (macros/contract_tables_by_ctas.sql), their own sort
-memory (macros/cross_database/statement_work_mem.sql), and the export's cheap date format
-(macros/cross_database/format_date_iso.sql).
+memory (macros/cross_database/statement_work_mem.sql), the export's cheap date format
+(macros/cross_database/format_date_iso.sql), and the `unique` and `accepted_values` tests the
+catalog answers (macros/unique_by_index.sql, macros/accepted_values_by_check.sql).
 
 What must hold whichever way dbt builds the table: the declared constraints exist on it, a row
 that breaks one fails the model, and the table built before is left as it was.
