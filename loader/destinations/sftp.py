@@ -128,6 +128,11 @@ SFTP_WINDOW_SIZE = 16 * 1024 * 1024
 # Bytes of an SFTP write request besides its handle and data: length, type, id, the handle's
 # and the data's lengths, offset.
 WRITE_PACKET_OVERHEAD = 4 + 1 + 4 + 4 + 8 + 4
+# Ciphers offered first: AES-GCM encrypts and authenticates each packet in one pass, where
+# paramiko's first choice (aes128-ctr with hmac-sha2-256) takes a cipher and a MAC, each
+# called from Python per packet. The SFTP leg is about 20% faster with it (bench.sftp_verify,
+# docs/benchmarks.md); a server without it negotiates the rest of paramiko's list, as before.
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 PROBE_NAME = ".mips-preflight"
 # SSH_MSG_DISCONNECT reason code "disconnected by application" (RFC 4253, 11.1).
 DISCONNECT_BY_APPLICATION = 11
@@ -413,6 +418,7 @@ class SFTPDestination(Destination):
                 channel_timeout=self.settings.connect_timeout,
                 allow_agent=False,
                 look_for_keys=False,
+                transport_factory=_transport,
                 **credentials,
             )
         except TimeoutError as error:  # socket.timeout: nothing answered
@@ -598,6 +604,15 @@ _UNREACHABLE = (
 
 class _UnknownHostKey(paramiko.SSHException):
     pass
+
+
+def _transport(sock, **options) -> paramiko.Transport:
+    """paramiko's transport with PREFERRED_CIPHERS (those this paramiko knows) offered first."""
+    transport = paramiko.Transport(sock, **options)
+    security = transport.get_security_options()
+    first = tuple(name for name in PREFERRED_CIPHERS if name in security.ciphers)
+    security.ciphers = first + tuple(name for name in security.ciphers if name not in first)
+    return transport
 
 
 class _RejectUnknownHost(paramiko.MissingHostKeyPolicy):

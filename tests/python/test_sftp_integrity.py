@@ -263,6 +263,39 @@ def test_openssh_upload_is_read_back_and_verified(openssh, tmp_path):
     assert files_under(root) == [NAME]
 
 
+def negotiated_cipher(destination) -> str:
+    return destination._ssh.get_transport().local_cipher
+
+
+def test_aes_gcm_is_offered_first_and_a_server_without_it_still_serves(openssh, tmp_path, keys):
+    """PREFERRED_CIPHERS (loader/destinations/sftp.py): OpenSSH, which has AES-GCM, gets it
+    instead of paramiko's first choice (aes128-ctr); a server that offers only aes128-ctr is
+    still served, and verified, with it."""
+    source = source_file(tmp_path, 3 * MiB + 7)
+    with open_destination(openssh.url, settings=openssh.settings) as destination:
+        destination.preflight()
+        assert negotiated_cipher(destination) == "aes128-gcm@openssh.com"
+        assert put(destination, source).checksum == source.digest.sha256
+    with asyncssh_sftp_server(
+        tmp_path / "ctr-only",
+        authorized_client_key=keys["client"].public_key,
+        host_key=keys["host"].private_path,
+        encryption_algs=("aes128-ctr",),
+    ) as address:
+        known_hosts = write_known_hosts(
+            tmp_path / "ctr_known_hosts", address.host, address.port, address.host_public_key
+        )
+        settings = TransportSettings(
+            sftp_known_hosts=known_hosts, sftp_key_file=keys["client"].private_path
+        )
+        url = f"sftp://registry@{address.host}:{address.port}/"
+        with open_destination(url, settings=settings) as destination:
+            destination.preflight()
+            assert negotiated_cipher(destination) == "aes128-ctr"
+            assert put(destination, source).checksum == source.digest.sha256
+    assert (tmp_path / "ctr-only" / NAME).read_bytes() == source.data
+
+
 # --- task 2: our stale .part files are removed at the next connect, nobody else's -------------
 
 

@@ -387,8 +387,10 @@ def asyncssh_sftp_server(
     host_key: Path,
     faults: SftpFaults | None = None,
     password: str | None = None,
+    encryption_algs: tuple[str, ...] | None = None,
 ) -> Iterator[SftpServerAddress]:
-    """An SFTP server chrooted to `root`, accepting `authorized_client_key` (and `password`)."""
+    """An SFTP server chrooted to `root`, accepting `authorized_client_key` (and `password`),
+    offering only `encryption_algs` when given (asyncssh's own list otherwise)."""
     faults = faults if faults is not None else SftpFaults()
     root.mkdir(parents=True, exist_ok=True)
     loop = asyncio.new_event_loop()
@@ -404,6 +406,7 @@ def asyncssh_sftp_server(
             server_factory=lambda: _PasswordServer(password, faults),
             sftp_factory=lambda chan: FaultInjectingSFTPServer(chan, chroot=root, faults=faults),
             allow_scp=False,
+            **({"encryption_algs": list(encryption_algs)} if encryption_algs else {}),
         )
 
     async def stop(server):
