@@ -215,7 +215,8 @@ def test_hostile_text_survives_the_whole_path(
 
 def test_a_failed_build_then_export_uploads_nothing(built, cluster, project_options, tmp_path):
     """The drill of the trustworthy-delivery issue with a real dbt build: a good build and
-    export, then a setting that breaks the build, then `export` anyway (as `;` would run it)."""
+    export, then a setting that breaks the build, then `export` anyway (as `;` would run it).
+    Last in the module: its models stay those of the failed build."""
     s3, sftp = tmp_path / "s3", tmp_path / "sftp"
     s3.mkdir()
     sftp.mkdir()
@@ -254,10 +255,5 @@ def test_a_failed_build_then_export_uploads_nothing(built, cluster, project_opti
         assert sum(r["status"] == "refused" for r in logged) == len(PRODUCTION_SLICES)
 
         conn.execute(f"update {APP_SCHEMA}.settings set value = 'true' where key = %s", (key,))
-    rebuilt = run_dbt(
-        project_options, [*BUILD_WITHOUT_UNIT_TESTS, "--vars", f"{{app_schema: {APP_SCHEMA}}}"]
-    )
-    assert rebuilt.success, rebuilt.error
-    again = export()
-    assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["build"]["invocation_id"] == rebuilt.invocation_id
+    # (that a good build after a failed one publishes and is exported again is
+    # test_publication's raced export, which follows its failing build)

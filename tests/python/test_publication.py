@@ -2,8 +2,10 @@
 whole build has passed, in one step at its end, and an export reads one build whatever dbt does
 beside it. dbt runs as a separate process where it is stopped or raced (a scheduler's view).
 
-The builds share one scenario (its own source and model schemas, scale 0.05); each test
-states the published build it starts from.
+The builds share one scenario (its own source and model schemas, scale 0.05) and one good build
+(`published`, built once): the stopped builds publish nothing, so each stop test starts from
+it, and says so; the failing build needs only a build before it; the raced export reads a good
+build made after that failed one.
 """
 
 from __future__ import annotations
@@ -75,6 +77,20 @@ def good_build(project_options) -> str:
     outcome = SCENARIO.run(project_options, "build", "--selector", "daily")
     assert outcome.success, outcome.failures or outcome.error
     return outcome.invocation_id
+
+
+@pytest.fixture(scope="module")
+def published(scenario, project_options) -> str:
+    """The module's good build (its invocation id), published once for the tests after it."""
+    return good_build(project_options)
+
+
+def published_build(db) -> str:
+    """The invocation whose marts are published (each published mart carries its id)."""
+    [(invocation,)] = db.execute(
+        f"select distinct dbt_invocation_id from {PUBLISHED}.mips_deliveries"
+    ).fetchall()
+    return invocation
 
 
 def published_digest(db) -> dict[str, tuple]:
@@ -194,11 +210,12 @@ def stores(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_build_stopped_before_the_export_is_tested_publishes_nothing(
-    scenario, cluster, profiles_dir, project_options, models_schema, blocking_copy, tmp_path,
-    signum,
-):  # fmt: skip
+    scenario, published, cluster, profiles_dir, models_schema, blocking_copy, tmp_path, signum
+):
     db = scenario
-    published_by = good_build(project_options)
+    # the module's good build is what is published (a build stopped before published nothing)
+    published_by = published_build(db)
+    assert published_by == published
     before = published_digest(db)
     with sources_changed(db):
         build = dbt_build_process(cluster, profiles_dir, *blocking_copy)
@@ -239,10 +256,9 @@ def test_a_build_stopped_before_the_export_is_tested_publishes_nothing(
 
 
 def test_a_failing_test_is_named_first_by_export_plan_and_status(
-    scenario, profiles_dir, project_options, models_schema, tmp_path
+    scenario, published, profiles_dir, project_options, models_schema, tmp_path
 ):
     db = scenario
-    good_build(project_options)
     clinicians = f"{SCENARIO.app_schema}.clinicians"
     db.execute(f"alter table {clinicians} drop constraint if exists clinicians_npi_check")
     first = db.execute(f"select id, npi from {clinicians} order by id limit 1").fetchone()
@@ -275,9 +291,12 @@ def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build
     scenario, cluster, profiles_dir, project_options, models_schema, tmp_path
 ):
     db = scenario
+    # after the failing build of the test before, a good build publishes again and is exported
     first = good_build(project_options)
     options, s3, _ = stores(tmp_path)
     dry = invoke(profiles_dir, "export", *options, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["build"]["invocation_id"] == first == published_build(db)
     first_bytes = slice_digests(json.loads(dry.stdout))
     host_key, client_key = make_ssh_key(tmp_path / "host"), make_ssh_key(tmp_path / "client")
     faults = SftpFaults()
