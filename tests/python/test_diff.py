@@ -391,27 +391,17 @@ def test_show_rows_gives_at_most_n_rows_per_delivery_side_by_side(seed_change):
     )
 
 
-def test_a_higher_age_threshold_removes_rows(clean_repo, profiles_dir, db):
-    repo, _ = clean_repo
+@pytest.fixture(scope="module")
+def older_patients_and_a_new_key(repo, profiles_dir, cluster):
+    """Two changes in one diff: the age threshold raised from 18 to 21 (rows go) and 2025 CA's
+    new integration key (its file name changes). The command's JSON, the same builds compared
+    again in markdown, and the base's rows the new threshold removes."""
+    project, base = repo
     edit_text(
-        repo / "models" / "intermediate" / "care_plans" / "int_care_plans_in_scope.sql",
+        project / "models" / "intermediate" / "care_plans" / "int_care_plans_in_scope.sql",
         "dbt.dateadd('year', 18,",
         "dbt.dateadd('year', 21,",
     )
-    code, document = run_json(repo, profiles_dir)
-    assert code == 1
-    under_21 = db.execute(
-        f"select count(*) from {BASE_SCHEMA}.mips_export_v1"
-        " where patient_date_of_birth::date + interval '21 years' > episode_start_date::date"
-    ).fetchone()[0]
-    assert under_21 > 0
-    assert sum(s["only_in_base"] for s in document["slices"]) == under_21
-    assert all(s["only_in_head"] == s["changed"] == 0 for s in document["slices"])
-    assert document["delivery_changes"] == [] and document["code_transitions"] == []
-
-
-def test_a_registration_change_is_reported_first_as_a_file_name(clean_repo, profiles_dir, db):
-    repo, base = clean_repo
 
     def new_key(rows):
         for row in rows:
@@ -419,21 +409,52 @@ def test_a_registration_change_is_reported_first_as_a_file_name(clean_repo, prof
                 row["integration_key"] = "Zz9Zz9Zz9Z"
         return rows
 
-    edit_seed(ProjectOptions(project_dir=repo), "mips_registrations", new_key)
-    renumber_pain_code(repo, "2024", "knee", "MSK10")  # and some rows change too
-    result = run_diff(repo, profiles_dir)
-    assert result.exit_code == 1, result.output
-    markdown = result.stdout
+    edit_seed(ProjectOptions(project_dir=project), "mips_registrations", new_key)
+    try:
+        code, document = run_json(project, profiles_dir)
+        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+            compared = compare_builds(
+                conn, Revision("main", base), "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest()
+            )
+            under_21 = conn.execute(
+                f"select count(*) from {BASE_SCHEMA}.mips_export_v1 where"
+                " patient_date_of_birth::date + interval '21 years' > episode_start_date::date"
+            ).fetchone()[0]
+    finally:
+        reset(project)
+    return {
+        "exit_code": code,
+        "document": document,
+        "compared": compared,
+        "markdown": render(compared, "markdown"),
+        "under_21": under_21,
+    }
+
+
+def test_a_higher_age_threshold_removes_rows(older_patients_and_a_new_key):
+    document = older_patients_and_a_new_key["document"]
+    under_21 = older_patients_and_a_new_key["under_21"]
+    assert older_patients_and_a_new_key["exit_code"] == 1
+    assert under_21 > 0
+    assert sum(s["only_in_base"] for s in document["slices"]) == under_21
+    assert all(s["only_in_head"] == s["changed"] == 0 for s in document["slices"])
+    assert document["code_transitions"] == []
+    # and of the deliveries, only the new key's file name
+    assert [(c["performance_year"], c["state_code"]) for c in document["delivery_changes"]] == [
+        (2025, "CA")
+    ]
+
+
+def test_a_registration_change_is_reported_first_as_a_file_name(older_patients_and_a_new_key):
+    markdown = older_patients_and_a_new_key["markdown"]
     names = markdown.index("### ⚠️ Delivery names and flags")
-    assert names < markdown.index("### Rows per year and state")
-    lines = [line for line in markdown[names:].splitlines() if line.startswith("| 2025 | CA")]
+    rows = markdown.index("### Rows per year and state")
+    assert names < rows
+    lines = [line for line in markdown[names:rows].splitlines() if line.startswith("| 2025 | CA")]
     assert len(lines) == 1 and "SFTP file name" in lines[0]
     assert "_Zz9Zz9Zz9Z.csv" in lines[0] and ".csv | Quality_" in lines[0]
-    # the same builds, compared again: the name change and nothing else of the deliveries
-    result = compare_builds(
-        db, Revision("main", base), "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest()
-    )
-    [change] = result.delivery_changes
+    # the name change and nothing else of the deliveries
+    [change] = older_patients_and_a_new_key["compared"].delivery_changes
     assert (change.performance_year, change.state_code, change.what) == (
         2025,
         "CA",
@@ -480,22 +501,10 @@ def run_workflow_diff(repo: Path, base: str, profiles_dir: Path, outputs: Path):
     )
 
 
-def test_the_ci_recipe_produces_the_comment(clean_repo, profiles_dir, tmp_path):
-    """The workflow's diff step, as GitHub runs it (bash -e), on a pull request's branch."""
-    repo, base = clean_repo
-    git(repo, "checkout", "--quiet", "-b", "pull-request")
-    renumber_pain_code(repo, "2023", "shoulder", "MSK07")
-    git(repo, "commit", "--quiet", "--all", "--message", "2023 shoulder pain is MSK07")
-    outputs = tmp_path / "github_output"
-    done = run_workflow_diff(repo, base, profiles_dir, outputs)
-    assert done.returncode == 0, done.stderr
-    assert outputs.read_text().splitlines() == ["exit_code=1"]
-    comment = (repo / "mips-diff.md").read_text()
-    assert comment.startswith(f"## MIPS delivery diff: base {base} ({base[:7]})")
-    assert "- 2023 pain MSK12 → MSK07:" in comment
-
-
 def test_the_ci_recipe_posts_a_failing_test_then_fails_the_job(clean_repo, profiles_dir, tmp_path):
+    """The workflow's diff step, as GitHub runs it (bash -e), on a pull request's branch whose
+    change fails a data test (the step passes, the comment is posted, a later step fails the
+    job); a change that only delivers differently takes the same lines with exit 1."""
     repo, base = clean_repo
     git(repo, "checkout", "--quiet", "-b", "pull-request")
     edit_text(repo / "seeds" / "mips_measure_codes.csv", "\n2025,knee,", "\n2025,knees,")
@@ -506,6 +515,7 @@ def test_the_ci_recipe_posts_a_failing_test_then_fails_the_job(clean_repo, profi
     assert done.returncode == 0, done.stderr
     assert outputs.read_text().splitlines() == ["exit_code=2"]
     comment = (repo / "mips-diff.md").read_text()
+    assert comment.startswith(f"## MIPS delivery diff: base {base} ({base[:7]})")
     # a change that fails a data test: the test is named before anything else (the verdict,
     # the run date, the rows the change drops)
     first = comment.index(MEASURE_GROUP_TEST)
@@ -518,6 +528,11 @@ def test_the_ci_recipe_posts_a_failing_test_then_fails_the_job(clean_repo, profi
     on_2 = [step for step in steps if "exit_code == '2'" in step.get("if", "")]
     assert any("gh pr comment" in step["run"] for step in on_2)
     assert any(step["run"].strip().endswith("exit 2") for step in on_2)
+    # a change that passes its tests (exit 1, the same lines of the step) is commented on too
+    on_1 = [step for step in steps if "exit_code == '1'" in step.get("if", "")]
+    assert [step["run"] for step in on_1] == [
+        step["run"] for step in on_2 if "gh pr comment" in step["run"]
+    ]
     # the one-line error of a diff that could not be made still fails the step itself
     outputs.unlink()
     done = run_workflow_diff(repo, "no-such-ref", profiles_dir, outputs)
