@@ -2,7 +2,7 @@
 
 Every session gets its own MIPS_HOME (cluster data dir) and its own dbt target/log paths, so
 test runs never touch `.mips/` or `target/` of the checkout and can run beside each other.
-Under pytest-xdist (`make test`: two workers) each worker is such a session: its own cluster,
+Under pytest-xdist (`make test`: three workers) each worker is such a session: its own cluster,
 socket dir, dbt paths and temporary directories. Tests that share an expensive fixture
 form one work unit (below), which runs on one worker: the fixture is built once.
 """

@@ -1,5 +1,5 @@
-"""End to end on the embedded PostgreSQL: generated data → dbt build → export to a real S3 API
-(moto's server) and a real SFTP server (asyncssh), then `status`.
+"""End to end on the embedded PostgreSQL: generated data → the daily `dbt build` → export to a
+real S3 API (moto's server) and a real SFTP server (asyncssh), then `status`.
 
 Every delivery's S3 object and SFTP file must be byte-identical to each other and to the export
 model's slice, under exactly the names SPEC §6 gives.
@@ -19,12 +19,12 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from loader.cli import cli
-from loader.environment.dbt_invocation import run_dbt
+from loader.environment.dbt_invocation import DAILY_BUILD, run_dbt
 from loader.environment.synthetic import generate
 from loopback.s3 import create_bucket, fake_aws_environment, moto_s3_server, s3_client
 from loopback.ssh import make_ssh_key, write_known_hosts
 from tests.support.handmade import copy_model_deliveries, record_build
-from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS, PRODUCTION_SLICES
+from tests.support.model_scenarios import PRODUCTION_SLICES
 from tests.support.transport_servers import asyncssh_sftp_server
 
 APP_SCHEMA = "app_e2e"
@@ -41,9 +41,7 @@ def built(cluster, project_options):
     os.environ["MIPS_DEV_SCHEMA"] = TARGET_SCHEMA
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         generate(conn, seed=11, scale=0.1, app_schema=APP_SCHEMA, forms_schema=APP_SCHEMA)
-    outcome = run_dbt(
-        project_options, [*BUILD_WITHOUT_UNIT_TESTS, "--vars", f"{{app_schema: {APP_SCHEMA}}}"]
-    )
+    outcome = run_dbt(project_options, [*DAILY_BUILD, "--vars", f"{{app_schema: {APP_SCHEMA}}}"])
     assert outcome.success, outcome.error
     yield
     if saved is None:
@@ -241,9 +239,7 @@ def test_a_failed_build_then_export_uploads_nothing(built, cluster, project_opti
     key = "healthmonix_2025_integration_enabled"
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         conn.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))
-        failed = run_dbt(
-            project_options, [*BUILD_WITHOUT_UNIT_TESTS, "--vars", f"{{app_schema: {APP_SCHEMA}}}"]
-        )
+        failed = run_dbt(project_options, [*DAILY_BUILD, "--vars", f"{{app_schema: {APP_SCHEMA}}}"])
         assert not failed.success
         refused = export()
         assert refused.exit_code == 1

@@ -33,9 +33,6 @@ SCENARIO = Scenario(app_schema="years_app", forms_schema="years_app", models_sch
 ROLLOVER = Scenario(
     app_schema="rollover_app", forms_schema="rollover_app", models_schema="rollover"
 )
-RENUMBERED = Scenario(
-    app_schema="renumbered_app", forms_schema="renumbered_app", models_schema="renumbered"
-)
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 # SPEC §5's 2025 codes (function, pain) per body part as the file writes it, typed out here.
 CODES_2025 = {
@@ -205,9 +202,14 @@ def rollover_procedure() -> tuple[dict[str, list[str]], str]:
     return added, settings_sql
 
 
-def test_the_documented_rollover_configures_the_year(
+def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_its_rows(
     cluster, db, project_copy, profiles_dir, tmp_path, monkeypatch
 ):
+    """The documented rollover, step by step (the seeds, then the settings); then one of its
+    rows changed as a renumbering would change it (the knee group's 2027 pain code): the 2027
+    export carries the new code on the knee and knee joint replacement rows only, every other
+    body part the codes of its group's row, and 2025 is untouched. The data runs to November
+    2027, so 2027 has visits."""
     added, settings_sql = rollover_procedure()
     assert sorted(added) == [
         "seeds/mips_measure_codes.csv",
@@ -222,11 +224,12 @@ def test_the_documented_rollover_configures_the_year(
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         generate(
             conn,
-            seed=6,
-            scale=0.01,
+            seed=7,
+            scale=0.03,
             app_schema=ROLLOVER.app_schema,
             forms_schema=ROLLOVER.forms_schema,
             settings="production",
+            as_of=dt.date(2027, 11, 30),
         )
     for path, rows in added.items():
         with (project_copy.project_dir / path).open("a") as seed:
@@ -255,38 +258,20 @@ def test_the_documented_rollover_configures_the_year(
     ]
     assert len(plan["deliveries"]) == 9
 
-
-def test_one_groups_code_in_a_new_year_changes_that_groups_rows_only(cluster, db, project_copy):
-    """The documented rollover with one row changed as a renumbering would change it (the knee
-    group's 2027 pain code): the 2027 export carries the new code on the knee and knee joint
-    replacement rows only, every other body part the codes of its group's row, and 2025 is
-    untouched. The data runs to November 2027, so 2027 has visits."""
-    added, settings_sql = rollover_procedure()
-    codes = added["seeds/mips_measure_codes.csv"]
-    (knee,) = [i for i, row in enumerate(codes) if row.startswith("2027,knee,")]
-    codes[knee] = codes[knee].replace(",MSK10,", ",MSK20,")
-    with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        generate(
-            conn,
-            seed=7,
-            scale=0.03,
-            app_schema=RENUMBERED.app_schema,
-            forms_schema=RENUMBERED.forms_schema,
-            settings="production",
-            as_of=dt.date(2027, 11, 30),
-        )
-    for path, rows in added.items():
-        with (project_copy.project_dir / path).open("a") as seed:
-            seed.writelines(f"{row}\n" for row in rows)
-    db.execute(settings_sql.replace("app.settings", f"{RENUMBERED.app_schema}.settings"))
-
-    outcome = RENUMBERED.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
+    # one group's 2027 code renumbered in the seed, and the whole project built again
+    codes_seed = project_copy.project_dir / "seeds" / "mips_measure_codes.csv"
+    (knee,) = [row for row in new_codes if row.startswith("2027,knee,")]
+    assert ",MSK10," in knee
+    text = codes_seed.read_text()
+    assert text.count(f"{knee}\n") == 1
+    codes_seed.write_text(text.replace(f"{knee}\n", knee.replace(",MSK10,", ",MSK20,") + "\n"))
+    outcome = ROLLOVER.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
     assert outcome.success, (outcome.error, outcome.failures)
     exported: dict[int, dict[str, set[str]]] = {}
     for year, body_part, code in fetch_all(
         db,
         f"select distinct performance_year, body_part, treatment "
-        f"from {RENUMBERED.models_schema}.mips_export_v1 "
+        f"from {ROLLOVER.models_schema}.mips_export_v1 "
         f"where performance_year in (2025, 2027) and treatment <> 'LOS'",
     ):
         exported.setdefault(year, {}).setdefault(body_part, set()).add(code)
@@ -300,6 +285,6 @@ def test_one_groups_code_in_a_new_year_changes_that_groups_rows_only(cluster, db
     assert exported[2025] == {body_part: CODES_2025[body_part] for body_part in exported[2025]}
     assert fetch_all(
         db,
-        f"select count(*) from {RENUMBERED.models_schema}.mips_deliveries "
+        f"select count(*) from {ROLLOVER.models_schema}.mips_deliveries "
         f"where performance_year = 2027",
     ) == [(9,)]
