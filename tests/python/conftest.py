@@ -30,6 +30,7 @@ from tests.support.handmade import (
     build_model_deliveries,
     copy_model_deliveries,
     record_build,
+    shared_model_deliveries,
 )
 from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
 
@@ -221,10 +222,19 @@ def db(cluster):
 
 @pytest.fixture(scope="session")
 def model_deliveries(cluster, profiles_dir, tmp_path_factory) -> str:
-    """The schema where the real `mips_deliveries` model was built, once per session, from the
-    hand-made deliveries' settings (tests/support/handmade.py)."""
+    """The schema where the real `mips_deliveries` model was built from the hand-made
+    deliveries' settings (tests/support/handmade.py): once per run, by the first worker that
+    needs it; the other workers load its rows (a dbt parse and build each fewer)."""
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        return build_model_deliveries(conn, profiles_dir, tmp_path_factory.mktemp("deliveries"))
+
+        def build() -> str:
+            return build_model_deliveries(conn, profiles_dir, tmp_path_factory.mktemp("deliveries"))
+
+        if os.environ.get("PYTEST_XDIST_WORKER") is None:
+            return build()
+        # the run's base temporary directory, which every worker's lies under
+        shared = tmp_path_factory.getbasetemp().parent / "model-deliveries"
+        return shared_model_deliveries(conn, shared, build)
 
 
 @pytest.fixture

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 from psycopg import sql
@@ -81,6 +84,54 @@ def build_model_deliveries(db, profiles_dir: Path, work_dir: Path) -> str:
     )  # fmt: skip
     assert outcome.success, (outcome.error, outcome.failures)
     return DELIVERIES_MODEL_SCHEMA
+
+
+def shared_model_deliveries(db, shared_dir: Path, build: Callable[[], str]) -> str:
+    """The model's deliveries built once for all the run's workers (pytest-xdist): the first
+    worker to come builds them (`build`) and leaves their columns and rows in `shared_dir`;
+    every other loads those into its own cluster, under the same schema. Settings and names
+    only: the table holds no patient data."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): each worker builds its own
+        return build()
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    columns_file, rows_file = shared_dir / "columns.json", shared_dir / "rows.copy"
+    table = sql.Identifier(DELIVERIES_MODEL_SCHEMA, "mips_deliveries")
+    with (shared_dir / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if columns_file.exists():
+            columns = json.loads(columns_file.read_text())
+            schema = sql.Identifier(DELIVERIES_MODEL_SCHEMA)
+            db.execute(sql.SQL("drop schema if exists {} cascade").format(schema))
+            db.execute(sql.SQL("create schema {}").format(schema))
+            db.execute(
+                sql.SQL("create table {} ({})").format(
+                    table,
+                    sql.SQL(", ").join(
+                        sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+                        for name, kind in columns
+                    ),
+                )
+            )
+            with (
+                db.cursor() as cursor,
+                cursor.copy(sql.SQL("copy {} from stdin").format(table)) as copy,
+            ):
+                copy.write(rows_file.read_bytes())
+            return DELIVERIES_MODEL_SCHEMA
+        schema_name = build()
+        columns = db.execute(
+            "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+            "where attrelid = %s::regclass and attnum > 0 and not attisdropped order by attnum",
+            (f"{DELIVERIES_MODEL_SCHEMA}.mips_deliveries",),
+        ).fetchall()
+        with db.cursor() as cursor, cursor.copy(sql.SQL("copy {} to stdout").format(table)) as copy:
+            rows_file.write_bytes(b"".join(bytes(chunk) for chunk in copy))
+        with contextlib.suppress(FileNotFoundError):
+            columns_file.unlink()
+        columns_file.write_text(json.dumps(columns))  # last: the rows are complete
+        return schema_name
 
 
 def copy_model_deliveries(
