@@ -24,7 +24,13 @@ from tests.support.athena_duckdb import (
     Transpiler,
     compile_for_athena,
 )
-from tests.support.model_scenarios import PRODUCTION, PROJECT_DIR, Scenario, copy_project
+from tests.support.model_scenarios import (
+    PRODUCTION,
+    PROJECT_DIR,
+    Scenario,
+    copy_project,
+    seed_partial_parse,
+)
 
 # Every fix-up the project's Athena SQL needs today, and how often (athena_duckdb.FIXUPS says
 # why each exists). A new one is a reviewable change of this line, never silent.
@@ -232,6 +238,8 @@ def test_a_wrong_athena_macro_is_caught(
         fully_matches.read_text().replace("'^(?:{{ pattern }})\\z'", "'^{{ pattern }}$'")
     )
 
+    # the session's parse of the project: only the three macros and what calls them are parsed
+    seed_partial_parse(athena_compilation.target_dir, tmp_path / "target")
     compiled = compile_for_athena(project, tmp_path / "target", profiles_dir)
     with psycopg.connect(cluster.conninfo(), autocommit=True) as pg:
         athena = _load(AthenaOnDuckDB(compiled.manifest, project), pg, PRODUCTION)

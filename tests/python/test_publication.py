@@ -28,7 +28,7 @@ from loader.cli import cli
 from loader.environment.synthetic import generate
 from loopback.ssh import make_ssh_key, write_known_hosts
 from tests.support.local_runs import files_under
-from tests.support.model_scenarios import PROJECT_DIR, Scenario, copy_project
+from tests.support.model_scenarios import PROJECT_DIR, Scenario, copy_project, seed_partial_parse
 from tests.support.processes import postgres_target_env
 from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server
 
@@ -57,13 +57,15 @@ def scenario(cluster, project_options):
 
 
 @pytest.fixture(scope="module")
-def blocking_copy(tmp_path_factory) -> tuple[Path, Path]:
+def blocking_copy(tmp_path_factory, published) -> tuple[Path, Path]:
     """A copy of the project with the sleeping test, and its dbt work directory: the same for
     both stop tests, so the second build reuses the first one's partial parse (dbt saves it
-    before it runs a node)."""
+    before it runs a node); the first starts from the good build's, of the same vars and
+    profile (only the sleeping test is new to it)."""
     root = tmp_path_factory.mktemp("blocking")
     copy = copy_project(root / "project")
     (copy / "tests" / "dbt" / "zz_blocks_after_the_export.sql").write_text(BLOCKING_TEST)
+    seed_partial_parse(SCENARIO.target_path(), root / "dbt" / "target")
     return copy, root / "dbt"
 
 

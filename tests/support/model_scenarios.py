@@ -112,6 +112,17 @@ def edit_seed(project: ProjectOptions, seed: str, edit: Callable[[list[dict]], l
         writer.writerows(rows)
 
 
+def seed_partial_parse(parsed_target: Path, target: Path) -> None:
+    """Starts `target` (a project copy's dbt target/) from the partial parse dbt saved in
+    `parsed_target` for the project itself: dbt reads only the copy's files whose checksums
+    differ, where a first parse would read them all (≈ 3 s). dbt checks the vars and the
+    profile itself: under others it parses everything, as without the seed."""
+    saved = parsed_target / "partial_parse.msgpack"
+    if saved.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(saved, target / "partial_parse.msgpack")
+
+
 def copy_project(destination: Path) -> Path:
     """The dbt project's own files (not the Python tests) under `destination`, to edit there."""
     destination.mkdir(parents=True, exist_ok=True)
