@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -128,8 +127,6 @@ def shared_model_deliveries(db, shared_dir: Path, build: Callable[[], str]) -> s
         ).fetchall()
         with db.cursor() as cursor, cursor.copy(sql.SQL("copy {} to stdout").format(table)) as copy:
             rows_file.write_bytes(b"".join(bytes(chunk) for chunk in copy))
-        with contextlib.suppress(FileNotFoundError):
-            columns_file.unlink()
         columns_file.write_text(json.dumps(columns))  # last: the rows are complete
         return schema_name
 
