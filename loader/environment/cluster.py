@@ -127,11 +127,14 @@ def _prepare_root_access(data_dir: Path) -> None:
 def _chown_tree(path: Path, user: str) -> None:
     import pwd
 
-    entry = pwd.getpwnam(user)
+    uid, gid = pwd.getpwnam(user)[2:4]
+    # a file gone between the listing and its turn needs no owner
     for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(root, uid, gid)
         for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
 def _die_with_parent() -> None:
@@ -187,6 +190,9 @@ class EmbeddedCluster:
 
     def _start_owned_server(self) -> ClusterConnection:
         as_root = _running_as_root()
+        # First the server an owner that died left behind: it may still be shutting down
+        # (its parent-death signal), removing its files, which nothing may walk meanwhile.
+        self._stop_stale_server()
         if as_root:
             _prepare_root_access(self.data_dir)
             _chown_tree(self.data_dir, SYSTEM_USER)
@@ -195,7 +201,6 @@ class EmbeddedCluster:
         self._socket_dir = self._prepare_socket_dir()
         if as_root:
             _chown_tree(self._socket_dir, SYSTEM_USER)
-        self._stop_stale_server()
         self._install_signal_handlers()
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the child
         try:
