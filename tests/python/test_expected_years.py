@@ -31,9 +31,6 @@ from tests.support.model_scenarios import (
 )
 
 SCENARIO = Scenario(app_schema="years_app", forms_schema="years_app", models_schema="years")
-# The rollover test, last in the module, replaces SCENARIO's data with its own and builds a
-# project copy into SCENARIO's schemas: the copy's first parse starts from the module's.
-ROLLOVER = SCENARIO
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 # SPEC §5's 2025 codes (function, pain) per body part as the file writes it, typed out here.
 CODES_2025 = {
@@ -212,7 +209,9 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     rows changed as a renumbering would change it (the knee group's 2027 pain code): the 2027
     export carries the new code on the knee and knee joint replacement rows only, every other
     body part the codes of its group's row, and 2025 is untouched. The data runs to November
-    2027, so 2027 has visits."""
+    2027, so 2027 has visits. Last in the module: it replaces SCENARIO's data with its own and
+    builds a project copy into SCENARIO's schemas, the copy's first parse starting from the
+    module's."""
     added, settings_sql = rollover_procedure()
     assert sorted(added) == [
         "seeds/mips_measure_codes.csv",
@@ -229,26 +228,26 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
             conn,
             seed=7,
             scale=0.03,
-            app_schema=ROLLOVER.app_schema,
-            forms_schema=ROLLOVER.forms_schema,
+            app_schema=SCENARIO.app_schema,
+            forms_schema=SCENARIO.forms_schema,
             settings="production",
             as_of=dt.date(2027, 11, 30),
         )
     for path, rows in added.items():
         with (project_copy.project_dir / path).open("a") as seed:
             seed.writelines(f"{row}\n" for row in rows)
-    seed_partial_parse(built, ROLLOVER.target_path())
-    run = loader_for(ROLLOVER, profiles_dir, tmp_path, monkeypatch)
+    seed_partial_parse(built, SCENARIO.target_path())
+    run = loader_for(SCENARIO, profiles_dir, tmp_path, monkeypatch)
 
     # the seeds alone change no delivery: 2027 is still expected and still not configured
-    assert ROLLOVER.run(project_copy, "build", *SELECTION).success
+    assert SCENARIO.run(project_copy, "build", *SELECTION).success
     february = run("status", "--date", "2027-02-15", "--year", "2027", "--json")
     assert json.loads(february.stdout)["expected_years"][0]["missing"] == [
         "setting healthmonix_2027_states"
     ]
 
-    db.execute(settings_sql.replace("app.settings", f"{ROLLOVER.app_schema}.settings"))
-    assert ROLLOVER.run(project_copy, "build", *SELECTION).success
+    db.execute(settings_sql.replace("app.settings", f"{SCENARIO.app_schema}.settings"))
+    assert SCENARIO.run(project_copy, "build", *SELECTION).success
     # 2027 is configured (no year row); 2026, in its window, is still not
     status = run("status", "--date", "2027-02-15", "--json")
     assert expected_years(status) == [(2026, "not configured")]
@@ -269,13 +268,13 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     text = codes_seed.read_text()
     assert text.count(f"{knee}\n") == 1
     codes_seed.write_text(text.replace(f"{knee}\n", knee.replace(",MSK10,", ",MSK20,") + "\n"))
-    outcome = ROLLOVER.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
+    outcome = SCENARIO.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
     assert outcome.success, (outcome.error, outcome.failures)
     exported: dict[int, dict[str, set[str]]] = {}
     for year, body_part, code in fetch_all(
         db,
         f"select distinct performance_year, body_part, treatment "
-        f"from {ROLLOVER.models_schema}.mips_export_v1 "
+        f"from {SCENARIO.models_schema}.mips_export_v1 "
         f"where performance_year in (2025, 2027) and treatment <> 'LOS'",
     ):
         exported.setdefault(year, {}).setdefault(body_part, set()).add(code)
@@ -289,6 +288,6 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     assert exported[2025] == {body_part: CODES_2025[body_part] for body_part in exported[2025]}
     assert fetch_all(
         db,
-        f"select count(*) from {ROLLOVER.models_schema}.mips_deliveries "
+        f"select count(*) from {SCENARIO.models_schema}.mips_deliveries "
         f"where performance_year = 2027",
     ) == [(9,)]

@@ -16,7 +16,8 @@ import stat
 import subprocess
 import sys
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -111,19 +112,20 @@ class Server:
         return open_destination(self.url, settings=replace(self.settings, **overrides))
 
 
-@pytest.fixture
-def server(tmp_path, keys):
-    root = tmp_path / "sftp-root"
-    faults = SftpFaults(fault_offset=FAULT_OFFSET)
+@contextmanager
+def serving(directory: Path, keys, faults: SftpFaults | None = None, **options) -> Iterator[Server]:
+    """An asyncssh SFTP server on `directory/sftp-root` (its known_hosts beside it), and the
+    loader's settings for it; `options` go to asyncssh_sftp_server."""
+    root, faults = directory / "sftp-root", faults or SftpFaults()
     with asyncssh_sftp_server(
         root,
         authorized_client_key=keys["client"].public_key,
         host_key=keys["host"].private_path,
         faults=faults,
-        password="correct horse",
+        **options,
     ) as address:
         known_hosts = write_known_hosts(
-            tmp_path / "known_hosts", address.host, address.port, address.host_public_key
+            directory / "known_hosts", address.host, address.port, address.host_public_key
         )
         settings = TransportSettings(
             sftp_known_hosts=known_hosts,
@@ -140,6 +142,13 @@ def server(tmp_path, keys):
             address.port,
             known_hosts,
         )
+
+
+@pytest.fixture
+def server(tmp_path, keys):
+    faults = SftpFaults(fault_offset=FAULT_OFFSET)
+    with serving(tmp_path, keys, faults, password="correct horse") as running:
+        yield running
 
 
 class OpenSsh(NamedTuple):
@@ -276,24 +285,12 @@ def test_aes_gcm_is_offered_first_and_a_server_without_it_still_serves(openssh, 
         destination.preflight()
         assert negotiated_cipher(destination) == "aes128-gcm@openssh.com"
         assert put(destination, source).checksum == source.digest.sha256
-    with asyncssh_sftp_server(
-        tmp_path / "ctr-only",
-        authorized_client_key=keys["client"].public_key,
-        host_key=keys["host"].private_path,
-        encryption_algs=("aes128-ctr",),
-    ) as address:
-        known_hosts = write_known_hosts(
-            tmp_path / "ctr_known_hosts", address.host, address.port, address.host_public_key
-        )
-        settings = TransportSettings(
-            sftp_known_hosts=known_hosts, sftp_key_file=keys["client"].private_path
-        )
-        url = f"sftp://registry@{address.host}:{address.port}/"
-        with open_destination(url, settings=settings) as destination:
+    with serving(tmp_path / "ctr-only", keys, encryption_algs=("aes128-ctr",)) as ctr_only:
+        with ctr_only.open() as destination:
             destination.preflight()
             assert negotiated_cipher(destination) == "aes128-ctr"
             assert put(destination, source).checksum == source.digest.sha256
-    assert (tmp_path / "ctr-only" / NAME).read_bytes() == source.data
+        assert (ctr_only.root / NAME).read_bytes() == source.data
 
 
 # --- task 2: our stale .part files are removed at the next connect, nobody else's -------------

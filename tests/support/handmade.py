@@ -11,6 +11,7 @@ from psycopg import sql
 
 from loader.environment.source_schema import create_source_schema
 from loader.environment.warehouse import ProjectOptions
+from loader.review.compare import column_types
 from tests.support.model_scenarios import Scenario, copy_project, edit_seed
 
 HANDMADE_SCHEMA = "export_t"
@@ -120,11 +121,7 @@ def shared_model_deliveries(db, shared_dir: Path, build: Callable[[], str]) -> s
                 copy.write(rows_file.read_bytes())
             return DELIVERIES_MODEL_SCHEMA
         schema_name = build()
-        columns = db.execute(
-            "select attname, format_type(atttypid, atttypmod) from pg_attribute "
-            "where attrelid = %s::regclass and attnum > 0 and not attisdropped order by attnum",
-            (f"{DELIVERIES_MODEL_SCHEMA}.mips_deliveries",),
-        ).fetchall()
+        columns = list(column_types(db, f"{DELIVERIES_MODEL_SCHEMA}.mips_deliveries").items())
         with db.cursor() as cursor, cursor.copy(sql.SQL("copy {} to stdout").format(table)) as copy:
             rows_file.write_bytes(b"".join(bytes(chunk) for chunk in copy))
         columns_file.write_text(json.dumps(columns))  # last: the rows are complete
