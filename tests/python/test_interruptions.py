@@ -181,7 +181,12 @@ def test_a_signal_while_the_command_starts_is_an_interruption(profiles_dir, stor
 
 def test_a_signal_stops_the_slices_unloaded_ahead(models, cluster, profiles_dir, stores, tmp_path):
     """With jobs, 2023 unloads on its own connection while 2022 is uploaded: a signal cancels
-    that query at once (not after its 30 s), removes its file and starts nothing more."""
+    that query at once (not after its 30 s), removes its file and starts nothing more.
+
+    Where the signal lands depends on how far 2022 has come when 2023's query is seen asleep:
+    during 2022's delivery (2022 interrupted), during 2023's (2022 ok, 2023 interrupted, its
+    run waiting for the unload ahead), or between the two (2022 ok; 2023, whose delivery had
+    not begun, not attempted like 2025)."""
     slow_2023(models)
     env = postgres_target_env(cluster, tmp_path)
     process = loader_process(profiles_dir, stores, env, "--json", "--jobs", "3")
@@ -195,7 +200,7 @@ def test_a_signal_stops_the_slices_unloaded_ahead(models, cluster, profiles_dir,
     report = json.loads(stdout)
     assert report.get("interrupted") is True, (stdout, stderr)
     statuses = {d["performance_year"]: d["status"] for d in report["deliveries"]}
-    assert statuses in ({2022: "interrupted"}, {2022: "ok", 2023: "interrupted"})
+    assert statuses in ({2022: "interrupted"}, {2022: "ok", 2023: "interrupted"}, {2022: "ok"})
     assert report["not_attempted"] == 3 - len(statuses)
     assert work_dirs(env) == [], "no slice file is left, the one unloaded ahead included"
     s3, sftp = stores
