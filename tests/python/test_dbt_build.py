@@ -21,8 +21,10 @@ from tests.support.model_scenarios import (
     fetch_all,
 )
 
-ALPHA = Scenario(app_schema="alpha_app", forms_schema="alpha_app", models_schema="alpha")
-FRESH = Scenario(app_schema="fresh_app", forms_schema="fresh_app", models_schema="fresh")
+# The tests that generate data of their own take turns on one scenario, each generating
+# before it runs dbt: one scenario is one set of vars and one schema, so dbt parses the
+# project once for all of them.
+OWN_DATA = Scenario(app_schema="own_app", forms_schema="own_app", models_schema="own")
 
 # SPEC §5's measure-map table, typed out independently of the seed.
 MAPPED_BODY_PARTS = {
@@ -169,14 +171,14 @@ def test_alpha_environment_without_settings_delivers_nothing(db, project_options
         db,
         seed=5,
         scale=0.02,
-        app_schema=ALPHA.app_schema,
-        forms_schema=ALPHA.forms_schema,
+        app_schema=OWN_DATA.app_schema,
+        forms_schema=OWN_DATA.forms_schema,
         settings="none",
     )
-    outcome = ALPHA.run(project_options, *BUILD_WITHOUT_UNIT_TESTS)
+    outcome = OWN_DATA.run(project_options, *BUILD_WITHOUT_UNIT_TESTS)
     assert outcome.success, (outcome.error, outcome.failures)
-    deliveries = fetch_all(db, f"select count(*) from {ALPHA.models_schema}.mips_deliveries")
-    export_rows = fetch_all(db, f"select count(*) from {ALPHA.models_schema}.mips_export_v1")
+    deliveries = fetch_all(db, f"select count(*) from {OWN_DATA.models_schema}.mips_deliveries")
+    export_rows = fetch_all(db, f"select count(*) from {OWN_DATA.models_schema}.mips_export_v1")
     assert deliveries == [(0,)]
     assert export_rows == [(0,)]
 
@@ -188,13 +190,13 @@ def source_freshness(db, project_options, *, days_ago: int) -> tuple[bool, dict[
         db,
         seed=11,
         scale=0.1,
-        app_schema=FRESH.app_schema,
-        forms_schema=FRESH.forms_schema,
+        app_schema=OWN_DATA.app_schema,
+        forms_schema=OWN_DATA.forms_schema,
         as_of=today_in(SYNTHETIC_TIME_ZONE) - dt.timedelta(days=days_ago),
     )
-    results_file = FRESH.target_path() / "sources.json"
+    results_file = OWN_DATA.target_path() / "sources.json"
     results_file.unlink(missing_ok=True)
-    outcome = FRESH.run(project_options, "source", "freshness", "--write-json")
+    outcome = OWN_DATA.run(project_options, "source", "freshness", "--write-json")
     results = json.loads(results_file.read_text())["results"]
     return outcome.success, {r["unique_id"].rsplit(".", 1)[-1]: r["status"] for r in results}
 
@@ -210,7 +212,7 @@ def test_source_freshness_warns_after_three_quiet_days_and_errors_after_a_week(d
     success, statuses = source_freshness(db, project_options, days_ago=4)
     assert fetch_all(
         db,
-        f"select count(*) > 0 from {FRESH.app_schema}.appointments"
+        f"select count(*) > 0 from {OWN_DATA.app_schema}.appointments"
         " where status = 'scheduled' and starts_at > now()",
     ) == [(True,)]
     assert success  # a warning does not fail the command

@@ -54,7 +54,8 @@ MISSING_2026 = (
 
 @pytest.fixture(scope="module")
 def built(cluster, project_options) -> Path:
-    """SCENARIO's daily build; its dbt target/ (the rollover's copy starts from its parse)."""
+    """SCENARIO's daily build; its dbt target/ (the rollover's copy starts from its parse).
+    The production settings, and 2027 declared not reported (`healthmonix_2027_reported`)."""
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         generate(
             conn,
@@ -63,6 +64,11 @@ def built(cluster, project_options) -> Path:
             app_schema=SCENARIO.app_schema,
             forms_schema=SCENARIO.forms_schema,
             settings="production",
+        )
+        settings = f"{SCENARIO.app_schema}.settings"
+        conn.execute(
+            f"insert into {settings} select max(id) + 1, 'healthmonix_2027_reported', 'false', "
+            f"'boolean' from {settings}"
         )
     outcome = SCENARIO.run(project_options, "build", *SELECTION)
     assert outcome.success, outcome.error
@@ -126,22 +132,27 @@ def test_asking_for_the_year_shows_only_its_row(loader):
     )
 
 
+NOT_CONFIGURED_2026 = (2026, "not configured")
+NOT_REPORTED_2027 = (2027, "not reported")
+
+
 @pytest.mark.parametrize(
     ("date", "years"),
     [
         # the submission window of 2026 runs to March 31, 2027, its last day included
-        ("2027-01-01", [2026, 2027]),
-        ("2027-02-15", [2026, 2027]),
-        ("2027-03-31", [2026, 2027]),
-        ("2027-04-01", [2027]),
+        ("2027-01-01", [NOT_CONFIGURED_2026, NOT_REPORTED_2027]),
+        ("2027-02-15", [NOT_CONFIGURED_2026, NOT_REPORTED_2027]),
+        ("2027-03-31", [NOT_CONFIGURED_2026, NOT_REPORTED_2027]),
+        ("2027-04-01", [NOT_REPORTED_2027]),
         # 2025 is configured: its deliveries speak for it, not a year row
-        ("2026-02-15", [2026]),
+        ("2026-02-15", [NOT_CONFIGURED_2026]),
     ],
 )
 def test_the_window_decides_which_years_are_listed(loader, date, years):
+    """Each year in its window is listed, the one declared not reported (2027) too."""
     result = loader("status", "--date", date, "--json")
     assert result.exit_code == 1, result.output
-    assert expected_years(result) == [(year, "not configured") for year in years]
+    assert expected_years(result) == years
 
 
 def test_plan_lists_them_too_without_changing_its_exit_status(loader):
@@ -159,29 +170,17 @@ def test_a_run_date_the_build_did_not_consider_is_an_error(loader):
     assert message.startswith("run date 2031-06-01 is in 2031, a year mips_expected_years does")
 
 
-def test_a_year_declared_not_reported_is_shown_and_is_not_an_error(loader, db, project_options):
-    """The last test of SCENARIO's build: it leaves the models built with the setting (the
-    module builds them again when it starts)."""
-    settings = f"{SCENARIO.app_schema}.settings"
-    db.execute(
-        f"insert into {settings} select max(id) + 1, 'healthmonix_2026_reported', 'false', "
-        f"'boolean' from {settings}"
-    )
-    try:
-        assert SCENARIO.run(project_options, "build", *SELECTION).success
-        result = loader("status", "--date", "2026-12-02", "--year", "2026", "--json")
-        assert result.exit_code == 0, result.output
-        assert expected_years(result) == [(2026, "not reported")]
-        assert json.loads(result.stdout)["expected_years"][0]["needs_attention"] is False
-        text = loader("status", "--date", "2026-12-02", "--year", "2026")
-        assert "- 2026: not reported, declared with setting healthmonix_2026_reported" in (
-            text.stdout
-        )
-        # the next year is still expected, and still not configured
-        february = loader("status", "--date", "2027-02-15", "--year", "2026", "--year", "2027")
-        assert february.exit_code == 1, february.output
-    finally:
-        db.execute(f"delete from {settings} where key = 'healthmonix_2026_reported'")
+def test_a_year_declared_not_reported_is_shown_and_is_not_an_error(loader):
+    """2027 is declared not reported in SCENARIO's settings (`built`)."""
+    result = loader("status", "--date", "2027-02-15", "--year", "2027", "--json")
+    assert result.exit_code == 0, result.output
+    assert expected_years(result) == [NOT_REPORTED_2027]
+    assert json.loads(result.stdout)["expected_years"][0]["needs_attention"] is False
+    text = loader("status", "--date", "2027-02-15", "--year", "2027")
+    assert "- 2027: not reported, declared with setting healthmonix_2027_reported" in text.stdout
+    # the year before, in its window too, is still expected and still not configured
+    both = loader("status", "--date", "2027-02-15", "--year", "2026", "--year", "2027")
+    assert both.exit_code == 1, both.output
 
 
 def rollover_procedure() -> tuple[dict[str, list[str]], str]:
@@ -205,8 +204,9 @@ def rollover_procedure() -> tuple[dict[str, list[str]], str]:
 def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_its_rows(
     built, cluster, db, project_copy, profiles_dir, tmp_path, monkeypatch
 ):
-    """The documented rollover, step by step (the seeds, then the settings); then one of its
-    rows changed as a renumbering would change it (the knee group's 2027 pain code): the 2027
+    """The documented rollover, step by step: the seeds (a build: nothing changes yet), then
+    the settings (a build: the year is configured). With the settings, one of the seeds' rows
+    is changed as a renumbering would change it (the knee group's 2027 pain code): the 2027
     export carries the new code on the knee and knee joint replacement rows only, every other
     body part the codes of its group's row, and 2025 is untouched. The data runs to November
     2027, so 2027 has visits. Last in the module: it replaces SCENARIO's data with its own and
@@ -247,7 +247,16 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     ]
 
     db.execute(settings_sql.replace("app.settings", f"{SCENARIO.app_schema}.settings"))
-    assert SCENARIO.run(project_copy, "build", *SELECTION).success
+    # one group's 2027 code renumbered in the seed, and the whole project built
+    codes_seed = project_copy.project_dir / "seeds" / "mips_measure_codes.csv"
+    (knee,) = [row for row in new_codes if row.startswith("2027,knee,")]
+    assert ",MSK10," in knee
+    text = codes_seed.read_text()
+    assert text.count(f"{knee}\n") == 1
+    codes_seed.write_text(text.replace(f"{knee}\n", knee.replace(",MSK10,", ",MSK20,") + "\n"))
+    outcome = SCENARIO.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
+    assert outcome.success, (outcome.error, outcome.failures)
+
     # 2027 is configured (no year row); 2026, in its window, is still not
     status = run("status", "--date", "2027-02-15", "--json")
     assert expected_years(status) == [(2026, "not configured")]
@@ -261,15 +270,6 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     ]
     assert len(plan["deliveries"]) == 9
 
-    # one group's 2027 code renumbered in the seed, and the whole project built again
-    codes_seed = project_copy.project_dir / "seeds" / "mips_measure_codes.csv"
-    (knee,) = [row for row in new_codes if row.startswith("2027,knee,")]
-    assert ",MSK10," in knee
-    text = codes_seed.read_text()
-    assert text.count(f"{knee}\n") == 1
-    codes_seed.write_text(text.replace(f"{knee}\n", knee.replace(",MSK10,", ",MSK20,") + "\n"))
-    outcome = SCENARIO.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
-    assert outcome.success, (outcome.error, outcome.failures)
     exported: dict[int, dict[str, set[str]]] = {}
     for year, body_part, code in fetch_all(
         db,
