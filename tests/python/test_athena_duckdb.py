@@ -16,7 +16,6 @@ from collections import Counter
 import psycopg
 import pytest
 
-from loader.environment.synthetic import generate
 from scripts import athena_lint
 from tests.support.athena_duckdb import (
     FIXUPS,
@@ -27,6 +26,7 @@ from tests.support.athena_duckdb import (
 from tests.support.model_scenarios import (
     PRODUCTION,
     PROJECT_DIR,
+    SCRATCH,
     Scenario,
     copy_project,
     seed_partial_parse,
@@ -158,16 +158,12 @@ def test_trino_semantics_are_emulated_where_duckdb_differs(db):
     assert on_postgres(f"select {newline_id} ~ '^(?:[0-9]+)$'") is False
 
 
-HOSTILE = Scenario(app_schema="hostile_app", forms_schema="hostile_app", models_schema="hostile")
-
-
 @pytest.fixture(scope="module")
 def hostile_source(cluster) -> Scenario:
-    """A small data set of its own, for the tests that put hostile values into the sources."""
+    """SCRATCH, afresh, for the tests that put hostile values into its sources."""
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        generate(conn, seed=5, scale=0.02, app_schema=HOSTILE.app_schema,
-                 forms_schema=HOSTILE.forms_schema, settings="production")  # fmt: skip
-    return HOSTILE
+        SCRATCH.fresh(conn, seed=5, scale=0.02, settings="production")
+    return SCRATCH
 
 
 def test_whitespace_and_newlines_are_read_alike_on_both_engines(
@@ -190,28 +186,28 @@ def test_whitespace_and_newlines_are_read_alike_on_both_engines(
         f" where id = (select min(id) from {app}.clinicians)"
     )
 
-    outcome = HOSTILE.run(
+    outcome = SCRATCH.run(
         project_options, "build", "--select", "+int_configuration_errors", "stg_app__clinicians"
     )
     assert not outcome.success
     message = "setting healthmonix_2024_integration_enabled: 'true\t' is not a boolean"
     assert any(message in failure for failure in outcome.failures), outcome.failures
 
-    athena = _load(AthenaOnDuckDB(athena_compilation.manifest, PROJECT_DIR), db, HOSTILE)
+    athena = _load(AthenaOnDuckDB(athena_compilation.manifest, PROJECT_DIR), db, SCRATCH)
     errors = [row[-1] for row in athena.fetch(athena.relation_of("int_configuration_errors"))[1]]
     assert [error for error in errors if "healthmonix_2024_integration_enabled" in error] == [
         message + " (accepted: true, false, t, f, 1, 0, in any case)"
     ]
     # the key with a newline is nobody's setting, on either engine
     for model in ("int_program_years_parsed", "stg_app__clinicians"):
-        expected, actual, _ = _compare(athena, db, HOSTILE.models_schema, model)
+        expected, actual, _ = _compare(athena, db, SCRATCH.models_schema, model)
         assert actual == expected, f"{model}: {_differences(expected, actual)}"
     years = db.execute(
-        f"select performance_year from {HOSTILE.models_schema}.int_program_years_parsed"
+        f"select performance_year from {SCRATCH.models_schema}.int_program_years_parsed"
     ).fetchall()
     assert (2031,) not in years
     npis = [
-        row[0] for row in db.execute(f"select npi from {HOSTILE.models_schema}.stg_app__clinicians")
+        row[0] for row in db.execute(f"select npi from {SCRATCH.models_schema}.stg_app__clinicians")
     ]
     assert sum(npi.endswith("\t") for npi in npis) == 1
 
@@ -274,7 +270,7 @@ def test_a_source_timestamp_without_zone_fails_its_type_test(hostile_source, db,
     app = hostile_source.app_schema
     db.execute(f"alter table {app}.appointments alter column starts_at type timestamp")
     try:
-        outcome = HOSTILE.run(project_options, "test", "--select", "test_name:holds_instants")
+        outcome = SCRATCH.run(project_options, "test", "--select", "test_name:holds_instants")
     finally:
         db.execute(
             f"alter table {app}.appointments alter column starts_at type timestamptz"
@@ -286,5 +282,5 @@ def test_a_source_timestamp_without_zone_fails_its_type_test(hostile_source, db,
         "appointments.starts_at is timestamp without time zone, which holds no instant" in failure
     ), failure
     assert "it must be timestamp with time zone" in failure
-    passing = HOSTILE.run(project_options, "test", "--select", "test_name:holds_instants")
+    passing = SCRATCH.run(project_options, "test", "--select", "test_name:holds_instants")
     assert passing.success, passing.failures

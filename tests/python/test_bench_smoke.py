@@ -22,7 +22,7 @@ from bench.harness import DBT_LEVERS, Options, run_benchmark
 from bench.worker_replica import pain_treatment
 from loader.environment.dbt_invocation import DAILY_BUILD
 from loader.environment.warehouse import ProjectOptions
-from tests.support.model_scenarios import PROJECT_DIR, listed_nodes
+from tests.support.model_scenarios import PROJECT_DIR, SCRATCH, listed_nodes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -94,8 +94,9 @@ def test_the_build_lever_puts_the_unit_and_weekly_tests_back(profiles_dir):
     command, *selection = DBT_LEVERS["with_unit_and_weekly_tests"]
     assert command == DAILY_BUILD[0] == "build"
     options = ProjectOptions(project_dir=PROJECT_DIR, profiles_dir=profiles_dir, target="dev")
-    daily = set(listed_nodes(options, *DAILY_BUILD[1:]))
-    lever = set(listed_nodes(options, *selection))
+    with SCRATCH.models_environment():  # SCRATCH's parse, if the worker has made it
+        daily = set(listed_nodes(options, *DAILY_BUILD[1:], *SCRATCH.dbt_args()))
+        lever = set(listed_nodes(options, *selection, *SCRATCH.dbt_args()))
     added = lever - daily
     assert daily < lever and len(added) >= 22
     assert any(node.startswith("unit_test.") for node in added)

@@ -3,32 +3,21 @@ invocations on the embedded PostgreSQL, then the rows they left in mips_build_lo
 
 from __future__ import annotations
 
-import os
-
 import psycopg
 import pytest
 
-from loader.environment.dbt_invocation import DAILY_BUILD, run_dbt
-from loader.environment.synthetic import generate
-from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS, listed_nodes
+from loader.environment.dbt_invocation import DAILY_BUILD
+from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS, SCRATCH, listed_nodes
 
-APP_SCHEMA = "app_buildlog"
-TARGET_SCHEMA = "analytics_buildlog"
-VARS = ["--vars", f"{{app_schema: {APP_SCHEMA}}}"]
+APP_SCHEMA = SCRATCH.app_schema
+TARGET_SCHEMA = SCRATCH.models_schema
 
 
 @pytest.fixture(scope="module")
 def target(cluster, project_options):
-    saved = os.environ.get("MIPS_DEV_SCHEMA")
-    os.environ["MIPS_DEV_SCHEMA"] = TARGET_SCHEMA
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        conn.execute(f"drop schema if exists {TARGET_SCHEMA} cascade")
-        generate(conn, seed=5, scale=0.05, app_schema=APP_SCHEMA, forms_schema=APP_SCHEMA)
+        SCRATCH.fresh(conn, seed=5, scale=0.05)
         yield conn
-    if saved is None:
-        os.environ.pop("MIPS_DEV_SCHEMA", None)
-    else:
-        os.environ["MIPS_DEV_SCHEMA"] = saved
 
 
 MARTS = ["mips_deliveries", "mips_expected_years", "mips_export_v1"]
@@ -60,7 +49,7 @@ def published_by(conn) -> list[tuple]:
 
 
 def test_invocations_are_recorded_with_what_they_did(target, project_options):
-    good = run_dbt(project_options, [*BUILD_WITHOUT_UNIT_TESTS, *VARS], quiet=True)
+    good = SCRATCH.run(project_options, *BUILD_WITHOUT_UNIT_TESTS)
     assert good.success, good.error
     assert logged(target, good.invocation_id) == (
         "build", "", True, True, True, MARTS, 0, 0, 0, [], True,
@@ -71,7 +60,7 @@ def test_invocations_are_recorded_with_what_they_did(target, project_options):
         f"select distinct dbt_invocation_id from {TARGET_SCHEMA}.mips_deliveries"
     ).fetchall() == [(good.invocation_id,)]
 
-    staging = run_dbt(project_options, ["build", "-s", "staging", *VARS], quiet=True)
+    staging = SCRATCH.run(project_options, "build", "-s", "staging")
     assert staging.success
     command, selection, success, touched, published, built, *_ = logged(
         target, staging.invocation_id
@@ -80,14 +69,14 @@ def test_invocations_are_recorded_with_what_they_did(target, project_options):
         "select=staging", True, False, False, [],
     )  # fmt: skip
 
-    tested = run_dbt(project_options, ["test", "-s", "mips_deliveries", *VARS], quiet=True)
+    tested = SCRATCH.run(project_options, "test", "-s", "mips_deliveries")
     assert tested.success
     assert logged(target, tested.invocation_id)[:6] == (
         "test", "select=mips_deliveries", True, True, False, [],
     )  # fmt: skip
 
     # `dbt run` builds every mart and tests none: it publishes nothing
-    ran = run_dbt(project_options, ["run", *VARS], quiet=True)
+    ran = SCRATCH.run(project_options, "run")
     assert ran.success
     assert logged(target, ran.invocation_id)[:6] == ("run", "", True, True, False, MARTS)
     assert published_by(target) == [(good.invocation_id,)]
@@ -97,9 +86,7 @@ def test_invocations_are_recorded_with_what_they_did(target, project_options):
     # upstream model out (its marts were built over the last build's int_visits_dated): what
     # either would publish was never tested as the daily build tests it
     for left_out in (["--exclude-resource-type", "test"], ["--exclude", "int_visits_dated"]):
-        partial = run_dbt(
-            project_options, [*BUILD_WITHOUT_UNIT_TESTS, *left_out, *VARS], quiet=True
-        )
+        partial = SCRATCH.run(project_options, *BUILD_WITHOUT_UNIT_TESTS, *left_out)
         assert partial.success, (left_out, partial.error)
         assert logged(target, partial.invocation_id)[2:6] == (True, True, False, MARTS), left_out
         assert published_by(target) == [(good.invocation_id,)], left_out
@@ -112,20 +99,22 @@ def test_publication_asks_for_exactly_what_the_daily_selector_runs(target, proje
     what the daily build tests less)."""
     from dbt.cli.main import dbtRunner
 
-    daily = set(listed_nodes(project_options, *DAILY_BUILD[1:], *VARS))
     inline = "{{ healthmonix_mips.daily_nodes_left_out([]) | join(' ') }}"
-    compiled = dbtRunner().invoke(
-        ["--quiet", "compile", "--no-populate-cache", "--inline", inline, *VARS,
-         *project_options.dbt_args()]
-    )  # fmt: skip
+    with SCRATCH.models_environment():
+        daily = set(listed_nodes(project_options, *DAILY_BUILD[1:], *SCRATCH.dbt_args()))
+        compiled = dbtRunner().invoke(
+            ["--quiet", "compile", "--no-populate-cache", "--inline", inline,
+             *SCRATCH.dbt_args(), *project_options.dbt_args()]
+        )  # fmt: skip
     assert compiled.success, compiled.exception
     required = set(compiled.result.results[0].node.compiled_code.split())
     assert len(daily) > 100 and required == daily
 
 
 def test_selection_text_with_a_quote_is_stored_as_given(target, project_options):
-    args = ["test", "-s", "stg_app__states", "--exclude", "tag:o'brien", *VARS]
-    quoted = run_dbt(project_options, args, quiet=True)
+    quoted = SCRATCH.run(
+        project_options, "test", "-s", "stg_app__states", "--exclude", "tag:o'brien"
+    )
     assert quoted.success, quoted.error
     assert logged(target, quoted.invocation_id)[:4] == (
         "test", "select=stg_app__states exclude=tag:o'brien", True, False,
@@ -141,7 +130,7 @@ def test_a_failed_build_is_recorded_with_its_failed_nodes_and_publishes_nothing(
     try:
         # the configuration check, what it reads and what it guards (every mart): a whole
         # build failing the same way is test_end_to_end's drill
-        failed = run_dbt(project_options, [*CHECK, *VARS], quiet=True)
+        failed = SCRATCH.run(project_options, *CHECK)
     finally:
         target.execute(f"update {APP_SCHEMA}.settings set value = 'true' where key = %s", (key,))
     assert not failed.success
@@ -173,11 +162,9 @@ def test_a_visit_that_reaches_the_export_twice_is_refused_by_its_primary_key(
     ).fetchone()
     target.execute(f"insert into {forms} select * from {forms} where visit_id = %s", (visit,))
     try:
-        doubled = run_dbt(project_options, ["run", "-s", "mips_export_v1", *VARS], quiet=True)
+        doubled = SCRATCH.run(project_options, "run", "-s", "mips_export_v1")
         # where an operator looks next (docs/operations.md): the view's weekly key test
-        located = run_dbt(
-            project_options, ["test", "-s", "int_visit_measures_unioned", *VARS], quiet=True
-        )
+        located = SCRATCH.run(project_options, "test", "-s", "int_visit_measures_unioned")
     finally:
         target.execute(
             f"delete from {forms} as later using {forms} as first "

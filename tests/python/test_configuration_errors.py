@@ -21,11 +21,9 @@ import psycopg
 import pytest
 
 from loader.environment.dbt_invocation import DbtOutcome
-from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
-from tests.support.model_scenarios import Scenario, copy_project, edit_seed, fetch_all
+from tests.support.model_scenarios import SCRATCH, copy_project, edit_seed, fetch_all
 
-SCENARIO = Scenario(app_schema="config_app", forms_schema="config_app", models_schema="config")
 # `dbt build` of the configuration check (int_configuration_errors), its parents and its
 # children: mips_deliveries, whose every parent is among them, is built unless the check fails.
 CHECK = (
@@ -70,15 +68,8 @@ def broken_build(cluster, tmp_path_factory, project_options) -> DbtOutcome:
     edit_seed(copy, "mips_registrations", _break_registration)
     edit_seed(copy, "mips_program_years", _add_program_year_2026)
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        generate(
-            conn,
-            seed=3,
-            scale=0.02,
-            app_schema=SCENARIO.app_schema,
-            forms_schema=SCENARIO.forms_schema,
-            settings="production",
-        )
-        table = f"{SCENARIO.app_schema}.settings"
+        SCRATCH.fresh(conn, seed=3, scale=0.02, settings="production")
+        table = f"{SCRATCH.app_schema}.settings"
         for key, value in BROKEN_SETTINGS.items():
             updated = conn.execute(f"update {table} set value = %s where key = %s", (value, key))
             if updated.rowcount == 0:
@@ -86,7 +77,7 @@ def broken_build(cluster, tmp_path_factory, project_options) -> DbtOutcome:
                     f"insert into {table} select max(id) + 1, %s, %s, 'string' from {table}",
                     (key, value),
                 )
-    return SCENARIO.run(copy, *CHECK)
+    return SCRATCH.run(copy, *CHECK)
 
 
 def reported(outcome: DbtOutcome) -> str:
@@ -100,7 +91,7 @@ def test_the_build_fails_listing_every_error_and_builds_no_mart(broken_build, db
     assert "MIPS configuration is invalid (8 errors; see docs/models.md):" in message, message
     # the marts were skipped: nothing built from a broken configuration
     assert fetch_all(
-        db, "select to_regclass(%s)", (f"{SCENARIO.models_schema}.mips_deliveries",)
+        db, "select to_regclass(%s)", (f"{SCRATCH.models_schema}.mips_deliveries",)
     ) == [(None,)]
 
 

@@ -13,18 +13,12 @@ import json
 import pytest
 
 from loader.clock import SYNTHETIC_TIME_ZONE, today_in
-from loader.environment.synthetic import generate
 from tests.support.model_scenarios import (
     BUILD_WITHOUT_UNIT_TESTS,
     PRODUCTION,
-    Scenario,
+    SCRATCH,
     fetch_all,
 )
-
-# The tests that generate data of their own take turns on one scenario, each generating
-# before it runs dbt: one scenario is one set of vars and one schema, so dbt parses the
-# project once for all of them.
-OWN_DATA = Scenario(app_schema="own_app", forms_schema="own_app", models_schema="own")
 
 # SPEC §5's measure-map table, typed out independently of the seed.
 MAPPED_BODY_PARTS = {
@@ -167,18 +161,11 @@ def test_export_slice_honours_the_file_order(production_build, db, year, state):
 
 
 def test_alpha_environment_without_settings_delivers_nothing(db, project_options):
-    generate(
-        db,
-        seed=5,
-        scale=0.02,
-        app_schema=OWN_DATA.app_schema,
-        forms_schema=OWN_DATA.forms_schema,
-        settings="none",
-    )
-    outcome = OWN_DATA.run(project_options, *BUILD_WITHOUT_UNIT_TESTS)
+    SCRATCH.fresh(db, seed=5, scale=0.02, settings="none")
+    outcome = SCRATCH.run(project_options, *BUILD_WITHOUT_UNIT_TESTS)
     assert outcome.success, (outcome.error, outcome.failures)
-    deliveries = fetch_all(db, f"select count(*) from {OWN_DATA.models_schema}.mips_deliveries")
-    export_rows = fetch_all(db, f"select count(*) from {OWN_DATA.models_schema}.mips_export_v1")
+    deliveries = fetch_all(db, f"select count(*) from {SCRATCH.models_schema}.mips_deliveries")
+    export_rows = fetch_all(db, f"select count(*) from {SCRATCH.models_schema}.mips_export_v1")
     assert deliveries == [(0,)]
     assert export_rows == [(0,)]
 
@@ -186,17 +173,12 @@ def test_alpha_environment_without_settings_delivers_nothing(db, project_options
 def source_freshness(db, project_options, *, days_ago: int) -> tuple[bool, dict[str, str]]:
     """Generate data as of `days_ago` days before today, then `dbt source freshness` on it:
     (command succeeded, status per checked source table)."""
-    generate(
-        db,
-        seed=11,
-        scale=0.1,
-        app_schema=OWN_DATA.app_schema,
-        forms_schema=OWN_DATA.forms_schema,
-        as_of=today_in(SYNTHETIC_TIME_ZONE) - dt.timedelta(days=days_ago),
+    SCRATCH.fresh(
+        db, seed=11, scale=0.1, as_of=today_in(SYNTHETIC_TIME_ZONE) - dt.timedelta(days=days_ago)
     )
-    results_file = OWN_DATA.target_path() / "sources.json"
+    results_file = SCRATCH.target_path() / "sources.json"
     results_file.unlink(missing_ok=True)
-    outcome = OWN_DATA.run(project_options, "source", "freshness", "--write-json")
+    outcome = SCRATCH.run(project_options, "source", "freshness", "--write-json")
     results = json.loads(results_file.read_text())["results"]
     return outcome.success, {r["unique_id"].rsplit(".", 1)[-1]: r["status"] for r in results}
 
@@ -212,7 +194,7 @@ def test_source_freshness_warns_after_three_quiet_days_and_errors_after_a_week(d
     success, statuses = source_freshness(db, project_options, days_ago=4)
     assert fetch_all(
         db,
-        f"select count(*) > 0 from {OWN_DATA.app_schema}.appointments"
+        f"select count(*) > 0 from {SCRATCH.app_schema}.appointments"
         " where status = 'scheduled' and starts_at > now()",
     ) == [(True,)]
     assert success  # a warning does not fail the command

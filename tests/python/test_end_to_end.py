@@ -19,16 +19,15 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from loader.cli import cli
-from loader.environment.dbt_invocation import DAILY_BUILD, run_dbt
-from loader.environment.synthetic import generate
+from loader.environment.dbt_invocation import DAILY_BUILD
 from loopback.s3 import create_bucket, fake_aws_environment, moto_s3_server, s3_client
 from loopback.ssh import make_ssh_key, write_known_hosts
 from tests.support.handmade import copy_model_deliveries, record_build
-from tests.support.model_scenarios import PRODUCTION_SLICES
+from tests.support.model_scenarios import PRODUCTION_SLICES, SCRATCH
 from tests.support.transport_servers import asyncssh_sftp_server
 
-APP_SCHEMA = "app_e2e"
-TARGET_SCHEMA = "analytics_e2e"
+APP_SCHEMA = SCRATCH.app_schema
+TARGET_SCHEMA = SCRATCH.models_schema
 BUCKET = "ops-bucket"
 PREFIX = "business-operations/healthmonix"
 RUN_DATE = "2026-01-15"
@@ -36,12 +35,13 @@ RUN_DATE = "2026-01-15"
 
 @pytest.fixture(scope="module")
 def built(cluster, project_options):
-    """Generated data in APP_SCHEMA, dbt built into TARGET_SCHEMA."""
+    """SCRATCH afresh (generated data in APP_SCHEMA), its daily build into TARGET_SCHEMA; the
+    loader's `dev` target reads it while the module runs."""
     saved = os.environ.get("MIPS_DEV_SCHEMA")
     os.environ["MIPS_DEV_SCHEMA"] = TARGET_SCHEMA
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        generate(conn, seed=11, scale=0.1, app_schema=APP_SCHEMA, forms_schema=APP_SCHEMA)
-    outcome = run_dbt(project_options, [*DAILY_BUILD, "--vars", f"{{app_schema: {APP_SCHEMA}}}"])
+        SCRATCH.fresh(conn, seed=11, scale=0.1)
+    outcome = SCRATCH.run(project_options, *DAILY_BUILD)
     assert outcome.success, outcome.error
     yield
     if saved is None:
@@ -239,7 +239,7 @@ def test_a_failed_build_then_export_uploads_nothing(built, cluster, project_opti
     key = "healthmonix_2025_integration_enabled"
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         conn.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))
-        failed = run_dbt(project_options, [*DAILY_BUILD, "--vars", f"{{app_schema: {APP_SCHEMA}}}"])
+        failed = SCRATCH.run(project_options, *DAILY_BUILD)
         assert not failed.success
         refused = export()
         assert refused.exit_code == 1

@@ -25,12 +25,10 @@ from loader.environment.synthetic import generate
 from tests.support.model_scenarios import (
     BUILD_WITHOUT_UNIT_TESTS,
     PROJECT_DIR,
-    Scenario,
+    SCRATCH,
     fetch_all,
-    seed_partial_parse,
 )
 
-SCENARIO = Scenario(app_schema="years_app", forms_schema="years_app", models_schema="years")
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 # SPEC §5's 2025 codes (function, pain) per body part as the file writes it, typed out here.
 CODES_2025 = {
@@ -53,32 +51,24 @@ MISSING_2026 = (
 
 
 @pytest.fixture(scope="module")
-def built(cluster, project_options) -> Path:
-    """SCENARIO's daily build; its dbt target/ (the rollover's copy starts from its parse).
-    The production settings, and 2027 declared not reported (`healthmonix_2027_reported`)."""
+def built(cluster, project_options) -> None:
+    """SCRATCH afresh, with the production settings and 2027 declared not reported
+    (`healthmonix_2027_reported`), and its daily build."""
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        generate(
-            conn,
-            seed=5,
-            scale=0.02,
-            app_schema=SCENARIO.app_schema,
-            forms_schema=SCENARIO.forms_schema,
-            settings="production",
-        )
-        settings = f"{SCENARIO.app_schema}.settings"
+        SCRATCH.fresh(conn, seed=5, scale=0.02, settings="production")
+        settings = f"{SCRATCH.app_schema}.settings"
         conn.execute(
             f"insert into {settings} select max(id) + 1, 'healthmonix_2027_reported', 'false', "
             f"'boolean' from {settings}"
         )
-    outcome = SCENARIO.run(project_options, "build", *SELECTION)
+    outcome = SCRATCH.run(project_options, "build", *SELECTION)
     assert outcome.success, outcome.error
-    return SCENARIO.target_path()
 
 
 @pytest.fixture
 def loader(built, profiles_dir, tmp_path, monkeypatch):
     """Runs a loader command against the scenario's models, with empty S3 and SFTP stand-ins."""
-    return loader_for(SCENARIO, profiles_dir, tmp_path, monkeypatch)
+    return loader_for(SCRATCH, profiles_dir, tmp_path, monkeypatch)
 
 
 def loader_for(scenario, profiles_dir, tmp_path, monkeypatch):
@@ -171,7 +161,7 @@ def test_a_run_date_the_build_did_not_consider_is_an_error(loader):
 
 
 def test_a_year_declared_not_reported_is_shown_and_is_not_an_error(loader):
-    """2027 is declared not reported in SCENARIO's settings (`built`)."""
+    """2027 is declared not reported in SCRATCH's settings (`built`)."""
     result = loader("status", "--date", "2027-02-15", "--year", "2027", "--json")
     assert result.exit_code == 0, result.output
     assert expected_years(result) == [NOT_REPORTED_2027]
@@ -209,9 +199,9 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     is changed as a renumbering would change it (the knee group's 2027 pain code): the 2027
     export carries the new code on the knee and knee joint replacement rows only, every other
     body part the codes of its group's row, and 2025 is untouched. The data runs to November
-    2027, so 2027 has visits. Last in the module: it replaces SCENARIO's data with its own and
-    builds a project copy into SCENARIO's schemas, the copy's first parse starting from the
-    module's."""
+    2027, so 2027 has visits. Last in the module: it replaces SCRATCH's data with its own and
+    builds a project copy into SCRATCH's schemas and dbt target/, whose parse the copy's first
+    parse starts from."""
     added, settings_sql = rollover_procedure()
     assert sorted(added) == [
         "seeds/mips_measure_codes.csv",
@@ -228,25 +218,24 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
             conn,
             seed=7,
             scale=0.03,
-            app_schema=SCENARIO.app_schema,
-            forms_schema=SCENARIO.forms_schema,
+            app_schema=SCRATCH.app_schema,
+            forms_schema=SCRATCH.forms_schema,
             settings="production",
             as_of=dt.date(2027, 11, 30),
         )
     for path, rows in added.items():
         with (project_copy.project_dir / path).open("a") as seed:
             seed.writelines(f"{row}\n" for row in rows)
-    seed_partial_parse(built, SCENARIO.target_path())
-    run = loader_for(SCENARIO, profiles_dir, tmp_path, monkeypatch)
+    run = loader_for(SCRATCH, profiles_dir, tmp_path, monkeypatch)
 
     # the seeds alone change no delivery: 2027 is still expected and still not configured
-    assert SCENARIO.run(project_copy, "build", *SELECTION).success
+    assert SCRATCH.run(project_copy, "build", *SELECTION).success
     february = run("status", "--date", "2027-02-15", "--year", "2027", "--json")
     assert json.loads(february.stdout)["expected_years"][0]["missing"] == [
         "setting healthmonix_2027_states"
     ]
 
-    db.execute(settings_sql.replace("app.settings", f"{SCENARIO.app_schema}.settings"))
+    db.execute(settings_sql.replace("app.settings", f"{SCRATCH.app_schema}.settings"))
     # one group's 2027 code renumbered in the seed, and the whole project built
     codes_seed = project_copy.project_dir / "seeds" / "mips_measure_codes.csv"
     (knee,) = [row for row in new_codes if row.startswith("2027,knee,")]
@@ -254,7 +243,7 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     text = codes_seed.read_text()
     assert text.count(f"{knee}\n") == 1
     codes_seed.write_text(text.replace(f"{knee}\n", knee.replace(",MSK10,", ",MSK20,") + "\n"))
-    outcome = SCENARIO.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
+    outcome = SCRATCH.run(project_copy, *BUILD_WITHOUT_UNIT_TESTS)
     assert outcome.success, (outcome.error, outcome.failures)
 
     # 2027 is configured (no year row); 2026, in its window, is still not
@@ -274,7 +263,7 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     for year, body_part, code in fetch_all(
         db,
         f"select distinct performance_year, body_part, treatment "
-        f"from {SCENARIO.models_schema}.mips_export_v1 "
+        f"from {SCRATCH.models_schema}.mips_export_v1 "
         f"where performance_year in (2025, 2027) and treatment <> 'LOS'",
     ):
         exported.setdefault(year, {}).setdefault(body_part, set()).add(code)
@@ -288,6 +277,6 @@ def test_the_documented_rollover_configures_the_year_and_one_groups_code_only_it
     assert exported[2025] == {body_part: CODES_2025[body_part] for body_part in exported[2025]}
     assert fetch_all(
         db,
-        f"select count(*) from {SCENARIO.models_schema}.mips_deliveries "
+        f"select count(*) from {SCRATCH.models_schema}.mips_deliveries "
         f"where performance_year = 2027",
     ) == [(9,)]

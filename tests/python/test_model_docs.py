@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from dbt.cli.main import dbtRunner
 
 from loader.marts.deliveries import DELIVERIES_COLUMNS, DELIVERIES_MODEL
 from loader.marts.expected_years import EXPECTED_YEARS_COLUMNS, EXPECTED_YEARS_MODEL
+from tests.support.model_scenarios import SCRATCH
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 PACKAGE = "healthmonix_mips"
@@ -46,26 +45,12 @@ FILE_COLUMNS = [
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory) -> dict:
-    scratch = tmp_path_factory.mktemp("manifest")
-    shutil.copy(PROJECT_DIR / "profiles.example.yml", scratch / "profiles.yml")
-    result = dbtRunner().invoke(
-        [
-            "--quiet",
-            "parse",
-            "--project-dir",
-            str(PROJECT_DIR),
-            "--profiles-dir",
-            str(scratch),
-            "--target-path",
-            str(scratch / "target"),
-            "--log-path",
-            str(scratch / "logs"),
-            "--write-json",
-        ]
-    )
-    assert result.success, result.exception
-    return json.loads((scratch / "target" / "manifest.json").read_text())
+def manifest(project_options) -> dict:
+    """dbt's manifest of the project, parsed as SCRATCH (the parse the worker's other modules
+    on SCRATCH start from)."""
+    result = SCRATCH.run(project_options, "parse", "--write-json")
+    assert result.success, result.error
+    return json.loads((SCRATCH.target_path() / "manifest.json").read_text())
 
 
 def _nodes(manifest: dict, resource_type: str) -> list[dict]:

@@ -25,15 +25,13 @@ import pytest
 from click.testing import CliRunner
 
 from loader.cli import cli
-from loader.environment.synthetic import generate
 from loopback.ssh import make_ssh_key, write_known_hosts
 from tests.support.local_runs import files_under
-from tests.support.model_scenarios import PROJECT_DIR, Scenario, copy_project, seed_partial_parse
+from tests.support.model_scenarios import PROJECT_DIR, SCRATCH, copy_project, seed_partial_parse
 from tests.support.processes import postgres_target_env
 from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server
 
-SCENARIO = Scenario(app_schema="wap_app", forms_schema="wap_app", models_schema="wap")
-PUBLISHED = "wap_published"
+PUBLISHED = f"{SCRATCH.models_schema}_published"
 MARTS = ("mips_deliveries", "mips_expected_years", "mips_export_v1")
 DBT = Path(sys.executable).parent / "dbt"
 # A data test of the export that sleeps: dbt runs it right after building mips_export_v1, so a
@@ -47,12 +45,7 @@ BLOCKING_TEST = (
 @pytest.fixture(scope="module")
 def scenario(cluster, project_options):
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        for schema in (SCENARIO.models_schema, PUBLISHED):
-            conn.execute(f"drop schema if exists {schema} cascade")
-        generate(
-            conn, seed=23, scale=0.05, app_schema=SCENARIO.app_schema,
-            forms_schema=SCENARIO.forms_schema,
-        )  # fmt: skip
+        SCRATCH.fresh(conn, seed=23, scale=0.05)
         yield conn
 
 
@@ -65,18 +58,18 @@ def blocking_copy(tmp_path_factory, published) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("blocking")
     copy = copy_project(root / "project")
     (copy / "tests" / "dbt" / "zz_blocks_after_the_export.sql").write_text(BLOCKING_TEST)
-    seed_partial_parse(SCENARIO.target_path(), root / "dbt" / "target")
+    seed_partial_parse(SCRATCH.target_path(), root / "dbt" / "target")
     return copy, root / "dbt"
 
 
 @pytest.fixture
 def models_schema(monkeypatch):
     """The loader's `dev` target reads the scenario's models."""
-    monkeypatch.setenv("MIPS_DEV_SCHEMA", SCENARIO.models_schema)
+    monkeypatch.setenv("MIPS_DEV_SCHEMA", SCRATCH.models_schema)
 
 
 def good_build(project_options) -> str:
-    outcome = SCENARIO.run(project_options, "build", "--selector", "daily")
+    outcome = SCRATCH.run(project_options, "build", "--selector", "daily")
     assert outcome.success, outcome.failures or outcome.error
     return outcome.invocation_id
 
@@ -110,7 +103,7 @@ def log_events(db, invocation_id: str) -> list[str]:
     return [
         row[0]
         for row in db.execute(
-            f"select event from {SCENARIO.models_schema}.mips_build_log "
+            f"select event from {SCRATCH.models_schema}.mips_build_log "
             "where invocation_id = %s order by event desc",
             (invocation_id,),
         ).fetchall()
@@ -131,7 +124,7 @@ def dbt_build_process(
             "--selector",
             "daily",
             "--vars",
-            SCENARIO.dbt_vars(),
+            SCRATCH.dbt_vars(),
             "--project-dir",
             str(project_dir),
             "--profiles-dir",
@@ -146,7 +139,7 @@ def dbt_build_process(
         env={
             **os.environ,
             "MIPS_PG_SOCKET_DIR": str(cluster.socket_dir),
-            "MIPS_DEV_SCHEMA": SCENARIO.models_schema,
+            "MIPS_DEV_SCHEMA": SCRATCH.models_schema,
         },
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -173,7 +166,7 @@ def backend(db, where: str):
 
 def newest_invocation(db) -> str:
     return db.execute(
-        f"select invocation_id from {SCENARIO.models_schema}.mips_build_log "
+        f"select invocation_id from {SCRATCH.models_schema}.mips_build_log "
         "order by started_at desc limit 1"
     ).fetchone()[0]
 
@@ -181,7 +174,7 @@ def newest_invocation(db) -> str:
 @contextlib.contextmanager
 def sources_changed(db):
     """The sources change under the published build: a third of the visits are cancelled."""
-    appointments = f"{SCENARIO.app_schema}.appointments"
+    appointments = f"{SCRATCH.app_schema}.appointments"
     db.execute(f"update {appointments} set status = 'cancelled' where id % 3 = 0")
     try:
         yield
@@ -236,7 +229,7 @@ def test_a_build_stopped_before_the_export_is_tested_publishes_nothing(
         kind = db.execute(
             "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
             "where n.nspname = %s and c.relname = 'mips_export_v1'",
-            (SCENARIO.models_schema,),
+            (SCRATCH.models_schema,),
         ).fetchone()[0]
         assert kind == "r"
         # ... and nothing it wrote reached the published marts
@@ -261,12 +254,12 @@ def test_a_failing_test_is_named_first_by_export_plan_and_status(
     scenario, published, profiles_dir, project_options, models_schema, tmp_path
 ):
     db = scenario
-    clinicians = f"{SCENARIO.app_schema}.clinicians"
+    clinicians = f"{SCRATCH.app_schema}.clinicians"
     db.execute(f"alter table {clinicians} drop constraint if exists clinicians_npi_check")
     first = db.execute(f"select id, npi from {clinicians} order by id limit 1").fetchone()
     db.execute(f"update {clinicians} set npi = left(npi, 9) where id = %s", (first[0],))
     try:
-        failed = SCENARIO.run(project_options, "build", "--selector", "daily")
+        failed = SCRATCH.run(project_options, "build", "--selector", "daily")
     finally:
         db.execute(f"update {clinicians} set npi = %s where id = %s", (first[1], first[0]))
     assert not failed.success
@@ -312,7 +305,7 @@ def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build
             tmp_path / "known_hosts", server.host, server.port, server.host_public_key
         )
         env = postgres_target_env(
-            cluster, SCENARIO.models_schema,
+            cluster, SCRATCH.models_schema,
             MIPS_SFTP_KEY_FILE=str(client_key.private_path),
             MIPS_SFTP_KNOWN_HOSTS=str(known_hosts),
         )  # fmt: skip
@@ -329,7 +322,7 @@ def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build
         wait_for(faults.writes_held.is_set, "the export's first SFTP upload", export)
         # the in-process builds' target/: its partial parse is of the same project and vars
         build = dbt_build_process(
-            cluster, profiles_dir, PROJECT_DIR, tmp_path / "dbt", SCENARIO.target_path()
+            cluster, profiles_dir, PROJECT_DIR, tmp_path / "dbt", SCRATCH.target_path()
         )
         # the build runs its models and tests, then its publication waits for the export
         # (pg_stat_activity keeps the statement's first 1 kB: the log table is named there)

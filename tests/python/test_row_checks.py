@@ -7,27 +7,20 @@ row of its own, and each test finds its row named."""
 from __future__ import annotations
 
 import json
-import os
 
 import psycopg
 import pytest
 
-from loader.environment.dbt_invocation import run_dbt
-from loader.environment.synthetic import generate
-from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS
+from tests.support.model_scenarios import BUILD_WITHOUT_UNIT_TESTS, SCRATCH
 
-APP_SCHEMA = "app_rowcheck"
-TARGET_SCHEMA = "analytics_rowcheck"
-VARS = ["--vars", f"{{app_schema: {APP_SCHEMA}}}"]
+APP_SCHEMA = SCRATCH.app_schema
+TARGET_SCHEMA = SCRATCH.models_schema
 
 
 @pytest.fixture(scope="module")
 def source(cluster):
-    saved = os.environ.get("MIPS_DEV_SCHEMA")
-    os.environ["MIPS_DEV_SCHEMA"] = TARGET_SCHEMA
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
-        conn.execute(f"drop schema if exists {TARGET_SCHEMA} cascade")
-        generate(conn, seed=3, scale=0.02, app_schema=APP_SCHEMA, forms_schema=APP_SCHEMA)
+        SCRATCH.fresh(conn, seed=3, scale=0.02)
         for table, constraint in [
             ("states", "states_postal_abbreviation_check"),
             ("clinicians", "clinicians_npi_check"),
@@ -35,10 +28,6 @@ def source(cluster):
         ]:
             conn.execute(f"alter table {APP_SCHEMA}.{table} drop constraint {constraint}")
         yield conn
-    if saved is None:
-        os.environ.pop("MIPS_DEV_SCHEMA", None)
-    else:
-        os.environ["MIPS_DEV_SCHEMA"] = saved
 
 
 CASES = [
@@ -87,7 +76,7 @@ def broken_build(source, project_options):
                 f"update {APP_SCHEMA}.{table} set {column} = %s where id = %s", (bad, row_id)
             )
             rows[index] = row_id
-        outcome = run_dbt(project_options, [*BUILD_WITHOUT_UNIT_TESTS, *VARS], quiet=True)
+        outcome = SCRATCH.run(project_options, *BUILD_WITHOUT_UNIT_TESTS)
     finally:
         for table, column, original, row_id in originals:
             source.execute(

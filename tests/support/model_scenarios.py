@@ -3,6 +3,12 @@
 A scenario is a pair of schemas in the session's cluster: the source schema dbt reads
 (`--vars app_schema/forms_schema`) and the schema dbt builds into (`MIPS_DEV_SCHEMA`, which the
 example profile's `dev` target reads), so scenarios never see each other's tables.
+
+dbt keeps its partial parse only while the vars and the profile (the schema) stay the same,
+so each scenario is one whole parse of the project (≈ 3-5 s) in each target/ it is built
+from. The modules whose data is their own therefore share one scenario, `SCRATCH`, in turns:
+each module starts it afresh (`SCRATCH.fresh`), and its target/ is the worker's, so the
+project is parsed whole once per worker for all of them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loader.environment.dbt_invocation import DbtOutcome, run_dbt
+from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
 
 
@@ -26,24 +33,44 @@ class Scenario:
     app_schema: str
     forms_schema: str
     models_schema: str
+    # one scenario that the modules of a worker take in turns (SCRATCH): its target/ is the
+    # worker's, not the module's
+    per_worker: bool = False
 
     def dbt_vars(self) -> str:
         return json.dumps({"app_schema": self.app_schema, "forms_schema": self.forms_schema})
 
     def target_path(self) -> Path:
-        """The scenario's own dbt target/ (under the test's): dbt keeps its partial parse only
-        for the same vars and profile, and each scenario has its vars and schema, so scenarios
-        that take turns would each parse the whole project again in a shared one."""
+        """The scenario's own dbt target/ (under the module's, or the worker's for SCRATCH):
+        dbt keeps its partial parse only for the same vars and profile, and each scenario has
+        its vars and schema, so scenarios that take turns would each parse the whole project
+        again in a shared one."""
+        if self.per_worker:
+            return Path(os.environ["MIPS_HOME"]) / "dbt-target" / f"scenario-{self.models_schema}"
         return Path(os.environ["DBT_TARGET_PATH"]) / f"scenario-{self.models_schema}"
+
+    def dbt_args(self) -> list[str]:
+        """The vars and target/ of the scenario, for a dbt command of one's own (with
+        MIPS_DEV_SCHEMA set to its schema, `models_environment`)."""
+        return ["--vars", self.dbt_vars(), "--target-path", str(self.target_path())]
+
+    def models_environment(self) -> contextlib.AbstractContextManager[None]:
+        """MIPS_DEV_SCHEMA set to the scenario's schema while the block runs."""
+        return _environment(MIPS_DEV_SCHEMA=self.models_schema)
 
     def run(self, options: ProjectOptions, *args: str) -> DbtOutcome:
         """`dbt <args> --vars ...` building into this scenario's schema."""
-        with _environment(MIPS_DEV_SCHEMA=self.models_schema):
-            return run_dbt(
-                options,
-                [*args, "--vars", self.dbt_vars(), "--target-path", str(self.target_path())],
-                quiet=True,
-            )
+        with self.models_environment():
+            return run_dbt(options, [*args, *self.dbt_args()], quiet=True)
+
+    def fresh(self, conn, **generate_options) -> None:
+        """The scenario as no one used it: what dbt built (its schema and the published one)
+        dropped, its sources generated again (`synthetic.generate`'s options)."""
+        for schema in (self.models_schema, f"{self.models_schema}_published"):
+            conn.execute(f"drop schema if exists {schema} cascade")
+        generate(
+            conn, app_schema=self.app_schema, forms_schema=self.forms_schema, **generate_options
+        )
 
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -52,6 +79,11 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 # production settings, anchored to one day in the 2025 submission season so a failure
 # reproduces whatever the calendar says.
 PRODUCTION = Scenario(app_schema="build_app", forms_schema="build_forms", models_schema="build")
+# The scenario of the modules whose data is their own, in turns (above): every worker has a
+# cluster of its own, and runs one module at a time.
+SCRATCH = Scenario(
+    app_schema="scratch_app", forms_schema="scratch_app", models_schema="scratch", per_worker=True
+)
 PRODUCTION_AS_OF = dt.date(2026, 1, 15)
 # `dbt build` of a scenario without the unit tests: they read none of its tables (their inputs
 # are rows the test gives), so they run once per session, in conftest's production build, and
