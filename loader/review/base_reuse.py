@@ -12,6 +12,12 @@ build log still names that invocation as the newest that touched the marts (no o
 went into it since), and those relations are as the build left them. Anything else, or
 `--rebuild-base`, builds the base again; the stamp is removed before any base build, so a
 build that fails or is killed leaves none.
+
+The base's data tests are kept with it (`tested.json`, beside the stamp): what each test the
+base ran gave on that build, by name. A diff on the reused base runs there only the tests no
+earlier diff ran on it; the others' outcomes are the same tests' (the same commit) on the same
+tables (the same build, no other since) over the same sources, so running them again would
+only repeat them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from loader.marts.build_log import BUILD_LOG_MODEL
 from loader.review.builds import BUILD_SELECTION
 
 STAMP = "built.json"
+TESTED = "tested.json"
 # The packages whose code shapes a build besides the project's own files.
 _PACKAGES = ("dbt-core", "dbt-postgres", "healthmonix-mips")
 # Every relation dbt can read as a source: tables (plain and partitioned), views, materialized
@@ -164,8 +171,35 @@ def write_stamp(work_dir: Path, build: BaseBuild) -> None:
 
 
 def remove_stamp(work_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (work_dir / STAMP).unlink()
+    """The stamp and the tests kept with it: the base is about to be built again."""
+    for name in (STAMP, TESTED):
+        with contextlib.suppress(FileNotFoundError):
+            (work_dir / name).unlink()
+
+
+def kept_tests(work_dir: Path, invocation_id: str) -> dict[str, dict | None]:
+    """The base's test outcomes kept for the build `invocation_id`, by test name (None: the
+    base has no test of that name); empty when none were kept for that build."""
+    try:
+        kept = json.loads((work_dir / TESTED).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(kept, dict) or kept.get("invocation_id") != invocation_id:
+        return {}
+    tests = kept.get("tests")
+    return tests if isinstance(tests, dict) else {}
+
+
+def keep_tests(work_dir: Path, invocation_id: str, tests: dict[str, dict | None]) -> None:
+    """Keep the base's test outcomes (`kept_tests`) for the build `invocation_id`; not those
+    of a test that ended in an error: its query did not run to the end (a lock, a lost
+    connection), which the next diff may not meet."""
+    lasting = {name: t for name, t in tests.items() if t is None or t["status"] != "error"}
+    path = work_dir / TESTED
+    partial = path.with_suffix(".partial")
+    document = {"invocation_id": invocation_id, "tests": lasting}
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True))
+    partial.replace(path)
 
 
 def _version(package: str) -> str:

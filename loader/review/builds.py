@@ -89,7 +89,8 @@ def _side_args(side: Side, dbt_vars: dict) -> list[str]:
     ]  # fmt: skip
 
 
-def _log(side: Side) -> Path:
+def side_log(side: Side) -> Path:
+    """The side's dbt log file."""
     return side.work_dir / "logs" / "dbt.log"
 
 
@@ -103,7 +104,7 @@ def build_side(side: Side, schema_variable: str, dbt_vars: dict) -> str | None:
     if not outcome.success:
         reason = (outcome.failures or (outcome.error or "see the dbt log",))[0]
         raise DiffError(
-            f"{side.label} build failed: {' '.join(reason.split())} (log: {_log(side)})"
+            f"{side.label} build failed: {' '.join(reason.split())} (log: {side_log(side)})"
         )
     return outcome.invocation_id
 
@@ -116,12 +117,13 @@ def run_data_tests(side: Side, state: Path, schema_variable: str, dbt_vars: dict
     return _run_tests(side, [*TEST_SELECTION, "--state", str(state)], schema_variable, dbt_vars)
 
 
-def rerun_data_tests(side: Side, run: SideTests, schema_variable: str, dbt_vars: dict) -> SideTests:
-    """Run, on the built side (the base), the tests `run` ran on the other side, by name
-    (those the side has), to tell a failure the change brings from one that was there."""
-    names = sorted({name for name, _, _ in run.subjects.values()})
+def rerun_data_tests(
+    side: Side, names: list[str], schema_variable: str, dbt_vars: dict
+) -> SideTests:
+    """Run, on the built side (the base), the tests the other side ran, by name (those the
+    side has), to tell a failure the change brings from one that was there."""
     if not names:
-        return SideTests(outcomes={}, subjects={}, log=_log(side))
+        return SideTests(outcomes={}, subjects={}, log=side_log(side))
     selection = ["--select", *names, "--exclude-resource-type", "unit_test"]
     return _run_tests(side, selection, schema_variable, dbt_vars)
 
@@ -130,8 +132,8 @@ def _run_tests(side: Side, selection: list[str], schema_variable: str, dbt_vars)
     args = ["test", *selection, *_side_args(side, dbt_vars)]
     with _environment(schema_variable, side.schema):
         outcome = run_dbt(side.options, args, quiet=True)
-    run = read_test_run(side.work_dir / "target", outcome.invocation_id, _log(side))
+    run = read_test_run(side.work_dir / "target", outcome.invocation_id, side_log(side))
     if run is None or (outcome.error and not run.outcomes):
         reason = " ".join((outcome.error or "dbt ran no test and said nothing").split())
-        return SideTests(outcomes={}, subjects={}, log=_log(side), error=reason)
+        return SideTests(outcomes={}, subjects={}, log=side_log(side), error=reason)
     return run

@@ -140,6 +140,39 @@ def read_test_run(target_dir: Path, invocation_id: str | None, log: Path) -> Sid
     return SideTests(outcomes, subjects, log)
 
 
+def names_run(run: SideTests) -> list[str]:
+    """The names of the tests `run` ran (a test is run on the other side by its name)."""
+    return sorted({name for name, _, _ in run.subjects.values()})
+
+
+def by_name(run: SideTests, names: list[str]) -> dict[str, dict | None]:
+    """What `run` (a run of the tests `names`) says of each of them, by name, as JSON values:
+    its unique id, status, failing rows, model and column; None for a name it has no test of."""
+    found: dict[str, dict | None] = dict.fromkeys(names)
+    for unique_id, outcome in run.outcomes.items():
+        name, model, column = run.subjects[unique_id]
+        found[name] = {
+            "unique_id": unique_id,
+            "status": outcome.status,
+            "failing_rows": outcome.failing_rows,
+            "model": model,
+            "column": column,
+        }
+    return found
+
+
+def from_names(tests: dict[str, dict | None], names: list[str], log: Path) -> SideTests:
+    """The side's run of the tests `names`, from what `by_name` says of each."""
+    outcomes: dict[str, Outcome] = {}
+    subjects: dict[str, tuple[str, str | None, str | None]] = {}
+    for name in names:
+        test = tests.get(name)
+        if test is not None:
+            outcomes[test["unique_id"]] = Outcome(test["status"], test["failing_rows"])
+            subjects[test["unique_id"]] = (name, test["model"], test["column"])
+    return SideTests(outcomes, subjects, log)
+
+
 def _subject(node: dict, nodes: dict) -> tuple[str, str | None, str | None]:
     """(test name, model, column): the node a generic test is attached to; for a singular
     test, the models it reads."""

@@ -34,7 +34,14 @@ from loader.errors import MipsError
 from loader.marts.deliveries import Delivery, select_deliveries
 from loader.names import relation_parts
 from loader.review import base_reuse
-from loader.review.builds import DiffError, Side, build_side, rerun_data_tests, run_data_tests
+from loader.review.builds import (
+    DiffError,
+    Side,
+    build_side,
+    rerun_data_tests,
+    run_data_tests,
+    side_log,
+)
 from loader.review.compare import (
     CodeTransition,
     ColumnChange,
@@ -43,7 +50,14 @@ from loader.review.compare import (
     compare_columns,
     compare_rows,
 )
-from loader.review.data_tests import DataTestReport, pair_runs
+from loader.review.data_tests import (
+    DataTestReport,
+    SideTests,
+    by_name,
+    from_names,
+    names_run,
+    pair_runs,
+)
 from loader.review.revisions import Revision, base_checkout, file_at, resolve_base
 from loader.review.seeds import SEEDS, SeedFiles, explaining_lines
 
@@ -184,8 +198,7 @@ def _run_diff(warehouse, options, request, progress) -> DiffResult:
             # the head's tests of what differs from the base's manifest, then the same on base
             progress(f"testing what the change touches on {head.label}")
             head_tests = run_data_tests(head, base.work_dir / "target", variable, dbt_vars)
-            progress(f"running the same tests on {base.label}")
-            base_tests = rerun_data_tests(base, head_tests, variable, dbt_vars)
+            base_tests = _base_tests(base, head_tests, variable, dbt_vars, progress)
         progress("comparing")
         with warehouse.connect(autocommit=True) as conn:
             result = compare_builds(
@@ -228,6 +241,30 @@ def _build_base(warehouse, base: Side, revision, request, variable, dbt_vars, pr
         if stamp is not None:
             base_reuse.write_stamp(base.work_dir, stamp)
     return False
+
+
+def _base_tests(base: Side, head_tests: SideTests, variable, dbt_vars, progress) -> SideTests:
+    """The head's tests run on the base, by name; those an earlier diff ran on this same base
+    build are not run again: their outcomes are the ones it kept (base_reuse.py)."""
+    names = names_run(head_tests)
+    stamp = base_reuse.read_stamp(base.work_dir)
+    build = stamp.invocation_id if stamp is not None else ""
+    kept = base_reuse.kept_tests(base.work_dir, build) if build else {}
+    missing = [name for name in names if name not in kept]
+    if len(missing) < len(names):
+        progress(
+            f"{len(names) - len(missing)} of the tests ran on {base.label} in an earlier diff "
+            "of the same build: their outcomes are kept"
+        )
+    if missing:
+        progress(f"running the same tests on {base.label}")
+        run = rerun_data_tests(base, missing, variable, dbt_vars)
+        if run.error is not None:
+            return run
+        kept = {**kept, **by_name(run, missing)}
+        if build:
+            base_reuse.keep_tests(base.work_dir, build, kept)
+    return from_names(kept, names, side_log(base))
 
 
 @contextlib.contextmanager

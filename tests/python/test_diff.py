@@ -222,6 +222,24 @@ def test_the_base_is_reused_only_while_its_inputs_and_schema_are_those_it_was_bu
     db.execute(f"drop schema {schema} cascade")
 
 
+def test_the_base_keeps_its_test_outcomes_for_its_own_build_only(tmp_path):
+    """What the base's tests gave is kept for the build they ran on: not for another build of
+    the base, not once the base is built again (the stamp removed), and not a test that ended
+    in an error (its query did not run to the end)."""
+    passed = {"unique_id": "test.p", "status": "pass", "failing_rows": 0, "model": "m",
+              "column": None}  # fmt: skip
+    failed = {**passed, "unique_id": "test.f", "status": "fail", "failing_rows": 2}
+    errored = {**passed, "unique_id": "test.e", "status": "error", "failing_rows": None}
+    tests = {"passes": passed, "fails": failed, "errs": errored, "absent": None}
+    base_reuse.keep_tests(tmp_path, "base-build", tests)
+    assert base_reuse.kept_tests(tmp_path, "base-build") == {
+        "passes": passed, "fails": failed, "absent": None,
+    }  # fmt: skip
+    assert base_reuse.kept_tests(tmp_path, "another-build") == {}
+    base_reuse.remove_stamp(tmp_path)
+    assert base_reuse.kept_tests(tmp_path, "base-build") == {}
+
+
 def test_the_source_fingerprint_sees_values_rows_and_types_not_order(db):
     source_fingerprint = base_reuse.source_fingerprint
     db.execute("drop schema if exists fingerprint_app cascade")
@@ -259,9 +277,12 @@ def seed_change(repo, profiles_dir, cluster):
     revision = Revision(ref="main", commit=base)
     try:
         code, document = run_json(project, profiles_dir, "--rebuild-base")
+        with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+            base_tests_run = base_test_invocations(conn)
         # the same diff again: the base schema is reused, the head built again
         again_code, again = run_json(project, profiles_dir)
         with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
+            base_tests_run_again = base_test_invocations(conn)
             plain = compare_builds(
                 conn, revision, "head", BASE_SCHEMA, HEAD_SCHEMA, DiffRequest(),
                 project_dir=project,
@@ -299,7 +320,16 @@ def seed_change(repo, profiles_dir, cluster):
             for state, rows in neck_2025_states
         ],
         "patient_values": values,
+        "base_test_invocations": (base_tests_run, base_tests_run_again),
     }
+
+
+def base_test_invocations(conn) -> int:
+    """How many `dbt test` commands ran on the base schema (its build log)."""
+    return conn.execute(
+        f"select count(*) from {BASE_SCHEMA}.mips_build_log "
+        "where command = 'test' and event = 'finished'"
+    ).fetchone()[0]
 
 
 def test_a_renumbered_pain_code_changes_that_years_pain_rows_only(seed_change):
@@ -342,6 +372,10 @@ def test_the_same_diff_again_reuses_the_base_and_says_so(seed_change):
     assert code == seed_change["exit_code"] and again["base"]["reused"] is True
     for key in ("slices", "code_transitions", "delivery_changes", "data_tests"):
         assert again[key] == document[key], key
+    # the base's outcomes of the same tests on the same build are those the first diff kept
+    first, second = seed_change["base_test_invocations"]
+    assert first >= 1 and second == first, "the reused base ran no test again"
+    assert again["data_tests"]["base_run"] == document["data_tests"]["base_run"] > 0
     reused = dataclasses.replace(seed_change["shown"], base_reused=True)
     for output_format in ("markdown", "table"):
         assert "same source data, reused (--rebuild-base builds it again)." in render(
