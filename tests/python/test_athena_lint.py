@@ -12,7 +12,6 @@ import pytest
 from dbt.cli.main import dbtRunner
 
 from scripts import athena_lint
-from tests.support.model_scenarios import PROJECT_DIR
 
 
 @pytest.mark.parametrize(
@@ -175,15 +174,9 @@ def test_a_default_is_portable_or_absent(athena_compilation):
 
 
 @pytest.fixture(scope="module")
-def parsed_for_athena(profiles_dir, tmp_path_factory):
-    """The project parsed once for the athena target: (manifest, dbt options)."""
-    common = athena_lint.athena_dbt_args(
-        PROJECT_DIR, profiles_dir, tmp_path_factory.mktemp("inline")
-    )
-    with athena_lint.offline_env():
-        parsed = dbtRunner().invoke(["parse", *common])
-    assert parsed.success, parsed.exception
-    return parsed.result, common
+def parsed_for_athena(athena_compilation):
+    """The session's parse of the project for the athena target: (manifest, dbt options)."""
+    return athena_compilation.parsed, list(athena_compilation.dbt_args)
 
 
 @pytest.mark.parametrize(
