@@ -79,12 +79,12 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 # production settings, anchored to one day in the 2025 submission season so a failure
 # reproduces whatever the calendar says.
 PRODUCTION = Scenario(app_schema="build_app", forms_schema="build_forms", models_schema="build")
+PRODUCTION_AS_OF = dt.date(2026, 1, 15)
 # The scenario of the modules whose data is their own, in turns (above): every worker has a
 # cluster of its own, and runs one module at a time.
 SCRATCH = Scenario(
     app_schema="scratch_app", forms_schema="scratch_app", models_schema="scratch", per_worker=True
 )
-PRODUCTION_AS_OF = dt.date(2026, 1, 15)
 # `dbt build` of a scenario without the unit tests: they read none of its tables (their inputs
 # are rows the test gives), so they run once per session, in conftest's production build, and
 # on the Athena SQL in test_athena_duckdb. Every model, seed and data test still runs, and the
