@@ -27,9 +27,10 @@ SMOKE_SCALE = 0.05
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=PROJECT_DIR / "docs" / "benchmarks.md",
-    show_default=True,
-    help="The document; results of every scale are kept in <out dir>/<out stem>/results.json.",
+    default=None,
+    help="The document; results of every scale are kept in <out dir>/<out stem>/results.json. "
+    "Default: docs/benchmarks.md; with --smoke, <home>/smoke/benchmarks.md (a smoke run leaves "
+    "the published results alone).",
 )
 @click.option(
     "--home",
@@ -58,6 +59,7 @@ def main(scale, runs, seed, out, home, no_worker, profile, levers, smoke, plot, 
 
     Example: python -m bench --scale 1 --runs 3
     """
+    out = document_path(out, home, smoke)
     if report_only:
         report.write(out, report.load(out), plot=plot)
         return
@@ -85,6 +87,14 @@ def main(scale, runs, seed, out, home, no_worker, profile, levers, smoke, plot, 
     if not agreement["all"]:
         click.echo(f"contenders disagree: {agreement}", err=True)
         sys.exit(1)
+
+
+def document_path(out: Path | None, home: Path, smoke: bool) -> Path:
+    """The document a run writes: `--out`, else the project's docs/benchmarks.md, or for a
+    smoke run (a tiny scale, one run: a check, not a measurement) one under its home."""
+    if out is not None:
+        return out
+    return home / "smoke" / "benchmarks.md" if smoke else PROJECT_DIR / "docs" / "benchmarks.md"
 
 
 def _command_line() -> str:

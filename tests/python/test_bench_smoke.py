@@ -18,6 +18,7 @@ import pytest
 
 # `bench` is a top-level package of the checkout (pytest's pythonpath has the root)
 from bench import report
+from bench.__main__ import document_path
 from bench.harness import DBT_LEVERS, Options, run_benchmark
 from bench.worker_replica import pain_treatment
 from loader.environment.dbt_invocation import DAILY_BUILD
@@ -86,6 +87,15 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     assert text.endswith(f"{report.END}\n\nAfter.\n")
     assert "STALE-RESULTS" not in text and "| 0.05 | yes | yes | yes |" in text
     assert "## Levers, one at a time" in text and "### Break-even Athena latency" in text
+
+
+def test_a_smoke_run_leaves_the_published_results_alone(tmp_path):
+    """`python -m bench --smoke` writes its document and results under its home, not into
+    docs/benchmarks.md (which `make bench` regenerates); `--out` still decides when given."""
+    home = tmp_path / "home"
+    assert document_path(None, home, smoke=True) == home / "smoke" / "benchmarks.md"
+    assert document_path(None, home, smoke=False) == PROJECT_DIR / "docs" / "benchmarks.md"
+    assert document_path(tmp_path / "b.md", home, smoke=True) == tmp_path / "b.md"
 
 
 def test_the_build_lever_puts_the_unit_and_weekly_tests_back(profiles_dir):
