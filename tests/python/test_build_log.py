@@ -129,7 +129,7 @@ def test_a_failed_build_is_recorded_with_its_failed_nodes_and_publishes_nothing(
     target.execute(f"update {APP_SCHEMA}.settings set value = 'yes' where key = %s", (key,))
     try:
         # the configuration check, what it reads and what it guards (every mart): a whole
-        # build failing the same way is test_end_to_end's drill
+        # build failing the same way is test_deploy's failing day
         failed = SCRATCH.run(project_options, *CHECK)
     finally:
         target.execute(f"update {APP_SCHEMA}.settings set value = 'true' where key = %s", (key,))

@@ -251,7 +251,9 @@ def years_declared_not_reported(today: dt.date) -> list[int]:
 def test_the_daily_job_end_to_end(cluster, profiles_dir, tmp_path):
     """deploy/run-daily.sh with the test's .venv and cluster: a good day (every step 0, files
     in both stores), then a day whose build fails (export still runs, is refused and records
-    it; status says so; the wrapper exits 1 naming the build)."""
+    it for every delivery, and nothing new reaches S3 or the server; status says so; the
+    wrapper exits 1 naming the build). This is the drill of a failed build followed by an
+    export, as the scheduler runs it; test_publication names the failing node in the JSON."""
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         generate(conn, seed=7, scale=0.05, app_schema=APP_SCHEMA, forms_schema=APP_SCHEMA)
         for year in years_declared_not_reported(today_in(SYNTHETIC_TIME_ZONE)):
@@ -298,6 +300,8 @@ def test_the_daily_job_end_to_end(cluster, profiles_dir, tmp_path):
     assert good.returncode == 0
     assert list(s3.rglob("data.csv")) and list(sftp.glob("Quality_*.csv"))
     assert "ok (delivered)" in good.stdout
+    delivered = delivered_files(s3, sftp)
+    deliveries = len(list(s3.rglob("data.csv")))
 
     with psycopg.connect(cluster.conninfo(), autocommit=True) as conn:
         conn.execute(
@@ -313,7 +317,19 @@ def test_the_daily_job_end_to_end(cluster, profiles_dir, tmp_path):
     assert "refused, nothing uploaded: the latest build of the marts failed" in bad.stdout
     assert "latest run failed" in bad.stdout
     refused = [p for p in (s3 / "run-log").rglob("*.json") if '"refused"' in p.read_text()]
-    assert refused, "export ran after the failed build and recorded its refusals"
+    assert len(refused) == deliveries, "export ran after the failed build, refused every one"
+    assert delivered_files(s3, sftp) == delivered, "nothing new in S3 or on the server"
+
+
+def delivered_files(*stores: Path) -> dict[str, int]:
+    """Every file of the stores but the run log, with its modification time (a file uploaded
+    again under the same name has a newer one)."""
+    return {
+        str(path): path.stat().st_mtime_ns
+        for store in stores
+        for path in store.rglob("*")
+        if path.is_file() and "run-log" not in path.relative_to(store).parts
+    }
 
 
 # --- systemd, cron, Airflow -----------------------------------------------------------------

@@ -3,7 +3,8 @@
 `export` delivers only what the latest successful build of the marts produced (the build log
 that dbt's on-run-end hook writes; here written by `record_build` as the hook would), and only
 dates and selections that make sense. The build log written by real dbt builds is covered in
-test_build_log.py; a real failed build followed by an export in test_end_to_end.py.
+test_build_log.py; a real failed build followed by an export in test_deploy.py (the daily
+job's failing day) and test_publication.py.
 """
 
 from __future__ import annotations
