@@ -125,10 +125,12 @@ def mips_home(tmp_path_factory) -> Path:
         # records S3 would not take wait here, not in the user's journal another worker reads
         "MIPS_JOURNAL_DIR": home / "journal",
     }
-    # dbt's file log at info: every node's line and every error, not each statement and event
-    # at debug, which no test reads and which costs dbt a tenth of its time (a developer's
-    # own DBT_LOG_LEVEL_FILE wins; `diff` sets debug for its sides itself)
-    environment["DBT_LOG_LEVEL_FILE"] = os.environ.get("DBT_LOG_LEVEL_FILE") or "info"
+    # dbt's file log at warn: its warnings and errors, not each node's line (info, ≈ 6% of a
+    # small build's time) nor each statement and event (debug, a tenth); no test reads them,
+    # and a failed node's message is in the test's own outcome (a developer's own
+    # DBT_LOG_LEVEL_FILE wins, e.g. `DBT_LOG_LEVEL_FILE=debug make test`; `diff` sets debug
+    # for its sides itself)
+    environment["DBT_LOG_LEVEL_FILE"] = os.environ.get("DBT_LOG_LEVEL_FILE") or "warn"
     # nor dbt's JSON artifacts (manifest.json, written twice per command, and run_results.json:
     # ≈ 0.3-0.5 s of each of the suite's few hundred dbt commands); what reads them asks for
     # them (`--write-json`: diff's sides, the Athena compilation, freshness's sources.json)
