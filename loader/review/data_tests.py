@@ -145,7 +145,7 @@ def names_run(run: SideTests) -> list[str]:
     return sorted({name for name, _, _ in run.subjects.values()})
 
 
-def by_name(run: SideTests, names: list[str]) -> dict[str, dict | None]:
+def outcomes_by_name(run: SideTests, names: list[str]) -> dict[str, dict | None]:
     """What `run` (a run of the tests `names`) says of each of them, by name, as JSON values:
     its unique id, status, failing rows, model and column; None for a name it has no test of."""
     found: dict[str, dict | None] = dict.fromkeys(names)
@@ -161,8 +161,8 @@ def by_name(run: SideTests, names: list[str]) -> dict[str, dict | None]:
     return found
 
 
-def from_names(tests: dict[str, dict | None], names: list[str], log: Path) -> SideTests:
-    """The side's run of the tests `names`, from what `by_name` says of each."""
+def run_of_names(tests: dict[str, dict | None], names: list[str], log: Path) -> SideTests:
+    """The side's run of the tests `names`, from what `outcomes_by_name` says of each."""
     outcomes: dict[str, Outcome] = {}
     subjects: dict[str, tuple[str, str | None, str | None]] = {}
     for name in names:
@@ -195,10 +195,10 @@ def pair_runs(head: SideTests, base: SideTests) -> DataTestReport:
     gets another unique id); the head's failures first (new ones before those the base has
     too), then the base's only."""
 
-    def by_name(run: SideTests) -> dict[str, tuple[tuple, Outcome]]:
+    def named(run: SideTests) -> dict[str, tuple[tuple, Outcome]]:
         return {run.subjects[u][0]: (run.subjects[u], o) for u, o in run.outcomes.items()}
 
-    heads, bases = by_name(head), by_name(base)
+    heads, bases = named(head), named(base)
     tests = []
     for name in heads.keys() | bases.keys():
         head_outcome = heads[name][1] if name in heads else None

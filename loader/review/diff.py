@@ -53,10 +53,10 @@ from loader.review.compare import (
 from loader.review.data_tests import (
     DataTestReport,
     SideTests,
-    by_name,
-    from_names,
     names_run,
+    outcomes_by_name,
     pair_runs,
+    run_of_names,
 )
 from loader.review.revisions import Revision, base_checkout, file_at, resolve_base
 from loader.review.seeds import SEEDS, SeedFiles, explaining_lines
@@ -261,10 +261,10 @@ def _base_tests(base: Side, head_tests: SideTests, variable, dbt_vars, progress)
         run = rerun_data_tests(base, missing, variable, dbt_vars)
         if run.error is not None:
             return run
-        kept = {**kept, **by_name(run, missing)}
+        kept = {**kept, **outcomes_by_name(run, missing)}
         if build:
             base_reuse.keep_tests(base.work_dir, build, kept)
-    return from_names(kept, names, side_log(base))
+    return run_of_names(kept, names, side_log(base))
 
 
 @contextlib.contextmanager

@@ -29,7 +29,13 @@ from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
 from loader.review import base_reuse
 from loader.review.compare import RowComparison, SliceCounts
-from loader.review.data_tests import Outcome, SideTests, pair_runs
+from loader.review.data_tests import (
+    Outcome,
+    SideTests,
+    outcomes_by_name,
+    pair_runs,
+    run_of_names,
+)
 from loader.review.diff import DiffRequest, DiffResult, compare_builds
 from loader.review.diff_report import render
 from loader.review.revisions import Revision
@@ -238,6 +244,20 @@ def test_the_base_keeps_its_test_outcomes_for_its_own_build_only(tmp_path):
     assert base_reuse.kept_tests(tmp_path, "another-build") == {}
     base_reuse.remove_stamp(tmp_path)
     assert base_reuse.kept_tests(tmp_path, "base-build") == {}
+
+
+def test_kept_outcomes_give_back_the_run_they_were_kept_from():
+    """A run's outcomes by name (as kept) give back the same run; a name the side has no test
+    of is kept as such (None), so the next diff does not run it again."""
+    run = SideTests(
+        outcomes={"test.a": Outcome("pass", 0), "test.b": Outcome("fail", 3)},
+        subjects={"test.a": ("a", "m", "c"), "test.b": ("b", "m, n", None)},
+        log=Path("/base/dbt.log"),
+    )
+    names = ["a", "b", "only_on_head"]
+    kept = json.loads(json.dumps(outcomes_by_name(run, names)))  # through tested.json's JSON
+    assert kept["only_on_head"] is None
+    assert run_of_names(kept, names, run.log) == run
 
 
 def test_the_source_fingerprint_sees_values_rows_and_types_not_order(db):

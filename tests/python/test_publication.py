@@ -2,7 +2,7 @@
 whole build has passed, in one step at its end, and an export reads one build whatever dbt does
 beside it. dbt runs as a separate process where it is stopped or raced (a scheduler's view).
 
-The builds share one scenario (its own source and model schemas, scale 0.05) and one good build
+The builds share one scenario (SCRATCH, started afresh: scale 0.05) and one good build
 (`published`, built once): the stopped builds publish nothing, so each stop test starts from
 it, and says so; the failing build needs only a build before it; the raced export reads a good
 build made after that failed one.
