@@ -49,6 +49,7 @@ WHOLE_MODULES = frozenset(
     {
         "test_build_log",
         "test_configuration_errors",
+        "test_contract_tables",
         "test_dev_server",
         "test_diff",
         "test_end_to_end",

@@ -1,9 +1,10 @@
-"""The build-speed macros of the big models, each on a probe project that holds only it and
-one model, built on the embedded PostgreSQL: contract-enforced tables built by `create table
-as` with the constraints added after (macros/contract_tables_by_ctas.sql), their own sort
-memory (macros/cross_database/statement_work_mem.sql), the export's cheap date format
-(macros/cross_database/format_date_iso.sql), and the `unique` and `accepted_values` tests the
-catalog answers (macros/unique_by_index.sql, macros/accepted_values_by_check.sql).
+"""The build-speed macros of the big models, on a probe project that holds only them and the
+models a test adds, built on the embedded PostgreSQL: contract-enforced tables built by
+`create table as` with the constraints added after (macros/contract_tables_by_ctas.sql),
+their own sort memory (macros/cross_database/statement_work_mem.sql), the export's cheap
+date format (macros/cross_database/format_date_iso.sql), and the `unique` and
+`accepted_values` tests the catalog answers (macros/unique_by_index.sql,
+macros/accepted_values_by_check.sql).
 
 What must hold whichever way dbt builds the table: the declared constraints exist on it, a row
 that breaks one fails the model, and the table built before is left as it was.
@@ -19,12 +20,25 @@ import pytest
 
 from loader.environment.dbt_invocation import run_dbt
 from loader.environment.warehouse import ProjectOptions
-from tests.support.model_scenarios import PROJECT_DIR
+from tests.support.model_scenarios import PROJECT_DIR, seed_partial_parse
 
 SCHEMA = "contract_probe"
+# The rows come from the environment, not from --vars: dbt reparses the whole project (its
+# own macros included, ≈ 1 s) whenever the vars change, but only this file when an
+# environment variable it reads does.
 MODEL = """
-select * from (values {{ var('rows') }}) as probe (k, v)
+select * from (values {{ env_var('MIPS_PROBE_ROWS') }}) as probe (k, v)
 """
+PARSED_ROWS = "(0, 'parsed')"
+# The macros under test, all in every probe: each changes only what it is about (a new macro
+# file would also make dbt's partial parse miss the adapter's macros a test macro calls).
+PROBE_MACROS = (
+    "contract_tables_by_ctas.sql",
+    "cross_database/statement_work_mem.sql",
+    "cross_database/format_date_iso.sql",
+    "unique_by_index.sql",
+    "accepted_values_by_check.sql",
+)
 CONTRACT = """
 models:
   - name: probe
@@ -45,25 +59,49 @@ models:
 """
 
 
-@pytest.fixture
-def probe(tmp_path, profiles_dir, cluster, monkeypatch):
-    project = tmp_path / "probe"
+def probe_project(project: Path) -> Path:
+    """The probe project: the contract macro and one contract-enforced model."""
     (project / "models").mkdir(parents=True)
     (project / "macros").mkdir()
     (project / "dbt_project.yml").write_text(
         "name: probe\nversion: '1.0'\nconfig-version: 2\nprofile: healthmonix_mips\n"
     )
-    shutil.copy(PROJECT_DIR / "macros" / "contract_tables_by_ctas.sql", project / "macros")
+    for macro in PROBE_MACROS:
+        shutil.copy(PROJECT_DIR / "macros" / macro, project / "macros")
     (project / "models" / "probe.sql").write_text(MODEL)
     (project / "models" / "probe.yml").write_text(CONTRACT)
+    return project
+
+
+@pytest.fixture(scope="module")
+def probe_parsed(tmp_path_factory, profiles_dir) -> Path:
+    """The probe project parsed once (its target/; the module is one work unit): each test's
+    target/ starts from this partial parse, so dbt reads only the files the test adds or
+    changes, where a first parse reads dbt's own macros too (≈ 1 s a test)."""
+    root = tmp_path_factory.mktemp("probe-parsed")
+    options = ProjectOptions(probe_project(root / "probe"), profiles_dir, "dev")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MIPS_DEV_SCHEMA", SCHEMA)
+        patch.setenv("MIPS_PROBE_ROWS", PARSED_ROWS)
+        parsed = run_dbt(options, ["parse", "--target-path", str(root / "target")], quiet=True)
+    assert parsed.success, parsed.error
+    return root / "target"
+
+
+@pytest.fixture
+def probe(tmp_path, profiles_dir, cluster, monkeypatch, probe_parsed):
+    project = probe_project(tmp_path / "probe")
+    seed_partial_parse(probe_parsed, tmp_path / "target")
     monkeypatch.setenv("MIPS_DEV_SCHEMA", SCHEMA)
+    monkeypatch.setenv("MIPS_PROBE_ROWS", PARSED_ROWS)  # what a test without rows builds
     options = ProjectOptions(project_dir=project, profiles_dir=profiles_dir, target="dev")
     with psycopg.connect(cluster.conninfo(), autocommit=True) as db:
         db.execute(f"drop schema if exists {SCHEMA} cascade")
 
         def build(rows: str):
-            args = ["build", "--vars", f'{{rows: "{rows}"}}', "--target-path"]
-            return run_dbt(options, [*args, str(tmp_path / "target")], quiet=True)
+            monkeypatch.setenv("MIPS_PROBE_ROWS", rows)
+            args = ["build", "--target-path", str(tmp_path / "target")]
+            return run_dbt(options, args, quiet=True)
 
         yield build, db, tmp_path / "target", options
 
@@ -108,9 +146,6 @@ def test_a_big_model_sorts_with_its_own_work_mem(probe, work_mem, seen):
     statement."""
     _, db, target, options = probe
     project = options.project_dir
-    shutil.copy(
-        PROJECT_DIR / "macros" / "cross_database" / "statement_work_mem.sql", project / "macros"
-    )
     (project / "models" / "memory.sql").write_text(
         "{{ config(materialized='table', pre_hook=\"{{ statement_work_mem() }}\") }}\n"
         "select current_setting('work_mem') as work_mem\n"
@@ -130,9 +165,6 @@ def test_a_date_is_written_yyyy_mm_dd_whatever_the_sessions_date_style(probe):
     DateStyle, each setting it for its own statement."""
     _, db, target, options = probe
     project = options.project_dir
-    shutil.copy(
-        PROJECT_DIR / "macros" / "cross_database" / "format_date_iso.sql", project / "macros"
-    )
     for name, style in DATE_STYLES.items():
         hook = f"set local datestyle = '{style}'"
         (project / "models" / f"dates_{name}.sql").write_text(
@@ -161,8 +193,7 @@ UNIQUE_TESTS = CONTRACT.replace(
 
 
 def with_unique_tests(project: Path, models_yml: str) -> None:
-    """The probe project with the checkout's `unique` macro and these tests on its model."""
-    shutil.copy(PROJECT_DIR / "macros" / "unique_by_index.sql", project / "macros")
+    """The probe project with these tests on its model (it has the checkout's `unique` macro)."""
     (project / "models" / "probe.yml").write_text(models_yml)
 
 
@@ -249,9 +280,6 @@ def test_accepted_values_is_answered_by_a_check_constraint_that_allows_no_other(
     valid` over rows already there or declared `not enforced`, or one with more conditions
     (`more`): the rows are read, and a value outside the list fails the test."""
     build, db, target, options = probe
-    shutil.copy(
-        PROJECT_DIR / "macros" / "accepted_values_by_check.sql", options.project_dir / "macros"
-    )
     (options.project_dir / "models" / "coded.yml").write_text(CODED_SOURCE)
     db.execute(f"create schema {SCHEMA}")
     db.execute(CODED_TABLE)
