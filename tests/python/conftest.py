@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -24,9 +25,6 @@ from loader.environment.dbt_invocation import DbtOutcome
 from loader.environment.synthetic import generate
 from loader.environment.warehouse import ProjectOptions
 from loader.retry import RetryPolicy
-from loopback.s3 import moto_s3_server
-from tests.support.athena_duckdb import AthenaCompilation, compile_for_athena
-from tests.support.fault_rig import fault_rig
 from tests.support.handmade import (
     HANDMADE_SCHEMA,
     build_model_deliveries,
@@ -35,6 +33,12 @@ from tests.support.handmade import (
     shared_model_deliveries,
 )
 from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
+
+if TYPE_CHECKING:
+    from tests.support.athena_duckdb import AthenaCompilation
+
+# moto, sqlglot, DuckDB, asyncssh and paramiko are imported by the fixtures that use them: the
+# controller process of `-n 3` imports this file before it starts the workers, and uses none.
 
 # The modules whose tests share an expensive fixture, by xdist work unit: a unit runs on one
 # worker, so the fixture is built once. The production build and the Athena compilation
@@ -268,6 +272,8 @@ def production_build(cluster, project_options) -> DbtOutcome:
 @pytest.fixture(scope="session")
 def athena_compilation(tmp_path_factory, profiles_dir) -> AthenaCompilation:
     """The project compiled for the `athena` target, offline, once per session."""
+    from tests.support.athena_duckdb import compile_for_athena
+
     target = tmp_path_factory.mktemp("athena-target")
     return compile_for_athena(PROJECT_DIR, target, profiles_dir)
 
@@ -348,6 +354,8 @@ def models(db, monkeypatch, model_deliveries):
 @pytest.fixture(scope="module")
 def moto_endpoint():
     """moto's S3 (and Athena) server on loopback, one per test module."""
+    from loopback.s3 import moto_s3_server
+
     with moto_s3_server() as endpoint:
         yield endpoint
 
@@ -355,6 +363,8 @@ def moto_endpoint():
 @pytest.fixture
 def rig(tmp_path, monkeypatch, models):
     """The hand-made models exported to S3 behind a fault proxy and a faulty SFTP server."""
+    from tests.support.fault_rig import fault_rig
+
     with fault_rig(tmp_path, monkeypatch) as wired:
         yield wired
 
