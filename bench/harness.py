@@ -67,6 +67,8 @@ class Options:
     profile: bool = False
     # Also time these levers of the daily run, each undone on its own (ALL_LEVERS: every one).
     levers: tuple[str, ...] = ()
+    # The loader's configurations to time (LOADER_CONFIGS; `file` always: the files compared).
+    loaders: tuple[str, ...] = tuple(LOADER_CONFIGS)
     command: str = ""
     progress: Progress = field(default=lambda message: None, repr=False)
 
@@ -546,9 +548,7 @@ def one_run(index, conn, cluster, env, transports: Transports, options: Options,
     if index == 0:
         checks["monolithic"] = compare_monolithic(conn)
     loader_file_deliveries = None
-    for config, (s3_side, sftp_side) in LOADER_CONFIGS.items():
-        if "sftp" in (s3_side, sftp_side) and not transports.has_sftp:
-            continue
+    for config in loader_configs(options.loaders, transports.has_sftp):
         transports.clear()
         result = run_loader(config, env, transports, logs, f"run{index}-loader-{config}")
         run["loader"][config] = {k: v for k, v in result.items() if k != "deliveries"}
@@ -596,6 +596,20 @@ def one_run(index, conn, cluster, env, transports: Transports, options: Options,
         if contender in run:
             run[contender].pop("deliveries", None)
     return run
+
+
+def loader_configs(wanted: tuple[str, ...], has_sftp: bool) -> list[str]:
+    """The loader's configurations a run times: `file` (its files are the ones compared) and
+    those asked for that the transports allow; without SFTP, S3 alone stands in for the
+    production shape."""
+    chosen = {"file", *wanted}
+    if not has_sftp and "s3+sftp" in chosen:
+        chosen.add("s3")
+    return [
+        config
+        for config, sides in LOADER_CONFIGS.items()
+        if config in chosen and (has_sftp or "sftp" not in sides)
+    ]
 
 
 def run_levers(index, env, transports: Transports, options: Options, logs) -> dict[str, Any]:
@@ -671,7 +685,7 @@ def pair_ratios(run: dict) -> dict[str, float | None]:
         "loader_over_floor": _ratio(loader[daily_config]["seconds"], floor["seconds"]),
         "loader_file_over_floor_copy": _ratio(loader["file"]["seconds"], floor["phases"]["copy"]),
         "loader_s3_over_floor_copy_s3": _ratio(
-            loader["s3"]["seconds"], floor["phases"]["copy"] + floor["phases"]["s3"]
+            loader.get("s3", {}).get("seconds"), floor["phases"]["copy"] + floor["phases"]["s3"]
         ),
         "dbt_build_over_monolithic": _ratio(
             run["dbt_build"]["seconds"], run["monolithic"]["seconds"]

@@ -5,7 +5,8 @@ replica's files are byte-identical slice by slice, and the monolithic query's ta
 export model's rows. SFTP legs need the system sshd; without it (and outside CI) they are
 skipped, the rest still runs.
 
-The smoke run takes one lever (the loader with one job); the dbt lever that puts the unit
+The smoke run times the loader to local directories and in the production shape (S3 and
+SFTP), and one lever (the loader with one job); the dbt lever that puts the unit
 and weekly tests back would only rebuild what the daily build built (test_dbt_build builds
 the whole project), so what it adds is checked with `dbt ls` instead.
 """
@@ -19,7 +20,7 @@ import pytest
 # `bench` is a top-level package of the checkout (pytest's pythonpath has the root)
 from bench import report
 from bench.__main__ import document_path
-from bench.harness import DBT_LEVERS, Options, run_benchmark
+from bench.harness import DBT_LEVERS, LOADER_CONFIGS, Options, loader_configs, run_benchmark
 from bench.worker_replica import pain_treatment
 from loader.environment.dbt_invocation import DAILY_BUILD
 from loader.environment.warehouse import ProjectOptions
@@ -42,7 +43,10 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
         runs=1,
         home=tmp_path / "home",
         sftp="required" if in_ci else "optional",
-        # one lever, to keep the suite short: the one-job export
+        # to keep the suite short: the export to the local directories and the production
+        # shape (S3 and SFTP; each alone is only another combination of the same code), and
+        # one lever, the one-job export
+        loaders=("file", "s3+sftp"),
         levers=("jobs_1",),
         command="pytest tests/python/test_bench_smoke.py",
     )
@@ -59,14 +63,7 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     monolithic = result["checks"]["monolithic"]
     assert monolithic["model_rows"] == monolithic["monolithic_rows"] == data["export_rows"]
     loader = result["runs_detail"][0]["loader"]
-    expected = (
-        {"file", "s3", "sftp", "s3+sftp"}
-        if result["sftp"].startswith("OpenSSH")
-        else {
-            "file",
-            "s3",
-        }
-    )
+    expected = {"file", "s3+sftp"} if result["sftp"].startswith("OpenSSH") else {"file"}
     assert set(loader) == expected
     assert all(run["max_rss_bytes"] > 0 for run in loader.values())
     # the production invocation leaves the unit tests out (the lever puts them back: below)
@@ -87,6 +84,16 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     assert text.endswith(f"{report.END}\n\nAfter.\n")
     assert "STALE-RESULTS" not in text and "| 0.05 | yes | yes | yes |" in text
     assert "## Levers, one at a time" in text and "### Break-even Athena latency" in text
+
+
+def test_the_loader_configurations_a_run_times():
+    """`file` always (its files are compared); without SFTP, S3 alone stands in for the
+    production shape."""
+    assert loader_configs(tuple(LOADER_CONFIGS), has_sftp=True) == list(LOADER_CONFIGS)
+    assert loader_configs(tuple(LOADER_CONFIGS), has_sftp=False) == ["file", "s3"]
+    assert loader_configs(("s3+sftp",), has_sftp=True) == ["file", "s3+sftp"]
+    assert loader_configs(("s3+sftp",), has_sftp=False) == ["file", "s3"]
+    assert loader_configs(("sftp",), has_sftp=False) == ["file"]
 
 
 def test_a_smoke_run_leaves_the_published_results_alone(tmp_path):
