@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -140,6 +141,13 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     proxy: FaultInjectingProxy  # set on a per-server subclass
     hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "expect", "date", "server"}
+
+    def setup(self) -> None:
+        super().setup()
+        # An answer is two writes, its headers then its body: with Nagle's algorithm on, the
+        # body waits for the client's delayed ACK of the headers, 40 ms an answer on Linux
+        # (a listing or a small read took 48 ms here against 5 ms from moto itself).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle_request(self) -> None:
         if self.proxy.gone.is_set():
