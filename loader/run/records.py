@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,11 +78,9 @@ def run_log_newest_first(store, delivery, pending=()) -> Iterator[DeliveryRecord
 
 def last_sftp_delivery(store, delivery, pending=()) -> DeliveryRecord | None:
     """The newest run-log record whose file reached the SFTP server."""
-    return next(
-        (
-            r
-            for r in run_log_newest_first(store, delivery, pending)
-            if r.sftp_outcome == SFTP_DELIVERED
-        ),
-        None,
-    )
+    return newest_sftp_delivered(run_log_newest_first(store, delivery, pending))
+
+
+def newest_sftp_delivered(newest_first: Iterable[DeliveryRecord]) -> DeliveryRecord | None:
+    """The first record, of records newest first, whose file reached the SFTP server."""
+    return next((r for r in newest_first if r.sftp_outcome == SFTP_DELIVERED), None)

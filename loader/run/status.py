@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 from dataclasses import dataclass, field
 
 from loader.clock import today_in
@@ -23,7 +24,7 @@ from loader.marts.deliveries import Delivery, select_deliveries
 from loader.marts.expected_years import ExpectedYear, years_needing_a_look
 from loader.retry import retrying
 from loader.run.journal import Journal
-from loader.run.records import DeliveryRecord, last_sftp_delivery, run_log_newest_first
+from loader.run.records import DeliveryRecord, newest_sftp_delivered, run_log_newest_first
 from loader.run.stores import open_stores
 
 OK = "ok"
@@ -236,8 +237,11 @@ def snapshot_date(delivery: Delivery, snapshot: DeliveryRecord) -> str:
 def _status(delivery, s3, server, today, max_age_days, verify, pending=()) -> DeliveryStatus:
     year, state = delivery.performance_year, delivery.state_code
     snapshot = last_snapshot(s3, delivery, pending)
-    latest = next(run_log_newest_first(s3, delivery, pending), None)
-    delivered = last_sftp_delivery(s3, delivery, pending) if delivery.sftp_enabled else None
+    # one listing of the delivery's run log, each record read once (the newest is both the
+    # latest run and, often, the last delivery to the server)
+    newest_first, again = itertools.tee(run_log_newest_first(s3, delivery, pending))
+    latest = next(newest_first, None)
+    delivered = newest_sftp_delivered(again) if delivery.sftp_enabled else None
     verdict, detail = None, None
     in_s3 = on_server = None
     if snapshot is not None:

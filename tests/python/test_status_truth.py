@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
@@ -121,6 +122,22 @@ def test_a_failed_run_today_is_never_ok(rig, profiles_dir, models):  # noqa: F81
     assert rows[(2025, "TX")]["on_server"] is True
     assert "refused" in rows[(2025, "TX")]["detail"]
     assert rows[(2023, "CA")]["verdict"] == "ok"
+
+
+def test_each_deliverys_run_log_is_listed_once_and_each_record_read_once(rig, profiles_dir):
+    """Every listing and every read is a round trip to S3: per delivery, status lists the run
+    log once, and reads a record at most once (the newest is both the latest run and, most
+    days, the last delivery to the server)."""
+    delivered(rig, profiles_dir)
+    proxy = rig["proxy"]
+    before = len(proxy.requests)
+    code, rows = status(rig, profiles_dir)
+    assert code == 0
+    asked = [unquote(path) for method, path in proxy.requests[before:] if method == "GET"]
+    listings = [path for path in asked if "list-type=2" in path and "run-log/" in path]
+    reads = [path for path in asked if "list-type=2" not in path and "/run-log/" in path]
+    assert len(listings) == len(rows) == 3
+    assert reads and len(reads) == len(set(reads)), reads
 
 
 def test_status_names_the_build(rig, profiles_dir):  # noqa: F811
