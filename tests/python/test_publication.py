@@ -3,9 +3,9 @@ whole build has passed, in one step at its end, and an export reads one build wh
 beside it. dbt runs as a separate process where it is stopped or raced (a scheduler's view).
 
 The builds share one scenario (SCRATCH, started afresh: scale 0.05) and one good build
-(`published`, built once): the stopped builds publish nothing, so each stop test starts from
-it, and says so; the failing build needs only a build before it; the raced export reads a good
-build made after that failed one.
+(`published`, built once), and run in this module's order: the raced export reads that build
+and the racing build publishes after it; the stopped builds publish nothing, so each stop test
+starts from the good build published before it, and says so; the failing build comes last.
 """
 
 from __future__ import annotations
@@ -203,14 +203,84 @@ def stores(tmp_path):
     return ["--s3-url", s3.as_uri(), "--sftp-url", sftp.as_uri()], s3, sftp
 
 
+def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build(
+    scenario, published, cluster, profiles_dir, models_schema, tmp_path
+):
+    db = scenario
+    # the module's good build is published and exported (the first test to export: the
+    # tests after it stop or fail builds); a second build runs while the export does
+    first = published
+    options, s3, _ = stores(tmp_path)
+    dry = invoke(profiles_dir, "export", *options, "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["build"]["invocation_id"] == first == published_build(db)
+    first_bytes = slice_digests(json.loads(dry.stdout))
+    host_key, client_key = make_ssh_key(tmp_path / "host"), make_ssh_key(tmp_path / "client")
+    faults = SftpFaults()
+    faults.hold_writes.set()  # the first SFTP upload stalls until the test lets it go
+    (tmp_path / "sftp-root" / "uploads").mkdir(parents=True)
+    with sources_changed(db), asyncssh_sftp_server(
+        tmp_path / "sftp-root", authorized_client_key=client_key.public_key,
+        host_key=host_key.private_path, faults=faults,
+    ) as server:  # fmt: skip
+        known_hosts = write_known_hosts(
+            tmp_path / "known_hosts", server.host, server.port, server.host_public_key
+        )
+        env = postgres_target_env(
+            cluster, SCRATCH.models_schema,
+            MIPS_SFTP_KEY_FILE=str(client_key.private_path),
+            MIPS_SFTP_KNOWN_HOSTS=str(known_hosts),
+        )  # fmt: skip
+        export = subprocess.Popen(
+            [
+                sys.executable, "-m", "loader.cli", "export", "--json",
+                "--s3-url", s3.as_uri(),
+                "--sftp-url", f"sftp://mips@{server.host}:{server.port}/uploads",
+                "--target", "postgres", "--profiles-dir", str(profiles_dir),
+            ],
+            cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        wait_for(faults.writes_held.is_set, "the export's first SFTP upload", export)
+        # the in-process builds' target/: its partial parse is of the same project and vars
+        build = dbt_build_process(
+            cluster, profiles_dir, PROJECT_DIR, tmp_path / "dbt", SCRATCH.target_path()
+        )
+        # the build runs its models and tests, then its publication waits for the export
+        # (pg_stat_activity keeps the statement's first 1 kB: the log table is named there)
+        waiting = wait_for(
+            lambda: backend(db, "wait_event_type = 'Lock' and query like '%\"mips_build_log\"%'"),
+            "the publication to wait for the export",
+            build,
+            timeout=180,
+        )
+        second = newest_invocation(db)
+        assert waiting and log_events(db, second) == ["started"]
+        faults.hold_writes.clear()
+        stdout, stderr = export.communicate(timeout=180)
+        assert build.wait(180) == 0
+    assert export.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert report["build"]["invocation_id"] == first
+    assert slice_digests(report) == first_bytes, "every slice is the first build's"
+    logged = [json.loads(p.read_text()) for p in (s3 / "run-log").rglob("*.json")]
+    assert len(logged) == 25 and {r["dbt_invocation_id"] for r in logged} == {first}
+    # and once the export ended, the second build published
+    assert log_events(db, second) == ["started", "finished"]
+    after = invoke(profiles_dir, "export", *options, "--dry-run", "--json")
+    assert json.loads(after.stdout)["build"]["invocation_id"] == second
+    assert slice_digests(json.loads(after.stdout)) != first_bytes
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_build_stopped_before_the_export_is_tested_publishes_nothing(
     scenario, published, cluster, profiles_dir, models_schema, blocking_copy, tmp_path, signum
 ):
     db = scenario
-    # the module's good build is what is published (a build stopped before published nothing)
+    # a good build is what is published: the module's, or the one published after the export
+    # of the test before (a build stopped before published nothing)
     published_by = published_build(db)
-    assert published_by == published
+    assert log_events(db, published_by) == ["started", "finished"]
     before = published_digest(db)
     with sources_changed(db):
         build = dbt_build_process(cluster, profiles_dir, *blocking_copy)
@@ -280,74 +350,6 @@ def test_a_failing_test_is_named_first_by_export_plan_and_status(
     )
     status = invoke(profiles_dir, "status", *options)
     assert f"; failed: {named}" in status.output.splitlines()[0]
-
-
-def test_a_build_during_an_export_publishes_after_it_and_the_run_reads_one_build(
-    scenario, cluster, profiles_dir, project_options, models_schema, tmp_path
-):
-    db = scenario
-    # after the failing build of the test before, a good build publishes again and is exported
-    first = good_build(project_options)
-    options, s3, _ = stores(tmp_path)
-    dry = invoke(profiles_dir, "export", *options, "--dry-run", "--json")
-    assert dry.exit_code == 0, dry.output
-    assert json.loads(dry.stdout)["build"]["invocation_id"] == first == published_build(db)
-    first_bytes = slice_digests(json.loads(dry.stdout))
-    host_key, client_key = make_ssh_key(tmp_path / "host"), make_ssh_key(tmp_path / "client")
-    faults = SftpFaults()
-    faults.hold_writes.set()  # the first SFTP upload stalls until the test lets it go
-    (tmp_path / "sftp-root" / "uploads").mkdir(parents=True)
-    with sources_changed(db), asyncssh_sftp_server(
-        tmp_path / "sftp-root", authorized_client_key=client_key.public_key,
-        host_key=host_key.private_path, faults=faults,
-    ) as server:  # fmt: skip
-        known_hosts = write_known_hosts(
-            tmp_path / "known_hosts", server.host, server.port, server.host_public_key
-        )
-        env = postgres_target_env(
-            cluster, SCRATCH.models_schema,
-            MIPS_SFTP_KEY_FILE=str(client_key.private_path),
-            MIPS_SFTP_KNOWN_HOSTS=str(known_hosts),
-        )  # fmt: skip
-        export = subprocess.Popen(
-            [
-                sys.executable, "-m", "loader.cli", "export", "--json",
-                "--s3-url", s3.as_uri(),
-                "--sftp-url", f"sftp://mips@{server.host}:{server.port}/uploads",
-                "--target", "postgres", "--profiles-dir", str(profiles_dir),
-            ],
-            cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        wait_for(faults.writes_held.is_set, "the export's first SFTP upload", export)
-        # the in-process builds' target/: its partial parse is of the same project and vars
-        build = dbt_build_process(
-            cluster, profiles_dir, PROJECT_DIR, tmp_path / "dbt", SCRATCH.target_path()
-        )
-        # the build runs its models and tests, then its publication waits for the export
-        # (pg_stat_activity keeps the statement's first 1 kB: the log table is named there)
-        waiting = wait_for(
-            lambda: backend(db, "wait_event_type = 'Lock' and query like '%\"mips_build_log\"%'"),
-            "the publication to wait for the export",
-            build,
-            timeout=180,
-        )
-        second = newest_invocation(db)
-        assert waiting and log_events(db, second) == ["started"]
-        faults.hold_writes.clear()
-        stdout, stderr = export.communicate(timeout=180)
-        assert build.wait(180) == 0
-    assert export.returncode == 0, stderr
-    report = json.loads(stdout)
-    assert report["build"]["invocation_id"] == first
-    assert slice_digests(report) == first_bytes, "every slice is the first build's"
-    logged = [json.loads(p.read_text()) for p in (s3 / "run-log").rglob("*.json")]
-    assert len(logged) == 25 and {r["dbt_invocation_id"] for r in logged} == {first}
-    # and once the export ended, the second build published
-    assert log_events(db, second) == ["started", "finished"]
-    after = invoke(profiles_dir, "export", *options, "--dry-run", "--json")
-    assert json.loads(after.stdout)["build"]["invocation_id"] == second
-    assert slice_digests(json.loads(after.stdout)) != first_bytes
 
 
 def test_the_snapshot_is_taken_after_the_locks(cluster):
