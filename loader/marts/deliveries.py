@@ -4,7 +4,7 @@ Every name (S3 key, manifest, snapshot and run-log prefixes, run-log key, SFTP f
 comes from the model; so does the zone of the run date (`run_time_zone`, read by the
 engine's `run_time_zone`). Its templates carry only placeholders that
 depend on the run: `{run_date}` (YYYY-MM-DD), `{run_date_compact}` (YYYYMMDD), and in run-log
-keys `{run_time}` (HHMMSSZ, UTC) and `{run_id}`; any other is refused, naming it.
+keys `{run_time}` (HHMMSS.mmmZ, UTC) and `{run_id}`; any other is refused, naming it.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ class Delivery:
         return self.manifest_key_template.rsplit("/", 1)[-1]
 
     def run_log_key(self, run_date: str, recorded_at: str, run_id: str) -> str:
-        """The run-log key of one run's record (`recorded_at`: ISO 8601 UTC, ...THH:MM:SSZ)."""
+        """The run-log key of one run's record (`recorded_at`: ISO 8601 UTC, ...THH:MM:SS.mmmZ,
+        or ...THH:MM:SSZ as records before milliseconds have it; `{run_time}` is that time
+        without its colons)."""
         stamp = recorded_at.replace(":", "").replace("-", "")
         return _fill(
             self.run_log_key_template,

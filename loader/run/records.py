@@ -24,6 +24,11 @@ SFTP_FAILED = "failed"
 SFTP_NOT_ATTEMPTED = "not attempted"
 
 
+def recorded_now() -> str:
+    """Now in UTC, ISO 8601 to the millisecond: `2026-01-15T16:09:31.123Z`."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
 @dataclass
 class DeliveryRecord:
     """One delivery of one run; the manifest and the run-log line carry the same fields."""
@@ -42,9 +47,9 @@ class DeliveryRecord:
     sftp_outcome: str
     status: str
     error: str | None = None
-    recorded_at: str = field(
-        default_factory=lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
+    # ISO 8601 UTC to the millisecond (the run-log key's time: two runs of one second must
+    # still sort in the order they ran)
+    recorded_at: str = field(default_factory=lambda: recorded_now())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

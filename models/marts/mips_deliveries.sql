@@ -75,7 +75,7 @@ deliveries as (
         ) as manifest_key_template,
         -- every snapshot folder of the delivery is below this prefix (status reads the newest)
         cast({{ dbt.concat([year_state, "'/'"]) }} as {{ dbt.type_string() }}) as snapshot_prefix,
-        -- one record per run, never overwritten: {run_time} is HHMMSSZ (UTC), {run_id} the run's
+        -- one record per run, never overwritten: {run_time} is HHMMSS.mmmZ (UTC), {run_id} the run's
         cast(
             {{ dbt.concat([
                 "'run-log/'", year_state, "'/{run_date}T{run_time}-{run_id}.json'",
