@@ -49,7 +49,7 @@ class DeliveryRecord:
     error: str | None = None
     # ISO 8601 UTC to the millisecond (the run-log key's time: two runs of one second must
     # still sort in the order they ran)
-    recorded_at: str = field(default_factory=lambda: recorded_now())
+    recorded_at: str = field(default_factory=recorded_now)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

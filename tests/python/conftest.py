@@ -9,8 +9,6 @@ form one work unit (below), which runs on one worker: the fixture is built once.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import shutil
 import signal
@@ -33,6 +31,7 @@ from tests.support.handmade import (
     shared_model_deliveries,
 )
 from tests.support.model_scenarios import PRODUCTION, PRODUCTION_AS_OF, PROJECT_DIR, copy_project
+from tests.support.temporary_files import RamBasetemp, ram_basetemp
 
 if TYPE_CHECKING:
     from tests.support.athena_duckdb import AthenaCompilation
@@ -70,41 +69,8 @@ WHOLE_MODULES = frozenset(
 # Module fixtures cheap enough to start again on each worker (a moto server, a directory).
 CHEAP_MODULE_FIXTURES = frozenset({"moto_endpoint", "dbt_target_per_module"})
 
-# The run's temporary files (every worker's cluster data, dbt targets, stores; ≈ 1.5 GB and
-# 35,000 files) on a RAM disk when the machine has one with this much room: PostgreSQL, dbt
-# and the tests create and delete them all the time, and a disk mounted with `discard` (this
-# machine's) makes each delete wait on the device (≈ 7 s of a run, 3.7 s of them in pytest's
-# removal of an old run at the end). MIPS_TEST_BASETEMP=disk keeps pytest's own default.
-RAM_DISK = Path("/dev/shm")
-RAM_DISK_ROOM = 6 * 2**30
-RAM_BASETEMP = pytest.StashKey[Path]()
-
-
-def ram_basetemp(checkout: Path) -> Path | None:
-    """This checkout's directory on the RAM disk (pytest empties it at the start of a run),
-    or None: no RAM disk with room, MIPS_TEST_BASETEMP=disk, or another run of this checkout
-    holds it (its lock: the run would otherwise empty the other's directory)."""
-    if os.environ.get("MIPS_TEST_BASETEMP") == "disk" or not RAM_DISK.is_dir():
-        return None
-    try:
-        room = shutil.disk_usage(RAM_DISK).free
-    except OSError:
-        return None
-    if room < RAM_DISK_ROOM or not os.access(RAM_DISK, os.W_OK):
-        return None
-    tag = hashlib.sha256(str(checkout.resolve()).encode()).hexdigest()[:10]
-    name = f"healthmonix-mips-tests-{os.getuid()}-{tag}"
-    lock = open(RAM_DISK / f"{name}.lock", "a")  # noqa: SIM115 (held until the run ends)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        return None
-    _HELD_LOCKS.append(lock)
-    return RAM_DISK / name
-
-
-_HELD_LOCKS: list = []
+# The controller's RAM-disk directory for the run and its lock (held until the process ends).
+RAM_BASETEMP = pytest.StashKey[RamBasetemp]()
 
 
 def work_unit(nodeid: str) -> str:
@@ -122,30 +88,31 @@ def pytest_configure(config):
     a background job (`make test &`) with SIGINT ignored, which every child would inherit
     (a caught signal is reset to its default at exec, an ignored one stays ignored).
 
-    The run's temporary files go to a RAM disk when there is one with room (`ram_basetemp`)."""
+    The run's temporary files go to a RAM disk when there is one with room
+    (tests/support/temporary_files.py)."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     # the controller's choice; xdist hands each worker a directory under it
     if config.option.basetemp is None and not hasattr(config, "workerinput"):
-        basetemp = ram_basetemp(PROJECT_DIR)
-        if basetemp is not None:
-            config.option.basetemp = str(basetemp)
-            config.stash[RAM_BASETEMP] = basetemp
+        chosen = ram_basetemp(PROJECT_DIR)
+        if chosen is not None:
+            config.option.basetemp = str(chosen.path)
+            config.stash[RAM_BASETEMP] = chosen
 
 
 def pytest_sessionfinish(session, exitstatus):
     """A run that passed leaves nothing in memory; one that failed keeps its files there for
     a look (the next run replaces them)."""
-    basetemp = session.config.stash.get(RAM_BASETEMP, None)
-    if basetemp is not None and exitstatus == 0:
-        shutil.rmtree(basetemp, ignore_errors=True)
+    chosen = session.config.stash.get(RAM_BASETEMP, None)
+    if chosen is not None and exitstatus == 0:
+        shutil.rmtree(chosen.path, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus):
-    basetemp = terminalreporter.config.stash.get(RAM_BASETEMP, None)
-    if basetemp is not None and exitstatus != 0:
+    chosen = terminalreporter.config.stash.get(RAM_BASETEMP, None)
+    if chosen is not None and exitstatus != 0:
         terminalreporter.write_line(
-            f"The run's temporary files, in memory until the next run: {basetemp}"
+            f"The run's temporary files, in memory until the next run: {chosen.path}"
         )
 
 

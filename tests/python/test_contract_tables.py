@@ -60,7 +60,7 @@ models:
 
 
 def probe_project(project: Path) -> Path:
-    """The probe project: the contract macro and one contract-enforced model."""
+    """The probe project: the macros under test and one contract-enforced model."""
     (project / "models").mkdir(parents=True)
     (project / "macros").mkdir()
     (project / "dbt_project.yml").write_text(

@@ -68,16 +68,12 @@ def models_schema(monkeypatch):
     monkeypatch.setenv("MIPS_DEV_SCHEMA", SCRATCH.models_schema)
 
 
-def good_build(project_options) -> str:
-    outcome = SCRATCH.run(project_options, "build", "--selector", "daily")
-    assert outcome.success, outcome.failures or outcome.error
-    return outcome.invocation_id
-
-
 @pytest.fixture(scope="module")
 def published(scenario, project_options) -> str:
     """The module's good build (its invocation id), published once for the tests after it."""
-    return good_build(project_options)
+    outcome = SCRATCH.run(project_options, "build", "--selector", "daily")
+    assert outcome.success, outcome.failures or outcome.error
+    return outcome.invocation_id
 
 
 def published_build(db) -> str:

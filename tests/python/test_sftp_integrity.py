@@ -44,6 +44,7 @@ from loopback.ssh import (
     openssh_sftp_server,
     write_known_hosts,
 )
+from tests.support.local_runs import files_under
 from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server
 
 MiB = 1024 * 1024
@@ -54,10 +55,6 @@ REPO = Path(__file__).resolve().parents[2]
 # replies).
 SIZE = MiB + 123
 FAULT_OFFSET = 2 * WRITE_SIZE
-
-
-def files_under(root: Path) -> list[str]:
-    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file())
 
 
 def dead_pid() -> int:
