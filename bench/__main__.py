@@ -45,7 +45,7 @@ SMOKE_SCALE = 0.05
     "--levers",
     is_flag=True,
     help="Also time each lever undone on its own: unit tests, logged tables, no partial "
-    "parse, --jobs 1 and 3, glibc's allocator as it is.",
+    "parse, --jobs 1 and 3, glibc's allocator as it is, the unload in the loader's process.",
 )
 @click.option(
     "--smoke",

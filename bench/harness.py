@@ -232,7 +232,7 @@ def _child_environment(cluster, home: Path, transports: Transports) -> dict[str,
         }
     )
     # A developer's real AWS profile or session must never reach a contender.
-    cleared = ("MIPS_S3_URL", "MIPS_SFTP_URL", "MIPS_DEV_SCHEMA")
+    cleared = ("MIPS_S3_URL", "MIPS_SFTP_URL", "MIPS_DEV_SCHEMA", "MIPS_PSQL")
     for variable in cleared + AWS_VARIABLES_TO_CLEAR:
         env.pop(variable, None)
     return env
@@ -262,7 +262,15 @@ DBT_LEVERS = {
 LOADER_JOBS_LEVERS = ("1", "3")
 # The export with glibc's allocator as it is (loader/allocator.py bounds it by default).
 ALLOCATOR_LEVER = "allocator_default"
-ALL_LEVERS = (*DBT_LEVERS, *(f"jobs_{jobs}" for jobs in LOADER_JOBS_LEVERS), ALLOCATOR_LEVER)
+# The export with its slices unloaded in the loader's own process, not by a psql child
+# (loader/engines/psql_unload.py).
+IN_PROCESS_UNLOAD_LEVER = "unload_in_process"
+ALL_LEVERS = (
+    *DBT_LEVERS,
+    *(f"jobs_{jobs}" for jobs in LOADER_JOBS_LEVERS),
+    ALLOCATOR_LEVER,
+    IN_PROCESS_UNLOAD_LEVER,
+)
 # dbt's nodes whose time the unlogged lever changes.
 INTERMEDIATE_TABLES = (
     "int_visits_dated",
@@ -644,6 +652,16 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
             f"run {index + 1}: lever loader, glibc's allocator as it is {result['seconds']:.1f} s,"
             f" {result['max_rss_bytes'] / 2**20:.1f} MiB"
         )
+        transports.clear()
+    if IN_PROCESS_UNLOAD_LEVER in options.levers:
+        result = run_loader(
+            config, {**env, "MIPS_PSQL": "off"}, transports, logs,
+            f"run{index}-lever-{IN_PROCESS_UNLOAD_LEVER}",
+        )  # fmt: skip
+        levers[f"loader_{IN_PROCESS_UNLOAD_LEVER}"] = {
+            k: v for k, v in result.items() if k != "deliveries"
+        }
+        say(f"run {index + 1}: lever loader, unload in its process {result['seconds']:.1f} s")
         transports.clear()
     return levers
 

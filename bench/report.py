@@ -274,14 +274,17 @@ def _levers(ordered: list[dict]) -> list[str]:
         "the production shape above: `dbt build --selector daily` (unit tests and `weekly` tests "
         "left out, intermediate tables unlogged, the saved manifest reused, contract-enforced "
         "tables built by `create table as`, `work_mem` 256MB for the big models) and "
-        "`export --jobs 2` with glibc's allocator bounded (`loader/allocator.py`; the last "
-        "column: time and peak memory of the export without it, against the export's own).",
+        "`export --jobs 2` with glibc's allocator bounded (`loader/allocator.py`; its "
+        "column: time and peak memory of the export without it, against the export's own) "
+        "and its slices unloaded by a `psql` child (`loader/engines/psql_unload.py`; the last "
+        "column: the export with `MIPS_PSQL=off`).",
         "",
         "| scale | daily build | + unit and weekly tests | intermediates logged "
         "(their nodes: unlogged → logged) | no partial parse | contract tables by insert "
         "| server's work_mem | export --jobs 2 | --jobs 1 | --jobs 3 "
-        "| glibc's allocator as it is (peak memory: bounded → as it is) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| glibc's allocator as it is (peak memory: bounded → as it is) "
+        "| unload in the loader's process |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in measured:
         m, lev = r["medians"], r["medians"]["levers"]
@@ -300,7 +303,8 @@ def _levers(ordered: list[dict]) -> list[str]:
             f"| {sec('dbt_no_partial_parse')} | {sec('dbt_contract_tables_by_insert')} "
             f"| {sec('dbt_server_work_mem')} "
             f"| {_s(loader.get('seconds'))} "
-            f"| {sec('loader_jobs_1')} | {sec('loader_jobs_3')} | {_allocator(loader, lev)} |"
+            f"| {sec('loader_jobs_1')} | {sec('loader_jobs_3')} | {_allocator(loader, lev)} "
+            f"| {sec('loader_unload_in_process')} |"
         )
     return lines + [""]
 

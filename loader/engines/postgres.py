@@ -17,7 +17,10 @@ rules COPY applies); PostgreSQL writes the records itself (`COPY ... TO STDOUT (
 comma, `\\n` line ends, quoting only where needed, NULL as an empty field. The model has
 already formatted every value as text, so nothing is formatted here. The bytes stream to a
 private temporary file while rows are counted and the SHA-256 computed; memory stays flat.
-COPY's data is taken from libpq directly (`_copy_blocks`), ~1 MiB at a time, not through
+By default a `psql` child runs the COPY (`loader.engines.psql_unload`: the rows are handled
+in C, in a process of its own, in the run's snapshot); without one, or when a waiting
+publication refuses the child its lock, the slice is unloaded on the session's own connection,
+COPY's data taken from libpq directly (`_copy_blocks`), ~1 MiB at a time, not through
 psycopg's row-by-row iteration, whose per-row cost made the unload twice as slow as `psql`.
 """
 
@@ -38,7 +41,8 @@ from loader.engines.base import (
 )
 from loader.engines.csv_layout import encode_record
 from loader.engines.locks import export_lock
-from loader.engines.slice_files import SLICE_COLUMNS, UnloadedSlice, spool
+from loader.engines.psql_unload import PsqlUnloader, Running, connection_environment, find_psql
+from loader.engines.slice_files import SLICE_COLUMNS, CsvRowCounter, UnloadedSlice, spool
 from loader.environment.warehouse import warehouse_errors
 from loader.marts.build_log import (
     BUILD_LOG_MODEL,
@@ -54,27 +58,6 @@ from loader.names import relation_parts
 logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 1 << 20
-
-
-class CsvRowCounter:
-    """Counts CSV records in a byte stream: newlines outside double quotes (RFC 4180)."""
-
-    def __init__(self) -> None:
-        self.newlines = 0
-        self._in_quotes = False
-
-    def feed(self, chunk: bytes) -> None:
-        if not self._in_quotes and b'"' not in chunk:
-            # The common block (the export quotes almost nothing): no copy, one count.
-            self.newlines += chunk.count(b"\n")
-            return
-        # Splitting on quotes alternates outside/inside segments; "" inside a field toggles twice.
-        segments = chunk.split(b'"')
-        for index, segment in enumerate(segments):
-            if index:
-                self._in_quotes = not self._in_quotes
-            if not self._in_quotes:
-                self.newlines += segment.count(b"\n")
 
 
 def _relation(relation: str):
@@ -296,10 +279,11 @@ def _lock_statement(relations: list[str], *, nowait: bool = False):
 
 
 class PostgresEngine(Engine):
-    def __init__(self, conn, schema: str, connect=None):
+    def __init__(self, conn, schema: str, connect=None, psql: PsqlUnloader | None = None):
         self.conn = conn  # autocommit
         self.schema = schema
         self.connect = connect  # a new autocommit connection to the same database
+        self.psql = psql  # unloads slices in a child process; None: on the connections
 
     def run_lock(self):
         return export_lock(self.conn)
@@ -346,25 +330,49 @@ def _same_marts(current: BuildRecord, expected: BuildRecord) -> bool:
 
 
 class _Unloads(UnloadSession):
-    """Slices of the published build unloaded on one connection, each in a savepoint of its
-    transaction."""
+    """Slices of the published build unloaded by a psql child in the build's snapshot, or on
+    one connection, each in a savepoint of its transaction."""
 
     def __init__(self, conn, published: PostgresPublished):
         self.conn = conn
         self._published = published
+        self._child = Running()
 
     def unload(self, delivery: Delivery, work_dir: Path | None) -> UnloadedSlice:
+        import psycopg
+
+        relation = self._published.published_relation(delivery.export_relation)
+        year, state = delivery.performance_year, delivery.state_code
+        psql, snapshot = self._published.psql_and_snapshot()
+        if psql is not None and snapshot is not None:
+            with _savepoint(self.conn):
+                copy_statement = slice_query(self.conn, relation, year, state)
+            try:
+                return psql.unload(
+                    snapshot=snapshot,
+                    lock_statement=_lock_statement([relation], nowait=True).as_string(self.conn),
+                    copy_statement=copy_statement.as_string(self.conn),
+                    header=delivery.file_header_fields(),
+                    work_dir=work_dir,
+                    year=year,
+                    state=state,
+                    running=self._child,
+                )
+            except psycopg.errors.LockNotAvailable:
+                # a publication waits for the marts: this connection's lock is already held
+                logger.info("a publication is waiting: %s/%s unloaded in this process", year, state)
         with _savepoint(self.conn):
             return unload_postgres_slice(
                 self.conn,
-                self._published.published_relation(delivery.export_relation),
-                delivery.performance_year,
-                delivery.state_code,
+                relation,
+                year,
+                state,
                 header=delivery.file_header_fields(),
                 work_dir=work_dir,
             )
 
     def cancel_unload(self) -> None:
+        self._child.cancel()
         self.conn.cancel_safe(timeout=5)
 
 
@@ -375,6 +383,16 @@ class PostgresPublished(PublishedBuild, _Unloads):
         self.latest = latest
         self.publication = publication
         self._relations = relations  # locked, in publication order
+        # The snapshot a psql child or a session ahead reads in: exported now, at the top of
+        # the transaction (never inside a savepoint), before any thread is started.
+        self._snapshot = (
+            self.conn.execute("select pg_export_snapshot()").fetchone()[0]
+            if engine.psql is not None
+            else None
+        )
+
+    def psql_and_snapshot(self) -> tuple[PsqlUnloader | None, str | None]:
+        return self._engine.psql, self._snapshot
 
     def _model(self, name: str) -> tuple[str, str]:
         assert self.publication is not None and self.publication.published_schema
@@ -412,7 +430,9 @@ class PostgresPublished(PublishedBuild, _Unloads):
         sessions: list[UnloadSession] = []
         with contextlib.ExitStack() as opened:
             if count > 0 and self._engine.connect is not None:
-                snapshot = self.conn.execute("select pg_export_snapshot()").fetchone()[0]
+                snapshot = (
+                    self._snapshot or self.conn.execute("select pg_export_snapshot()").fetchone()[0]
+                )
             for _ in range(count if self._engine.connect is not None else 0):
                 conn = self._engine.connect()
                 opened.callback(_close_quietly, conn)
@@ -449,8 +469,12 @@ def open_postgres_engine(warehouse) -> Iterator[PostgresEngine]:
     conn = warehouse.connect(autocommit=True)
     try:
         with warehouse_errors():
+            psql = find_psql()
             yield PostgresEngine(
-                conn, warehouse.schema, connect=lambda: warehouse.connect(autocommit=True)
+                conn,
+                warehouse.schema,
+                connect=lambda: warehouse.connect(autocommit=True),
+                psql=PsqlUnloader(psql, connection_environment(conn.pgconn)) if psql else None,
             )
     finally:
         # After an interrupted COPY or a lost server the connection cannot even commit;

@@ -1,5 +1,6 @@
 """What unloading a slice produces, whichever engine it comes from: a private file of the
-slice's bytes, its row count, SHA-256 and CRC32, in a work directory a killed run does not leak.
+slice's bytes, its row count (`CsvRowCounter`), SHA-256 and CRC32, in a work directory a
+killed run does not leak.
 
 Both checksums are taken in the one pass that writes the file: the SHA-256 is what every
 destination verifies the stored bytes against, the CRC32 what S3 checks on receipt (so the S3
@@ -43,6 +44,27 @@ class UnloadedSlice:
     @classmethod
     def of(cls, spooled: Spooled, rows: int) -> UnloadedSlice:
         return cls(spooled.path, rows, spooled.bytes, spooled.sha256, spooled.crc32)
+
+
+class CsvRowCounter:
+    """Counts CSV records in a byte stream: newlines outside double quotes (RFC 4180)."""
+
+    def __init__(self) -> None:
+        self.newlines = 0
+        self._in_quotes = False
+
+    def feed(self, chunk: bytes) -> None:
+        if not self._in_quotes and b'"' not in chunk:
+            # The common block (the export quotes almost nothing): no copy, one count.
+            self.newlines += chunk.count(b"\n")
+            return
+        # Splitting on quotes alternates outside/inside segments; "" inside a field toggles twice.
+        segments = chunk.split(b'"')
+        for index, segment in enumerate(segments):
+            if index:
+                self._in_quotes = not self._in_quotes
+            if not self._in_quotes:
+                self.newlines += segment.count(b"\n")
 
 
 def spool(blocks: Iterable[bytes], work_dir: Path | None, year: int, state: str) -> Spooled:

@@ -242,9 +242,13 @@ def test_database_lost_mid_run_still_reports_every_delivery(models, profiles_dir
     slow_2023(models)
 
     def terminate_the_loader():
+        # every connection of the run: the one unloading 2023 (a psql child's) and the run's own
         with psycopg.connect(models.info.dsn, autocommit=True) as admin:
-            pid = wait_for_sleeping_loader(admin)
-            admin.execute("select pg_terminate_backend(%s)", (pid,))
+            wait_for_sleeping_loader(admin)
+            admin.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where application_name = 'mips-loader'"
+            )
 
     killer = threading.Thread(target=terminate_the_loader)
     killer.start()

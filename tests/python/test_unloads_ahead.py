@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from loader.engines import open_engine
@@ -140,3 +142,49 @@ def test_files_unloaded_ahead_but_never_taken_are_removed(read):
             ahead.take(0).path.unlink()
             time.sleep(0.5)  # the two ahead finish; the run stops before taking them
         assert list(Path(work_dir).iterdir()) == []
+
+
+def test_a_waiting_publication_sends_the_unload_back_to_the_runs_connection(
+    read, cluster, caplog, tmp_path
+):
+    """A psql child would queue its lock behind a publication that waits for the run's own
+    locks (and the run would wait for the child): its NOWAIT lock fails, and the slice is
+    unloaded on the run's connection, whose lock is held. The same bytes either way."""
+    delivery = read.deliveries()[-1]
+    relation = read.published_relation(delivery.export_relation)
+    (tmp_path / "child").mkdir()
+    by_child = read.unload(delivery, tmp_path / "child")
+    with (
+        psycopg.connect(cluster.conninfo(), autocommit=True) as publisher,
+        psycopg.connect(cluster.conninfo(), autocommit=True) as watcher,
+    ):
+        waiting = threading.Thread(
+            target=_lock_until_cancelled, args=(publisher, relation), daemon=True
+        )
+        waiting.start()
+        _wait_for_a_lock_waiter(watcher)
+        (tmp_path / "run").mkdir()
+        with caplog.at_level(logging.INFO, logger="loader.engines.postgres"):
+            started = time.monotonic()
+            by_run = read.unload(delivery, tmp_path / "run")
+        assert time.monotonic() - started < 10, "the unload did not queue behind the publication"
+        assert _wait_for_a_lock_waiter(watcher), "the publication still waits for the run"
+        publisher.cancel_safe()
+        waiting.join(10)
+    assert "a publication is waiting: 2025/TX unloaded in this process" in caplog.text
+    assert by_run.path.read_bytes() == by_child.path.read_bytes()
+    assert (by_run.rows, by_run.sha256) == (by_child.rows, by_child.sha256) == (10, by_run.sha256)
+
+
+def _lock_until_cancelled(conn, relation: str) -> None:
+    with contextlib.suppress(psycopg.errors.QueryCanceled), conn.transaction():
+        conn.execute(f"lock table {relation} in access exclusive mode")  # a publication's lock
+
+
+def _wait_for_a_lock_waiter(watcher, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if watcher.execute("select 1 from pg_locks where not granted").fetchone():
+            return True
+        time.sleep(0.05)
+    return False
