@@ -42,6 +42,7 @@ from pathlib import Path
 
 from loader.engines.csv_layout import encode_record
 from loader.engines.slice_files import CsvRowCounter, UnloadedSlice, spool
+from loader.errors import ConfigurationError
 
 PSQL_VARIABLE = "MIPS_PSQL"
 PSQL_OFF = "off"
@@ -53,13 +54,23 @@ _SERVER_ERROR = re.compile(r"(?:ERROR|FATAL|PANIC):\s+([0-9A-Z]{5}):\s*(.*)")
 STOP_GRACE_S = 5.0
 
 
+class PsqlConfigError(ConfigurationError):
+    """`MIPS_PSQL` names no program that can be run."""
+
+
 def find_psql(environ: Mapping[str, str] = os.environ) -> str | None:
     """The psql binary to unload with, or None (unload in this process)."""
     configured = environ.get(PSQL_VARIABLE, "").strip()
     if configured.lower() == PSQL_OFF:
         return None
     if configured:
-        return configured
+        found = shutil.which(configured)
+        if found is None:
+            raise PsqlConfigError(
+                f"{PSQL_VARIABLE}={configured} is not a program that can be run: name a psql, "
+                f"or set {PSQL_VARIABLE}={PSQL_OFF} to unload in the loader's process"
+            )
+        return found
     try:
         from loader.environment.cluster import binary_dir
 
@@ -121,8 +132,10 @@ class PsqlUnloader:
             tempfile.TemporaryFile() as errors,
             running.start(self._command(), self._env(), errors) as child,
         ):
-            child.stdin.write(script)
-            child.stdin.close()
+            # a psql that could not connect may be gone already: its status says why
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.write(script)
+                child.stdin.close()
 
             def blocks() -> Iterator[bytes]:
                 yield encode_record(header)
@@ -213,7 +226,8 @@ class _Child:
         finally:
             for stream in (child.stdin, child.stdout):
                 if stream is not None and not stream.closed:
-                    stream.close()
+                    with contextlib.suppress(OSError):  # a broken pipe to a psql gone
+                        stream.close()
             child.wait()
             self._running._done(child)
 
@@ -241,7 +255,11 @@ def _psql_failure(status: int, stderr: bytes, *, cancelled: bool) -> Exception:
     text = stderr.decode("utf-8", errors="replace")
     server = _SERVER_ERROR.search(text)
     if server is not None:
-        return errors.lookup(server.group(1))(server.group(2).strip())
+        state, message = server.group(1), server.group(2).strip()
+        try:
+            return errors.lookup(state)(message)
+        except KeyError:  # a SQLSTATE this psycopg does not know
+            return errors.DatabaseError(f"{state}: {message}")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     reason = lines[0].removeprefix("psql: error: ") if lines else f"psql exited with {status}"
     return OperationalError(reason)

