@@ -236,7 +236,10 @@ def _ask_to_stop(child: subprocess.Popen) -> None:
     """SIGINT: psql cancels its query on the server (a killed psql would leave it running
     until it next writes) and exits."""
     with contextlib.suppress(ProcessLookupError):
-        child.send_signal(signal.SIGINT)
+        if os.name == "posix":
+            child.send_signal(signal.SIGINT)
+        else:  # Windows has no SIGINT to send: the query ends when the server notices
+            child.terminate()
 
 
 def _snapshot_literal(snapshot: str) -> str:
