@@ -162,7 +162,7 @@ def test_a_waiting_publication_sends_the_unload_back_to_the_runs_connection(
             target=_lock_until_cancelled, args=(publisher, relation), daemon=True
         )
         waiting.start()
-        _wait_for_a_lock_waiter(watcher)
+        assert _wait_for_a_lock_waiter(watcher), "the publication waits for the run's lock"
         (tmp_path / "run").mkdir()
         with caplog.at_level(logging.INFO, logger="loader.engines.postgres"):
             started = time.monotonic()
@@ -173,7 +173,7 @@ def test_a_waiting_publication_sends_the_unload_back_to_the_runs_connection(
         waiting.join(10)
     assert "a publication is waiting: 2025/TX unloaded in this process" in caplog.text
     assert by_run.path.read_bytes() == by_child.path.read_bytes()
-    assert (by_run.rows, by_run.sha256) == (by_child.rows, by_child.sha256) == (10, by_run.sha256)
+    assert by_run.rows == by_child.rows == 10 and by_run.sha256 == by_child.sha256
 
 
 def _lock_until_cancelled(conn, relation: str) -> None:
