@@ -607,7 +607,10 @@ class _UnknownHostKey(paramiko.SSHException):
 
 
 def _transport(sock, **options) -> paramiko.Transport:
-    """paramiko's transport with PREFERRED_CIPHERS (those this paramiko knows) offered first."""
+    """paramiko's transport with PREFERRED_CIPHERS (those this paramiko knows) offered first,
+    on a TCP socket that sends each SSH packet at once (TCP_NODELAY)."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     transport = paramiko.Transport(sock, **options)
     security = transport.get_security_options()
     first = tuple(name for name in PREFERRED_CIPHERS if name in security.ciphers)
