@@ -27,9 +27,8 @@ psycopg's row-by-row iteration, whose per-row cost made the unload twice as slow
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from loader.engines.base import (
@@ -39,10 +38,9 @@ from loader.engines.base import (
     UnloadSession,
     one_zone,
 )
-from loader.engines.csv_layout import encode_record
 from loader.engines.locks import export_lock
 from loader.engines.psql_unload import PsqlUnloader, Running, connection_environment, find_psql
-from loader.engines.slice_files import SLICE_COLUMNS, CsvRowCounter, UnloadedSlice, spool
+from loader.engines.slice_files import BLOCK_SIZE, SLICE_COLUMNS, UnloadedSlice, spool_copy_csv
 from loader.environment.warehouse import warehouse_errors
 from loader.marts.build_log import (
     BUILD_LOG_MODEL,
@@ -56,8 +54,6 @@ from loader.marts.expected_years import EXPECTED_YEARS_COLUMNS, EXPECTED_YEARS_M
 from loader.names import relation_parts
 
 logger = logging.getLogger(__name__)
-
-BLOCK_SIZE = 1 << 20
 
 
 def _relation(relation: str):
@@ -149,18 +145,8 @@ def unload_postgres_slice(
     """The header, then the slice's COPY, into a 0600 file in `work_dir` (None: count and
     hash only, keep nothing)."""
     query = slice_query(conn, relation, year, state)
-    counter = CsvRowCounter()
-
-    def counted(blocks: Iterable[bytes]) -> Iterator[bytes]:
-        for block in blocks:
-            counter.feed(block)
-            yield block
-
     with conn.cursor() as cursor, cursor.copy(query):
-        blocks = counted(itertools.chain((encode_record(header),), _copy_blocks(conn)))
-        spooled = spool(blocks, work_dir, year, state)
-    # The header is one record; every record ends with a newline.
-    return UnloadedSlice.of(spooled, rows=max(counter.newlines - 1, 0))
+        return spool_copy_csv(header, _copy_blocks(conn), work_dir, year, state)
 
 
 def count_postgres_slice(conn, relation: str, year: int, state: str) -> int:

@@ -40,13 +40,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loader.engines.csv_layout import encode_record
-from loader.engines.slice_files import CsvRowCounter, UnloadedSlice, spool
+from loader.engines.slice_files import BLOCK_SIZE, UnloadedSlice, spool_copy_csv
 from loader.errors import ConfigurationError
 
 PSQL_VARIABLE = "MIPS_PSQL"
 PSQL_OFF = "off"
-BLOCK_SIZE = 1 << 20
 # psql's line for a server error at VERBOSITY verbose: `psql:<stdin>:7: ERROR:  55P03: could not…`
 _SERVER_ERROR = re.compile(r"(?:ERROR|FATAL|PANIC):\s+([0-9A-Z]{5}):\s*(.*)")
 # How long a psql asked to stop (SIGINT: it sends the server a cancel request for its query,
@@ -127,7 +125,6 @@ class PsqlUnloader:
                 "",
             )
         ).encode()
-        counter = CsvRowCounter()
         with (
             tempfile.TemporaryFile() as errors,
             running.start(self._command(), self._env(), errors) as child,
@@ -138,27 +135,20 @@ class PsqlUnloader:
                 child.stdin.close()
 
             def blocks() -> Iterator[bytes]:
-                yield encode_record(header)
                 while block := child.stdout.read(BLOCK_SIZE):
                     yield block
 
-            def counted(source: Iterator[bytes]) -> Iterator[bytes]:
-                for block in source:
-                    counter.feed(block)
-                    yield block
-
-            spooled = spool(counted(blocks()), work_dir, year, state)
+            unloaded = spool_copy_csv(header, blocks(), work_dir, year, state)
             try:
                 status = child.wait()
                 if status != 0 or running.cancelled:
                     errors.seek(0)
                     raise _psql_failure(status, errors.read(), cancelled=running.cancelled)
             except BaseException:
-                if spooled.path is not None:
-                    spooled.path.unlink(missing_ok=True)
+                if unloaded.path is not None:
+                    unloaded.path.unlink(missing_ok=True)
                 raise
-        # The header is one record; every record ends with a newline.
-        return UnloadedSlice.of(spooled, rows=max(counter.newlines - 1, 0))
+        return unloaded
 
     def _command(self) -> list[str]:
         # no .psqlrc, no password prompt, no command tags: stdout is COPY's data alone

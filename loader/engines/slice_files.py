@@ -13,14 +13,18 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from loader.engines.csv_layout import encode_record
 from loader.names import STATE_CODE
 from loader.processes import process_alive
 
 WORK_DIR_PREFIX = "mips-export-"
+# COPY data is handed on ~1 MiB at a time, whoever reads it (libpq in this process, or psql's
+# output): one hash, count and write call per block, not per row.
+BLOCK_SIZE = 1 << 20
 # Columns of the export model that select and order a slice; every other column is the file.
 SLICE_COLUMNS = ("performance_year", "state_code", "file_row_number")
 
@@ -65,6 +69,23 @@ class CsvRowCounter:
                 self._in_quotes = not self._in_quotes
             if not self._in_quotes:
                 self.newlines += segment.count(b"\n")
+
+
+def spool_copy_csv(
+    header: Sequence[str], blocks: Iterable[bytes], work_dir: Path | None, year: int, state: str
+) -> UnloadedSlice:
+    """The header line, then `blocks` of CSV records as COPY writes them, spooled (`spool`);
+    the records counted as they pass."""
+    counter = CsvRowCounter()
+
+    def counted() -> Iterator[bytes]:
+        yield encode_record(header)
+        for block in blocks:
+            counter.feed(block)
+            yield block
+
+    spooled = spool(counted(), work_dir, year, state)
+    return UnloadedSlice.of(spooled, rows=counter.newlines)
 
 
 def spool(blocks: Iterable[bytes], work_dir: Path | None, year: int, state: str) -> Spooled:

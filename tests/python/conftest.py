@@ -313,7 +313,8 @@ def models(db, monkeypatch, model_deliveries):
     )
     record_build(db, HANDMADE_SCHEMA)
     monkeypatch.setenv("MIPS_DEV_SCHEMA", HANDMADE_SCHEMA)
-    for variable in ("MIPS_S3_URL", "MIPS_SFTP_URL"):
+    # a developer's own stores, or psql choice (the tests choose the unload path themselves)
+    for variable in ("MIPS_S3_URL", "MIPS_SFTP_URL", "MIPS_PSQL"):
         monkeypatch.delenv(variable, raising=False)
     return db
 

@@ -158,7 +158,7 @@ def exported_snapshot(db):
 
 
 def psql_unload(db, relation, year, state, work_dir, *, snapshot, running=None, copy=None):
-    unloader = PsqlUnloader(find_psql(), connection_environment(db.pgconn))
+    unloader = PsqlUnloader(find_psql({}), connection_environment(db.pgconn))  # the default
     return unloader.unload(
         snapshot=snapshot,
         lock_statement=_lock_statement([relation], nowait=True).as_string(db),
@@ -260,7 +260,9 @@ def test_what_psql_reports_is_the_psycopg_error_the_in_process_unload_raises(
 ):
     with exported_snapshot(db), pytest.raises(psycopg.errors.UndefinedObject, match="snapshot"):
         psql_unload(db, export_like, 2025, "CA", tmp_path, snapshot="00000000-0000DEAD-1")
-    unreachable = PsqlUnloader(find_psql(), {"PGHOST": str(tmp_path / "no-server"), "PGPORT": "1"})
+    unreachable = PsqlUnloader(
+        find_psql({}), {"PGHOST": str(tmp_path / "no-server"), "PGPORT": "1"}
+    )
     with pytest.raises(psycopg.OperationalError, match="no-server") as lost:
         unreachable.unload(
             snapshot="00000003-00000002-1",
