@@ -17,10 +17,16 @@ def main() -> None:
     from loader import allocator
 
     allocator.bound_footprint()
+    before = set(sys.modules)
     try:
         from loader.cli import cli
     except KeyboardInterrupt:
-        from loader.cli import interrupted_while_starting  # the handlers stay: a second signal
+        # The modules the interrupted import left behind, some only half run (a package whose
+        # `from .x import *` was cut short), would break the next import of the same names:
+        # forgotten, they are imported afresh. The handlers stay: a second signal interrupts.
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+        from loader.cli import interrupted_while_starting
 
         sys.exit(interrupted_while_starting(sys.argv[1:]))
     cli()
