@@ -71,6 +71,11 @@ FIXUPS = {
         "zone z` as that instant in z; DuckDB reads a zone-less timestamp as wall-clock time in "
         "z, so the source column is loaded as timestamptz with DuckDB's TimeZone = UTC"
     ),
+    "trino_with_timezone": (
+        "Trino's with_timezone(ts, z) is the instant at which wall-clock time ts occurs in z "
+        "(macro local_day_starts_at); DuckDB has no such function and writes it `ts AT TIME "
+        "ZONE z`, which on a zone-less timestamp means the same there (as on PostgreSQL)"
+    ),
 }
 
 # PostgreSQL source column types, as the Glue table of the Athena deployment types them.
@@ -150,6 +155,16 @@ class Transpiler:
         if _is_date_difference_milliseconds(node):
             self.fixups["date_difference_milliseconds"] += 1
             return _milliseconds(node)
+        if (
+            isinstance(node, exp.Anonymous)
+            and node.name.lower() == "with_timezone"
+            and len(node.expressions) == 2
+        ):
+            # Trino's with_timezone(timestamp, zone): that wall-clock time in the zone, as an
+            # instant; DuckDB writes it `timestamp AT TIME ZONE zone` (PostgreSQL's meaning)
+            self.fixups["trino_with_timezone"] += 1
+            timestamp, zone = (argument.copy() for argument in node.expressions)
+            return exp.AtTimeZone(this=timestamp, zone=zone)
         return node
 
 

@@ -60,6 +60,13 @@ parsed as (
         reported_setting_value,
         -- a year takes part when its states list exists (SPEC §4: missing -> no deliveries)
         states_setting_key is not null as is_configured,
+        -- the year's span in var mips_time_zone, as instants: Jan 1 and the next Jan 1 there
+        {{ local_day_starts_at(
+            "cast(cast(performance_year as " ~ dbt.type_string() ~ ") || '-01-01' as date)"
+        ) }} as year_starts_at,
+        {{ local_day_starts_at(
+            "cast(cast(performance_year + 1 as " ~ dbt.type_string() ~ ") || '-01-01' as date)"
+        ) }} as next_year_starts_at,
         -- missing means false; present but malformed stays null and is reported as an error
         case
             when integration_enabled_setting_key is null then false

@@ -6,42 +6,38 @@ appointments as (
 
 ),
 
+-- years nobody exports are not worth a row (an alpha environment has none)
 configured_years as (
 
-    select performance_year from {{ ref('int_program_years_parsed') }}
-    where is_configured
-
-),
-
-completed_visits as (
-
     select
-        appointment_id as visit_id,
-        care_plan_id,
-        clinician_id,
-        visit_type,
-        starts_at,
-        -- the visit's date where the clinic is, not in UTC (SPEC §5)
-        {{ local_date('starts_at') }} as visit_date
-    from appointments
-    where appointment_status = 'completed'
+        performance_year,
+        year_starts_at,
+        next_year_starts_at
+    from {{ ref('int_program_years_parsed') }}
+    where is_configured
 
 ),
 
 visits_dated as (
 
     select
-        visit_id,
-        care_plan_id,
-        clinician_id,
-        visit_type,
-        starts_at,
-        visit_date,
-        cast(extract(year from visit_date) as {{ dbt.type_int() }}) as performance_year
-    from completed_visits
+        appointments.appointment_id as visit_id,
+        appointments.care_plan_id,
+        appointments.clinician_id,
+        appointments.visit_type,
+        appointments.starts_at,
+        -- the visit's date where the clinic is, not in UTC (SPEC §5)
+        {{ local_date('appointments.starts_at') }} as visit_date,
+        -- the year of that date: the configured year whose local days the visit falls in,
+        -- matched on the instant, so the zone is converted once per visit (local_day_starts_at)
+        configured_years.performance_year
+    from appointments
+    inner join configured_years
+        on
+            appointments.starts_at >= configured_years.year_starts_at
+            and appointments.starts_at < configured_years.next_year_starts_at
+    where appointments.appointment_status = 'completed'
 
 )
 
 select * from visits_dated
--- years nobody exports are not worth a row (an alpha environment has none)
-where performance_year in (select configured_years.performance_year from configured_years)
