@@ -476,7 +476,8 @@ def export_command(
     build for the whole run, and delivers only if that build is the newest build of the
     marts and younger than --max-build-age (the publish gate); otherwise uploads nothing and
     exits 1. A record S3 will not take is kept in a local journal ($MIPS_JOURNAL_DIR) and
-    written by the next export.
+    written by the next export. On PostgreSQL each slice is unloaded by a psql child in the
+    run's snapshot ($MIPS_PSQL names another psql; `off` unloads in the loader's process).
 
     Exit status: 0 all deliveries succeeded, 1 any failed or the gate refused, 2 usage or
     configuration error (nothing written).

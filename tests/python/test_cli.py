@@ -112,6 +112,14 @@ def test_the_program_alone_shows_its_help():
     assert "Usage: " in result.output and "Commands:" in result.output
 
 
+def test_the_export_help_says_how_slices_are_unloaded():
+    """MIPS_PSQL changes how export reads the warehouse; its --help says so (docs/loader.md)."""
+    result = CliRunner().invoke(cli, ["export", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "unloaded by a psql child" in text and "$MIPS_PSQL" in text and "`off`" in text
+
+
 def test_a_diff_that_cannot_start_exits_2_with_the_kind_of_its_cause(profiles_dir):
     """Every failure of diff is 2 (neither "same" nor "different"); the kind is the cause's."""
     result = invoke(

@@ -2,5 +2,3 @@
 dispatched macros resolve to their `postgres__` versions too, adapter.py)."""
 
 type = "postgres"  # the adapter type, as dbt names it
-name = "dev"
-schema = "analytics"
