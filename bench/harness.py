@@ -544,13 +544,29 @@ def _worker_diffs(verdict: dict, transports: Transports, keep_dir: Path, deliver
 # --- one run, many runs -------------------------------------------------------------------------
 
 
+def settle(conn) -> float:
+    """Bring the machine to the same quiet state before each timed contender, untimed: the
+    server's dirty buffers written out (CHECKPOINT), then every dirty page of the kernel
+    (sync). Without it a contender paid for the write-back of the ones before it: a `dbt
+    build` writes ≈ 3 GB at scale 100 (the export with its WAL, the intermediate tables, the
+    sorts' temporary files), which the kernel writes back lazily, and the build after five
+    lever builds was the slowest of every run. Returns the seconds it took."""
+    started = time.monotonic()
+    conn.execute("checkpoint")
+    os.sync()
+    return time.monotonic() - started
+
+
 def one_run(index, conn, cluster, env, transports: Transports, options: Options, logs, checks):
-    """Every contender once, in a fixed order; returns their measurements."""
+    """Every contender once, in a fixed order, each after `settle`; returns their
+    measurements."""
     say = options.progress
     run: dict[str, Any] = {"loader": {}}
     say(f"run {index + 1}: dbt build")
+    settle(conn)
     run["dbt_build"] = run_dbt_build(env, options.home, logs, f"run{index}-dbt-build")
     say(f"run {index + 1}: dbt build {run['dbt_build']['seconds']:.1f} s; monolithic query")
+    settle(conn)
     run["monolithic"] = {"seconds": run_monolithic(conn)}
     say(f"run {index + 1}: monolithic {run['monolithic']['seconds']:.1f} s")
     if index == 0:
@@ -558,6 +574,7 @@ def one_run(index, conn, cluster, env, transports: Transports, options: Options,
     loader_file_deliveries = None
     for config in loader_configs(options.loaders, transports.has_sftp):
         transports.clear()
+        settle(conn)
         result = run_loader(config, env, transports, logs, f"run{index}-loader-{config}")
         run["loader"][config] = {k: v for k, v in result.items() if k != "deliveries"}
         say(f"run {index + 1}: loader {config} {result['seconds']:.1f} s")
@@ -574,6 +591,7 @@ def one_run(index, conn, cluster, env, transports: Transports, options: Options,
         run_loader(config, env, transports, logs, "profile-loader", profile=profile)
         checks["loader_profile"] = profile_summary(profile)
         transports.clear()
+    settle(conn)
     run["floor"] = run_floor(
         conn, cluster, env, transports, loader_file_deliveries, logs, f"run{index}-floor"
     )
@@ -585,6 +603,7 @@ def one_run(index, conn, cluster, env, transports: Transports, options: Options,
         if index == 0 and export_bytes <= KEEP_COPIES_MAX_BYTES:
             keep_dir = options.home / "worker-copies"
             shutil.rmtree(keep_dir, ignore_errors=True)
+        settle(conn)
         run["worker"] = run_worker(cluster, env, transports, logs, f"run{index}-worker", keep_dir)
         say(f"run {index + 1}: worker replica {run['worker']['seconds']:.1f} s")
     if index == 0:
@@ -599,7 +618,7 @@ def one_run(index, conn, cluster, env, transports: Transports, options: Options,
             )
     transports.clear()
     if options.levers:
-        run["levers"] = run_levers(index, env, transports, options, logs)
+        run["levers"] = run_levers(index, conn, env, transports, options, logs)
     for contender in ("floor", "worker"):
         if contender in run:
             run[contender].pop("deliveries", None)
@@ -620,13 +639,15 @@ def loader_configs(wanted: tuple[str, ...], has_sftp: bool) -> list[str]:
     ]
 
 
-def run_levers(index, env, transports: Transports, options: Options, logs) -> dict[str, Any]:
-    """Each lever undone on its own, after the contenders (the rebuilt tables are the same)."""
+def run_levers(index, conn, env, transports: Transports, options: Options, logs) -> dict[str, Any]:
+    """Each lever undone on its own, after the contenders (the rebuilt tables are the same),
+    each after `settle`."""
     say = options.progress
     levers: dict[str, Any] = {}
     for name, args in DBT_LEVERS.items():
         if name not in options.levers:
             continue
+        settle(conn)
         build = run_dbt_build(
             env, options.home, logs, f"run{index}-lever-{name}", args, f"dbt-target-{name}"
         )
@@ -636,6 +657,7 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
     for jobs in LOADER_JOBS_LEVERS:
         if f"jobs_{jobs}" not in options.levers:
             continue
+        settle(conn)
         result = run_loader(
             config, env, transports, logs, f"run{index}-lever-jobs{jobs}", jobs=jobs
         )
@@ -643,6 +665,7 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
         say(f"run {index + 1}: lever loader --jobs {jobs} {result['seconds']:.1f} s")
         transports.clear()
     if ALLOCATOR_LEVER in options.levers:
+        settle(conn)
         result = run_loader(
             config, {**env, "MIPS_ALLOCATOR_BOUND": "off"}, transports, logs,
             f"run{index}-lever-{ALLOCATOR_LEVER}",
@@ -654,6 +677,7 @@ def run_levers(index, env, transports: Transports, options: Options, logs) -> di
         )
         transports.clear()
     if IN_PROCESS_UNLOAD_LEVER in options.levers:
+        settle(conn)
         result = run_loader(
             config, {**env, "MIPS_PSQL": "off"}, transports, logs,
             f"run{index}-lever-{IN_PROCESS_UNLOAD_LEVER}",

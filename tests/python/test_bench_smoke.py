@@ -20,7 +20,14 @@ import pytest
 # `bench` is a top-level package of the checkout (pytest's pythonpath has the root)
 from bench import report
 from bench.__main__ import document_path
-from bench.harness import DBT_LEVERS, LOADER_CONFIGS, Options, loader_configs, run_benchmark
+from bench.harness import (
+    DBT_LEVERS,
+    LOADER_CONFIGS,
+    Options,
+    loader_configs,
+    run_benchmark,
+    settle,
+)
 from bench.worker_replica import pain_treatment
 from loader.environment.dbt_invocation import DAILY_BUILD
 from loader.environment.warehouse import ProjectOptions
@@ -119,3 +126,12 @@ def test_the_build_lever_puts_the_unit_and_weekly_tests_back(profiles_dir):
     assert daily < lever and len(added) >= 22
     assert any(node.startswith("unit_test.") for node in added)
     assert not any(node.startswith("unit_test.") for node in daily)
+
+
+def test_each_contender_starts_after_the_server_checkpointed(db):
+    """`settle`, run before every timed contender, asks the server for a checkpoint (its dirty
+    buffers written out) before the kernel's sync; the smoke run above goes through it."""
+    latest = "select checkpoint_lsn from pg_control_checkpoint()"
+    before = db.execute(latest).fetchone()[0]
+    assert settle(db) >= 0
+    assert db.execute(latest).fetchone()[0] > before
