@@ -5,7 +5,8 @@ S3 stand-in (moto, in this process) and an SFTP server (the system's OpenSSH ssh
 Each contender that moves bytes runs as a child process, so its wall time and peak memory are
 its own: `dbt build`, `mips-loader export` (four ways: file://, S3, SFTP, S3 + SFTP), the floor
 (bench/floor.py) and the worker replica (bench/worker_replica.py). The monolithic query runs
-inside the server, timed from here.
+inside the server, timed from here. Every timed contender starts on a settled machine
+(`settle`: the server checkpointed, the kernel's dirty pages written), untimed.
 """
 
 from __future__ import annotations
