@@ -545,17 +545,15 @@ def _worker_diffs(verdict: dict, transports: Transports, keep_dir: Path, deliver
 # --- one run, many runs -------------------------------------------------------------------------
 
 
-def settle(conn) -> float:
+def settle(conn) -> None:
     """Bring the machine to the same quiet state before each timed contender, untimed: the
     server's dirty buffers written out (CHECKPOINT), then every dirty page of the kernel
     (sync). Without it a contender paid for the write-back of the ones before it: a `dbt
-    build` writes ≈ 3 GB at scale 100 (the export with its WAL, the intermediate tables, the
-    sorts' temporary files), which the kernel writes back lazily, and the build after five
-    lever builds was the slowest of every run. Returns the seconds it took."""
-    started = time.monotonic()
+    build` leaves ≈ 2 GB dirty at scale 100 (the export with its WAL, the intermediate tables,
+    the sorts' temporary files), which the kernel writes back lazily, and the build after five
+    lever builds was the slowest of every run."""
     conn.execute("checkpoint")
     os.sync()
-    return time.monotonic() - started
 
 
 def one_run(index, conn, cluster, env, transports: Transports, options: Options, logs, checks):

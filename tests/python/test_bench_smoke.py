@@ -18,7 +18,7 @@ import os
 import pytest
 
 # `bench` is a top-level package of the checkout (pytest's pythonpath has the root)
-from bench import report
+from bench import harness, report
 from bench.__main__ import document_path
 from bench.harness import (
     DBT_LEVERS,
@@ -26,7 +26,6 @@ from bench.harness import (
     Options,
     loader_configs,
     run_benchmark,
-    settle,
 )
 from bench.worker_replica import pain_treatment
 from loader.environment.dbt_invocation import DAILY_BUILD
@@ -43,8 +42,23 @@ def test_worker_replica_keeps_the_original_gsub_per_year():
     assert pain_treatment("MSK04", 2025) == "MSK09"
 
 
-def test_smoke_run_agrees_and_writes_its_document(tmp_path):
+def test_smoke_run_agrees_and_writes_its_document(tmp_path, monkeypatch):
     in_ci = bool(os.environ.get("CI"))
+    # what the run times, in order, and where it settles the machine (below)
+    events: list[str] = []
+    settle, measure, monolithic = harness.settle, harness.measure, harness.run_monolithic
+    monkeypatch.setattr(harness, "settle", lambda conn: events.append("settle") or settle(conn))
+
+    def timed_child(command, **kwargs):
+        events.append(kwargs["label"])
+        return measure(command, **kwargs)
+
+    def timed_statement(conn):
+        events.append("monolithic")
+        return monolithic(conn)
+
+    monkeypatch.setattr(harness, "measure", timed_child)
+    monkeypatch.setattr(harness, "run_monolithic", timed_statement)
     options = Options(
         scale=0.05,
         runs=1,
@@ -80,6 +94,10 @@ def test_smoke_run_agrees_and_writes_its_document(tmp_path):
     assert set(levers) == {"loader_jobs_1"}
     assert levers["loader_jobs_1"]["seconds"] > 0
     assert result["ratios"]["break_even_forms_query_seconds"] is not None
+    # every timed contender, the levers' too, starts right after the machine was settled
+    timed = [i for i, event in enumerate(events) if event != "settle"]
+    assert len(timed) >= 7, events
+    assert all(events[i - 1] == "settle" for i in timed), events
 
     out = tmp_path / "docs" / "benchmarks.md"
     out.parent.mkdir()
@@ -133,5 +151,5 @@ def test_each_contender_starts_after_the_server_checkpointed(db):
     buffers written out) before the kernel's sync; the smoke run above goes through it."""
     latest = "select checkpoint_lsn from pg_control_checkpoint()"
     before = db.execute(latest).fetchone()[0]
-    assert settle(db) >= 0
+    harness.settle(db)
     assert db.execute(latest).fetchone()[0] > before
