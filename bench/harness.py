@@ -258,6 +258,7 @@ DBT_LEVERS = {
     "no_partial_parse": (*DAILY_BUILD, "--no-partial-parse"),
     "contract_tables_by_insert": (*DAILY_BUILD, "--vars", "{mips_contract_tables_by_ctas: false}"),
     "server_work_mem": (*DAILY_BUILD, "--vars", "{mips_work_mem: null}"),
+    "export_in_one_table": (*DAILY_BUILD, "--vars", "{mips_export_in_parts: false}"),
 }
 # The loader's unloads ahead: the production shape with other --jobs values (default 2).
 LOADER_JOBS_LEVERS = ("1", "3")
@@ -279,6 +280,7 @@ INTERMEDIATE_TABLES = (
     "int_injuries_extended",
     "int_care_plans_in_scope",
     "int_care_plans_eligible",
+    "int_export_parts",
 )
 
 

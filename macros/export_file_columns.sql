@@ -27,3 +27,16 @@
 {% macro export_column_name(header) -%}
     {{ header | lower | replace(' ', '_') }}
 {%- endmacro %}
+
+{#-
+    The export model's columns for a layout version, in the contract's order: the slice and the
+    row's place in it, then the file columns. What the export and its parts select from
+    int_export_rows (which has one more, export_part).
+-#}
+{% macro export_columns(layout_version) -%}
+    {%- set columns = ['performance_year', 'state_code', 'file_row_number'] -%}
+    {%- for header in export_file_columns(layout_version) -%}
+        {%- do columns.append(export_column_name(header)) -%}
+    {%- endfor -%}
+    {{ return(columns) }}
+{%- endmacro %}

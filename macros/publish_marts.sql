@@ -37,7 +37,11 @@
     only (no row is copied). The marts are taken in the order of all_mart_relation_names
     (deliveries first), the order in which an export locks them: a publication waits for a
     running export (its ACCESS SHARE locks) and an export that starts meanwhile waits for the
-    publication, so an export never reads two builds (loader/engines/postgres.py).
+    publication, so an export never reads two builds (loader/engines/postgres.py). The export
+    is a view of its two parts there, which are marts too (docs/models.md, "The export in two
+    parts"): by name the view comes before them, so it is dropped before the parts it reads;
+    `alter table ... set schema` moves a view as it moves a table, and the view reads its
+    parts wherever they move (it names them by OID).
 -#}
 {% macro postgres_publication_sql(marts) -%}
     {%- set built = adapter.quote(target.schema) -%}
@@ -45,11 +49,18 @@
     {%- if healthmonix_mips.published_schema() == target.schema -%}
         {{ exceptions.raise_compiler_error("var mips_published_schema must differ from the target schema " ~ target.schema) }}
     {%- endif -%}
+    {#- what each published mart is now: the export is a view (of its parts), the others
+        tables, and a publication of an earlier version of the project may differ -#}
+    {%- set views_query -%}
+        select viewname from pg_views
+        where schemaname = '{{ healthmonix_mips.published_schema() | replace("'", "''") }}'
+    {%- endset -%}
+    {%- set published_views = run_query(views_query).columns[0].values() | list -%}
     set local lock_timeout = '{{ var("mips_publication_lock_timeout", "30min") }}';
     create schema if not exists {{ published }};
     {% for mart in marts -%}
     {%- set name = adapter.quote(mart) -%}
-    drop table if exists {{ published }}.{{ name }};
+    drop {{ 'view' if mart in published_views else 'table' }} if exists {{ published }}.{{ name }};
     alter table {{ built }}.{{ name }} set schema {{ published }};
     create view {{ built }}.{{ name }} as select * from {{ published }}.{{ name }};
     {% endfor -%}

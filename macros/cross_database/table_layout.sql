@@ -7,7 +7,7 @@
     The defaults are plain SQL every engine runs (PostgreSQL uses them).
 
     No ordering macro: on PostgreSQL the export's rows already leave their window in file
-    order (mips_export_v1.sql says why no `order by`); Athena partitions by slice.
+    order (int_export_rows.sql says why no `order by`); Athena partitions by slice.
 -#}
 {% macro select_columns_for_layout(columns) -%}
     {{ return(adapter.dispatch('select_columns_for_layout', 'healthmonix_mips')(columns)) }}

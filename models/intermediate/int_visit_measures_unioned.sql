@@ -18,6 +18,12 @@ visit_forms_selected as (
 
 ),
 
+export_parts as (
+
+    select * from {{ ref('int_export_parts') }}
+
+),
+
 clinicians as (
 
     select * from {{ ref('stg_app__clinicians') }}
@@ -46,6 +52,7 @@ eligible_visits as (
     select
         care_plans_eligible.performance_year,
         care_plans_eligible.state_code,
+        export_parts.export_part,
         -- what the measure rows are made of (below)
         care_plans_eligible.start_date,
         care_plans_eligible.function_measure_code,
@@ -85,15 +92,25 @@ eligible_visits as (
         -- the visit's place in its (year, state) file; sorting visits, not 3x as many rows.
         -- dense_rank, not row_number: the same while each visit comes once (the order is the
         -- visit's own), but two rows of one visit (a join that fans out) share a number, so
-        -- their file rows collide in the export's primary key, which refuses the table
+        -- their file rows collide in the export's primary key, which refuses the table.
+        -- export_part, set by year and state, changes no number: partitioned by it too, the
+        -- window lets a filter on it reach the care plans, so that a part numbers only its own
         dense_rank() over (
-            partition by care_plans_eligible.performance_year, care_plans_eligible.state_code
+            partition by
+                export_parts.export_part,
+                care_plans_eligible.performance_year,
+                care_plans_eligible.state_code
             order by
                 care_plans_eligible.care_plan_id,
                 visits_dated.visit_date,
                 visits_dated.visit_id
         ) as visit_sequence
     from care_plans_eligible
+    -- the part that holds the file (int_export_parts; each file is in it once)
+    inner join export_parts
+        on
+            care_plans_eligible.performance_year = export_parts.performance_year
+            and care_plans_eligible.state_code = export_parts.state_code
     -- only the visits whose local date falls in the year (a plan without any yields nothing)
     inner join visits_dated
         on
@@ -111,6 +128,7 @@ visit_measures as (
     select
         eligible_visits.performance_year,
         eligible_visits.state_code,
+        eligible_visits.export_part,
         (eligible_visits.visit_sequence - 1) * 3 + measure_kinds.measure_order as file_row_number,
         eligible_visits.file_practice_tin,
         eligible_visits.file_provider_npi,

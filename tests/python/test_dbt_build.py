@@ -208,6 +208,29 @@ def test_source_freshness_warns_after_three_quiet_days_and_errors_after_a_week(d
     assert statuses == {"appointments": "error", "patient_forms_mips": "error"}
 
 
+def test_the_export_parts_hold_whole_files_and_about_half_of_the_rows_each(production_build, db):
+    """On PostgreSQL the export is the view of two tables built side by side (docs/models.md,
+    "The export in two parts"): a file lies whole in one of them, so their keys cannot collide
+    and a slice is read from one table; the files are dealt so that each holds about half."""
+    assert production_build.success
+    schema = PRODUCTION.models_schema
+    files = {
+        part: dict(
+            fetch_all(
+                db,
+                f"select performance_year || '/' || state_code, count(*) from {schema}.{part} "
+                "group by performance_year, state_code",
+            )
+        )
+        for part in ("mips_export_v1_part_0", "mips_export_v1_part_1")
+    }
+    zero, one = files.values()
+    assert zero and one and not set(zero) & set(one)
+    (total,) = fetch_all(db, f"select count(*) from {schema}.mips_export_v1")[0]
+    assert sum(zero.values()) + sum(one.values()) == total
+    assert 0.35 < sum(zero.values()) / total < 0.65, files
+
+
 @pytest.mark.parametrize(
     ("row", "refusal"),
     [
@@ -221,15 +244,20 @@ def test_the_export_constraints_refuse_what_its_skipped_tests_would_find(
     production_build, db, row, refusal
 ):
     """On PostgreSQL the export's not-null tests are off and its key test is weekly (models.md,
-    "The daily build"): the table's own primary key and not-null constraints refuse such a row."""
+    "The daily build"): the primary key and not-null constraints of its parts, the tables it is
+    the view of, refuse such a row."""
     import psycopg
 
     assert production_build.success
-    relation = f"{PRODUCTION.models_schema}.mips_export_v1"
     columns = "performance_year, state_code, file_row_number"
-    with db.transaction(force_rollback=True), pytest.raises(psycopg.errors.IntegrityError) as err:
-        db.execute(f"insert into {relation} ({columns}) select {row} from {relation} limit 1")
-    assert refusal in str(err.value)
+    for part in ("mips_export_v1_part_0", "mips_export_v1_part_1"):
+        relation = f"{PRODUCTION.models_schema}.{part}"
+        with (
+            db.transaction(force_rollback=True),
+            pytest.raises(psycopg.errors.IntegrityError) as err,
+        ):
+            db.execute(f"insert into {relation} ({columns}) select {row} from {relation} limit 1")
+        assert refusal in str(err.value), part
 
 
 def test_the_exports_guards_run_daily_on_athena(athena_compilation):
@@ -285,7 +313,10 @@ def test_intermediate_tables_skip_the_wal_and_the_marts_do_not(production_build,
     } <= set(intermediate)
     for table in intermediate:
         assert persistence[table] == "u", table
-    # the marts the loader reads are the published ones (the build's are views of them now)
-    for table in ("mips_export_v1", "mips_deliveries", "mips_expected_years"):
+    # the marts the loader reads are the published ones (the build's are views of them now);
+    # the export is the view of its two parts
+    for table in ("mips_export_v1_part_0", "mips_export_v1_part_1"):
+        assert persistence[f"{published}.{table}"] == "p", table
+    for table in ("mips_deliveries", "mips_expected_years"):
         assert persistence[f"{published}.{table}"] == "p", table
     assert persistence[f"{built}.mips_build_log"] == "p"

@@ -706,7 +706,7 @@ def test_a_test_only_the_base_fails_is_context_not_an_error():
     }
 
 
-EXPORT_MODEL = Path("models") / "marts" / "mips_export_v1.sql"
+EXPORT_MODEL = Path("models") / "intermediate" / "int_export_rows.sql"
 EXPORT_CONTRACT = Path("models") / "marts" / "_mips__models.yml"
 EXPORT_LAYOUTS = Path("macros") / "export_file_columns.sql"
 

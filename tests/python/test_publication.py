@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from loader.cli import cli
+from loader.environment.dbt_invocation import run_dbt
 from loopback.ssh import make_ssh_key, write_known_hosts
 from tests.support.local_runs import files_under
 from tests.support.model_scenarios import PROJECT_DIR, SCRATCH, copy_project, seed_partial_parse
@@ -32,7 +33,13 @@ from tests.support.processes import postgres_target_env
 from tests.support.transport_servers import SftpFaults, asyncssh_sftp_server
 
 PUBLISHED = f"{SCRATCH.models_schema}_published"
-MARTS = ("mips_deliveries", "mips_expected_years", "mips_export_v1")
+MARTS = (
+    "mips_deliveries",
+    "mips_expected_years",
+    "mips_export_v1",
+    "mips_export_v1_part_0",
+    "mips_export_v1_part_1",
+)
 DBT = Path(sys.executable).parent / "dbt"
 # A data test of the export that sleeps: dbt runs it right after building mips_export_v1, so a
 # build can be stopped deterministically between the export's table and its tests.
@@ -291,13 +298,26 @@ def test_a_build_stopped_before_the_export_is_tested_publishes_nothing(
         db.execute("select pg_terminate_backend(%s)", (sleeper[0],))
         stopped = newest_invocation(db)
         assert stopped != published_by and log_events(db, stopped) == ["started"]
-        # the build had replaced its own export table (the view of the published one) ...
-        kind = db.execute(
-            "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-            "where n.nspname = %s and c.relname = 'mips_export_v1'",
-            (SCRATCH.models_schema,),
+        # the build had replaced its own export (the view of the published one) by the view
+        # of the two parts it had built ...
+        kinds = dict(
+            db.execute(
+                "select c.relname, c.relkind from pg_class c "
+                "join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = %s and c.relname like 'mips_export_v1%%' "
+                "and c.relkind in ('r', 'v')",
+                (SCRATCH.models_schema,),
+            ).fetchall()
+        )
+        assert kinds == {
+            "mips_export_v1": "v",
+            "mips_export_v1_part_0": "r",
+            "mips_export_v1_part_1": "r",
+        }
+        definition = db.execute(
+            "select pg_get_viewdef(%s::regclass)", (f"{SCRATCH.models_schema}.mips_export_v1",)
         ).fetchone()[0]
-        assert kind == "r"
+        assert PUBLISHED not in definition and "mips_export_v1_part_1" in definition
         # ... and nothing it wrote reached the published marts
         assert published_digest(db) == before
 
@@ -368,3 +388,42 @@ def test_the_snapshot_is_taken_after_the_locks(cluster):
         assert reader.execute("select count(*) from snapshot_probe").fetchone()[0] == 1
         reader.execute("rollback")
         writer.execute("drop table snapshot_probe")
+
+
+def test_the_export_in_one_table_or_in_two_parts_publishes_the_same_rows(
+    scenario, published, project_options
+):
+    """Var `mips_export_in_parts: false` (the benchmark's lever) builds the export as one table
+    again, and the next build as the view of its two parts: each publishes over the other's
+    kind of relation, with the same rows."""
+    db = scenario
+
+    def export_kind_and_rows():
+        kind = db.execute(
+            "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "where n.nspname = %s and c.relname = 'mips_export_v1'",
+            (PUBLISHED,),
+        ).fetchone()[0]
+        rows = db.execute(
+            "select count(*), md5(string_agg(t::text, E'\\n' order by t::text)) "
+            f"from {PUBLISHED}.mips_export_v1 t"
+        ).fetchone()
+        return kind, rows
+
+    assert export_kind_and_rows()[0] == "v"
+    one_table_vars = json.dumps({**json.loads(SCRATCH.dbt_vars()), "mips_export_in_parts": False})
+    with SCRATCH.models_environment():
+        one_table = run_dbt(
+            project_options,
+            ["build", "--selector", "daily", "--vars", one_table_vars]
+            + ["--target-path", str(SCRATCH.target_path())],
+            quiet=True,
+        )
+    assert one_table.success, one_table.failures or one_table.error
+    assert published_build(db) == one_table.invocation_id
+    kind, rows = export_kind_and_rows()
+    assert kind == "r" and rows[0] > 0
+    in_parts = SCRATCH.run(project_options, "build", "--selector", "daily")
+    assert in_parts.success, in_parts.failures or in_parts.error
+    assert published_build(db) == in_parts.invocation_id
+    assert export_kind_and_rows() == ("v", rows)
