@@ -1,4 +1,4 @@
--- Part 1 of the export on PostgreSQL: the files that int_visit_measures_unioned deals to it
+-- Part 1 of the export on PostgreSQL: the files that int_export_parts deals to it
 -- (part 0, built beside it, holds the others). mips_export_v1 is the view of both.
 select
     {{ export_columns(1) | join(',\n    ') }}

@@ -153,3 +153,34 @@ def test_each_contender_starts_after_the_server_checkpointed(db):
     before = db.execute(latest).fetchone()[0]
     harness.settle(db)
     assert db.execute(latest).fetchone()[0] > before
+
+
+def test_the_parts_left_by_the_one_table_lever_are_dropped_only_under_that_table(db):
+    """After the lever that publishes the export as one table, the published parts of the build
+    before it are dropped (untimed), so the next build drops one export, as a daily build does;
+    never while the published export is the view of those parts."""
+    from bench.harness import EXPORT_PARTS, drop_published_parts
+
+    schema = "bench_published_probe"
+    db.execute(f"drop schema if exists {schema} cascade")
+    db.execute(f"create schema {schema}")
+    try:
+        for part in EXPORT_PARTS:
+            db.execute(f"create table {schema}.{part} as select 1 as file_row_number")
+        db.execute(
+            f"create view {schema}.mips_export_v1 as select * from {schema}.{EXPORT_PARTS[0]} "
+            f"union all select * from {schema}.{EXPORT_PARTS[1]}"
+        )
+        assert not drop_published_parts(db, schema)
+        assert db.execute(f"select count(*) from {schema}.mips_export_v1").fetchone() == (2,)
+
+        db.execute(f"drop view {schema}.mips_export_v1")
+        db.execute(f"create table {schema}.mips_export_v1 as select 1 as file_row_number")
+        assert drop_published_parts(db, schema)
+        left = db.execute(
+            "select table_name from information_schema.tables where table_schema = %s",
+            (schema,),
+        ).fetchall()
+        assert left == [("mips_export_v1",)]
+    finally:
+        db.execute(f"drop schema {schema} cascade")
