@@ -262,8 +262,6 @@ DBT_LEVERS = {
     "contract_tables_by_insert": (*DAILY_BUILD, "--vars", "{mips_contract_tables_by_ctas: false}"),
     "server_work_mem": (*DAILY_BUILD, "--vars", "{mips_work_mem: null}"),
 }
-# The export's parts on PostgreSQL (docs/models.md, "The export in two parts").
-EXPORT_PARTS = ("mips_export_v1_part_0", "mips_export_v1_part_1")
 # The loader's unloads ahead: the production shape with other --jobs values (default 2).
 LOADER_JOBS_LEVERS = ("1", "3")
 # The export with glibc's allocator as it is (loader/allocator.py bounds it by default).
@@ -644,28 +642,35 @@ def loader_configs(wanted: tuple[str, ...], has_sftp: bool) -> list[str]:
     ]
 
 
-def drop_published_parts(conn, published: str = f"{TARGET_SCHEMA}_published") -> bool:
-    """Untimed, after the lever that publishes the export as one table: the parts the build
-    before it published are no longer read by anything. Left, the next build would drop them
-    with the one table, two exports' worth, where a daily build drops one (the lever itself
-    dropped none: its time is favoured by that drop, 0.3–2.5 s at scale 100). Only when the
-    published export is that table (not the view of the parts): whether they were dropped."""
+def drop_stale_published_marts(conn, schema: str = TARGET_SCHEMA) -> list[str]:
+    """Untimed, after the lever that publishes the export as one table: what the published
+    schema holds besides the marts the newest publication names (the build log's), i.e. the
+    parts the build before the lever published, which nothing reads any more. Left, the next
+    build would drop them with the one table, two exports' worth, where a daily build drops one
+    (the lever itself dropped none: its time is favoured by that drop, 0.3–2.5 s at scale 100).
+    Returns the names dropped."""
     from psycopg import sql
 
-    kind = conn.execute(
-        "select c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-        "where n.nspname = %s and c.relname = %s",
-        (published, EXPORT_MODEL),
-    ).fetchone()
-    if kind is None or kind[0] != "r":
-        return False
-    for part in EXPORT_PARTS:
+    from loader.engines.postgres import read_build_history
+
+    _, publication = read_build_history(conn, schema)
+    if publication is None or publication.published_schema is None:
+        return []
+    published = conn.execute(
+        "select c.relname, c.relkind from pg_class c join pg_namespace n "
+        "on n.oid = c.relnamespace where n.nspname = %s and c.relkind in ('r', 'v')",
+        (publication.published_schema,),
+    ).fetchall()
+    stale = sorted((name, kind) for name, kind in published if name not in publication.marts_built)
+    for name, kind in stale:
         conn.execute(
-            sql.SQL("drop table if exists {}.{} cascade").format(
-                sql.Identifier(published), sql.Identifier(part)
+            sql.SQL("drop {} if exists {}.{} cascade").format(
+                sql.SQL("view" if kind == "v" else "table"),
+                sql.Identifier(publication.published_schema),
+                sql.Identifier(name),
             )
         )
-    return True
+    return [name for name, _ in stale]
 
 
 def run_levers(index, conn, env, transports: Transports, options: Options, logs) -> dict[str, Any]:
@@ -683,7 +688,7 @@ def run_levers(index, conn, env, transports: Transports, options: Options, logs)
         levers[f"dbt_{name}"] = {k: v for k, v in build.items() if k != "nodes"}
         say(f"run {index + 1}: lever dbt {name} {build['seconds']:.1f} s")
         if name == "export_in_one_table":
-            drop_published_parts(conn)
+            drop_stale_published_marts(conn)
     config = "s3+sftp" if transports.has_sftp else "s3"
     for jobs in LOADER_JOBS_LEVERS:
         if f"jobs_{jobs}" not in options.levers:

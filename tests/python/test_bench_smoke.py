@@ -155,32 +155,43 @@ def test_each_contender_starts_after_the_server_checkpointed(db):
     assert db.execute(latest).fetchone()[0] > before
 
 
-def test_the_parts_left_by_the_one_table_lever_are_dropped_only_under_that_table(db):
-    """After the lever that publishes the export as one table, the published parts of the build
-    before it are dropped (untimed), so the next build drops one export, as a daily build does;
-    never while the published export is the view of those parts."""
-    from bench.harness import EXPORT_PARTS, drop_published_parts
+def test_after_the_one_table_lever_only_what_the_publication_names_stays_published(db):
+    """After the lever that publishes the export as one table, the parts the build before it
+    published are dropped (untimed), so the next build drops one export, as a daily build does:
+    whatever the published schema holds that the newest publication (the build log's) does not
+    name. The marts it names stay, and nothing is dropped while they are all there is."""
+    from bench.harness import drop_stale_published_marts
+    from tests.support.handmade import record_build
 
-    schema = "bench_published_probe"
-    db.execute(f"drop schema if exists {schema} cascade")
-    db.execute(f"create schema {schema}")
+    built, published = "bench_built_probe", "bench_published_probe"
+    for schema in (built, published):
+        db.execute(f"drop schema if exists {schema} cascade")
+        db.execute(f"create schema {schema}")
     try:
-        for part in EXPORT_PARTS:
-            db.execute(f"create table {schema}.{part} as select 1 as file_row_number")
+        parts = ("mips_export_v1_part_0", "mips_export_v1_part_1")
+        for part in parts:
+            db.execute(f"create table {published}.{part} as select 1 as file_row_number")
         db.execute(
-            f"create view {schema}.mips_export_v1 as select * from {schema}.{EXPORT_PARTS[0]} "
-            f"union all select * from {schema}.{EXPORT_PARTS[1]}"
+            f"create view {published}.mips_export_v1 as select * from {published}.{parts[0]} "
+            f"union all select * from {published}.{parts[1]}"
         )
-        assert not drop_published_parts(db, schema)
-        assert db.execute(f"select count(*) from {schema}.mips_export_v1").fetchone() == (2,)
+        record_build(db, built, marts_built=",".join(("mips_export_v1", *parts)), published=True)
+        db.execute(f"update {built}.mips_build_log set published_schema = %s", (published,))
+        assert drop_stale_published_marts(db, built) == []
+        assert db.execute(f"select count(*) from {published}.mips_export_v1").fetchone() == (2,)
 
-        db.execute(f"drop view {schema}.mips_export_v1")
-        db.execute(f"create table {schema}.mips_export_v1 as select 1 as file_row_number")
-        assert drop_published_parts(db, schema)
+        # the lever's publication: the export as one table, the parts left behind
+        db.execute(f"drop view {published}.mips_export_v1")
+        db.execute(f"create table {published}.mips_export_v1 as select 1 as file_row_number")
+        db.execute(f"delete from {built}.mips_build_log")
+        record_build(db, built, invocation_id="lever", marts_built="mips_export_v1", published=True)
+        db.execute(f"update {built}.mips_build_log set published_schema = %s", (published,))
+        assert drop_stale_published_marts(db, built) == list(parts)
         left = db.execute(
             "select table_name from information_schema.tables where table_schema = %s",
-            (schema,),
+            (published,),
         ).fetchall()
         assert left == [("mips_export_v1",)]
     finally:
-        db.execute(f"drop schema {schema} cascade")
+        for schema in (built, published):
+            db.execute(f"drop schema {schema} cascade")
